@@ -1,0 +1,67 @@
+"""The one written data contract: names, shapes and units shared by Zarr, Parquet and torch batches.
+
+A dataset is a directory (or fsspec URL) holding
+
+``dataset.yaml``                 the card: schema version, units, provenance, counts
+``structures.parquet/``          the index, a Parquet dataset of fragments, one per committed partition
+``failures.parquet/``            one fragment per partition that had failures (material_id, stage, reason)
+``dos_raw.parquet/``             raw DOS as ingested (energies in eV, states/eV/cell), one fragment per partition
+``arrays/<array>/<partition>``   1-D float32 Zarr v3 arrays, sharded, holding flattened grids end to end
+
+Grids are flattened in C order of ``(nx, ny, nz)`` as pymatgen's ``Chgcar.data`` holds them (x slowest), so
+``grid.reshape(nx, ny, nz)`` gives back the array pymatgen returns (divided by the cell volume).
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = "1.0"
+
+# ---- Zarr arrays (all 1-D float32 partitions, addressed by the index) -----------------------------------
+RHO = "rho"  # total valence electron density, e/Å^3 (CHGCAR total / V_cell)
+MAG = "mag"  # magnetisation density rho_up - rho_down, e/Å^3 (CHGCAR diff / V_cell); spin materials only
+SAED = "saed"  # superposition of atomic electron densities, e/Å^3 (build-delta)
+DELTA = "delta"  # rho - saed, e/Å^3 (build-delta)
+RHO_AE = "rho_ae"  # all-electron density AECCAR0 + AECCAR2 over V_cell, e/Å^3 (core under-resolved), if present
+GRID_ARRAYS = (RHO, MAG, SAED, DELTA, RHO_AE)
+
+ARRAY_UNITS = {name: "e/Å^3" for name in GRID_ARRAYS}
+
+# ---- Parquet tables ---------------------------------------------------------------------------------------
+INDEX = "structures.parquet"
+FAILURES = "failures.parquet"
+DOS_RAW = "dos_raw.parquet"
+CARD = "dataset.yaml"
+LOCK = ".chgdata.lock"
+ARRAYS_DIR = "arrays"
+
+# Index columns (structures.parquet). OPTIMADE names where one exists.
+COL_ID = "material_id"  # e.g. "mp-149" or a folder name for local data
+COL_SOURCE = "source"  # "mp" | "vasp"
+COL_TASK_ID = "task_id"  # MP task that produced the charge density (None for local data)
+COL_DB_VERSION = "database_version"  # MP database version (None for local data)
+COL_FORMULA = "chemical_formula_reduced"
+COL_NSITES = "nsites"
+COL_LATTICE = "lattice_vectors"  # 3x3 row vectors, Å (flattened 9 floats)
+COL_SPECIES = "species_at_sites"  # element symbols per site
+COL_FRAC = "fractional_site_positions"  # n x 3 flattened
+COL_GRID = "grid_shape"  # [nx, ny, nz]
+COL_NPOINTS = "n_grid_points"
+COL_VOLUME = "volume"  # Å^3
+COL_SPIN = "spin_polarized"
+COL_NELECT = "n_electrons"  # ∫ rho dV over the cell, electrons
+COL_MAGMOM = "total_magnetization"  # ∫ mag dV, μB per cell (None when not spin-polarised)
+COL_EFERMI = "efermi"  # eV, from the DOS (None when no DOS)
+COL_HAS_DOS = "has_dos"
+COL_PARTITION = "partition"  # name of the partition holding this material's arrays
+COL_RHO_OFFSET = "rho_offset"  # start of the grid in arrays/rho/<partition>
+COL_MAG_OFFSET = "mag_offset"  # start in arrays/mag/<partition>, -1 when not spin-polarised
+COL_AE_OFFSET = "rho_ae_offset"  # start in arrays/rho_ae/<partition>, -1 when no AECCAR0/2
+COL_INPUT_SHA = "input_sha256"  # sha256 of the raw input files, sorted by name and concatenated
+COL_RHO_SHA = "rho_sha256"  # sha256 of the stored float32 rho bytes
+COL_MAG_SHA = "mag_sha256"
+COL_AE_SHA = "rho_ae_sha256"
+COL_FILES = "input_files"  # paths (local) or MP endpoints the material came from
+COL_RETRIEVED = "retrieved_at"  # ISO 8601 UTC
+COL_STATUS = "status"  # "ok" | "flagged: <reason>"
+
+FAIL_COLUMNS = ("material_id", "stage", "reason", "time")

@@ -1,0 +1,124 @@
+"""Volumetric grids: CHGCAR headers, ρ·V → ρ conversion, and write-time validation (pure numpy)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Grids larger than this are refused before anything is allocated (points; 2·10⁹ float32 = 8 GB).
+MAX_GRID_POINTS = 2_000_000_000
+
+
+class GridError(ValueError):
+    """A volumetric file or grid is unusable; the message is one line naming the file and the problem."""
+
+
+def open_text(path: str | os.PathLike):
+    """Open a text file that may be gzip-compressed."""
+    path = os.fspath(path)
+    with open(path, "rb") as fh:
+        magic = fh.read(2)
+    if magic == b"\x1f\x8b":
+        return gzip.open(path, "rt", encoding="utf-8", errors="strict")
+    return open(path, encoding="utf-8", errors="strict")
+
+
+@dataclass(frozen=True)
+class ChgcarHeader:
+    """What the first lines of a CHGCAR say: lattice (Å, row vectors), atom counts and the grid shape."""
+
+    lattice: np.ndarray
+    counts: tuple[int, ...]
+    symbols: tuple[str, ...]
+    grid_shape: tuple[int, int, int]
+
+    @property
+    def natoms(self) -> int:
+        return int(sum(self.counts))
+
+    @property
+    def volume(self) -> float:
+        return float(abs(np.linalg.det(self.lattice)))
+
+    @property
+    def n_points(self) -> int:
+        return int(np.prod(self.grid_shape))
+
+
+def read_chgcar_header(path: str | os.PathLike, max_points: int = MAX_GRID_POINTS) -> ChgcarHeader:
+    """Read a CHGCAR/AECCAR header without reading the grid; refuses degenerate cells and huge grids."""
+    name = os.fspath(path)
+    try:
+        with open_text(name) as fh:
+            fh.readline()  # comment
+            scale = float(fh.readline().split()[0])
+            lattice = np.array([[float(x) for x in fh.readline().split()[:3]] for _ in range(3)])
+            words = fh.readline().split()
+            symbols: tuple[str, ...] = ()
+            if words and not words[0].isdigit():  # VASP 5: a species line before the counts
+                symbols = tuple(words)
+                words = fh.readline().split()
+            counts = tuple(int(x) for x in words)
+            if fh.readline().strip()[:1] in ("s", "S"):  # selective dynamics, then Direct/Cartesian
+                fh.readline()
+            natoms = sum(counts)
+            if natoms <= 0:
+                raise GridError(f"{name}: header declares {natoms} atoms")
+            if symbols and len(symbols) != len(counts):
+                raise GridError(f"{name}: {len(symbols)} species names but {len(counts)} species counts")
+            for _ in range(natoms):
+                fh.readline()
+            line = fh.readline()
+            while line and not line.strip():
+                line = fh.readline()
+            dims = tuple(int(x) for x in line.split())
+    except GridError:
+        raise
+    except (ValueError, IndexError, UnicodeDecodeError, EOFError, OSError) as exc:
+        raise GridError(f"{name}: unreadable CHGCAR header ({type(exc).__name__}: {exc})") from None
+    if scale < 0:  # VASP: a negative scale is the cell volume
+        lattice = lattice * (abs(scale) / abs(np.linalg.det(lattice))) ** (1 / 3)
+    else:
+        lattice = lattice * scale
+    if len(dims) != 3 or min(dims) <= 0:
+        raise GridError(f"{name}: bad grid line {dims!r} (expected three positive integers)")
+    vol = np.linalg.det(lattice)
+    if not np.isfinite(vol) or abs(vol) < 1e-6:
+        raise GridError(f"{name}: degenerate lattice (volume {vol:.3g} Å^3)")
+    header = ChgcarHeader(lattice, counts, symbols, dims)
+    if header.n_points > max_points:
+        raise GridError(f"{name}: declared grid {dims} has {header.n_points:.3g} points, over the limit "
+                        f"of {max_points:.3g}; refused before allocating")
+    return header
+
+
+def density_from_vasp(data_rho_v: np.ndarray, volume: float, name: str, expect_shape=None) -> np.ndarray:
+    """CHGCAR block (ρ·V_cell, e) → density ρ in e/Å³ as float32, validated."""
+    arr = np.asarray(data_rho_v)
+    if expect_shape is not None and tuple(arr.shape) != tuple(expect_shape):
+        raise GridError(f"{name}: grid shape {arr.shape} does not match the declared {tuple(expect_shape)}")
+    if arr.size == 0:
+        raise GridError(f"{name}: empty grid")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        raise GridError(f"{name}: {int(bad.sum())} non-finite values (NaN/inf) in the grid")
+    if not np.isfinite(volume) or volume <= 0:
+        raise GridError(f"{name}: non-positive cell volume {volume!r}")
+    return (arr / volume).astype(np.float32)
+
+
+def electrons(rho: np.ndarray, volume: float) -> float:
+    """∫ρ dV over the cell for ρ in e/Å³ on a uniform grid (electrons)."""
+    return float(np.asarray(rho, dtype=np.float64).mean() * volume)
+
+
+def electron_count_flag(n_electrons: float, tol: float = 0.05) -> str | None:
+    """A reason to flag (not drop) a density whose electron count is not close to an integer."""
+    if abs(n_electrons - round(n_electrons)) > tol:
+        return f"electron count {n_electrons:.4f} is not an integer within {tol}"
+    if n_electrons <= 0:
+        return f"non-positive electron count {n_electrons:.4f}"
+    return None

@@ -1,0 +1,162 @@
+"""Local VASP-style calculation folders: CHGCAR[.gz], AECCAR0/2, vasprun.xml[.gz], pymatgen DOS JSON.
+
+A folder is a calculation when it holds any of these files; its name is the material id. Structures come from
+the CHGCAR, else from the DOS file (vasprun final structure or the CompleteDos structure), else POSCAR.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from chgdata.grid import GridError, read_chgcar_header
+from chgdata.sources.records import MaterialRecord, SourceError, validate_local_id
+from chgdata.store import file_sha256, utcnow
+
+CHGCAR_NAMES = ("CHGCAR", "CHGCAR.gz")
+AECCAR_NAMES = {0: ("AECCAR0", "AECCAR0.gz"), 2: ("AECCAR2", "AECCAR2.gz")}
+DOS_NAMES = ("vasprun.xml", "vasprun.xml.gz", "dos.json", "dos.json.gz", "complete_dos.json",
+             "complete_dos.json.gz")
+POSCAR_NAMES = ("POSCAR", "POSCAR.gz", "CONTCAR", "CONTCAR.gz")
+
+
+def _first(folder: Path, names) -> Path | None:
+    for n in names:
+        if (folder / n).is_file():
+            return folder / n
+    return None
+
+
+@dataclass(frozen=True)
+class LocalCalc:
+    """The files of one calculation folder (absolute paths as strings; None when absent)."""
+
+    material_id: str
+    folder: str
+    chgcar: str | None
+    aeccar0: str | None
+    aeccar2: str | None
+    dos: str | None
+    poscar: str | None
+
+    @property
+    def files(self) -> list[str]:
+        return [p for p in (self.chgcar, self.aeccar0, self.aeccar2, self.dos, self.poscar) if p]
+
+    def size_bytes(self) -> int:
+        return sum(os.path.getsize(p) for p in self.files)
+
+    def grid_points(self) -> int:
+        """Declared grid points (0 when there is no readable CHGCAR header): used to size partitions."""
+        path = self.chgcar or self.aeccar2
+        if not path:
+            return 0
+        try:
+            return read_chgcar_header(path).n_points
+        except GridError:
+            return 0
+
+
+def discover(root: str | os.PathLike) -> tuple[list[LocalCalc], list[tuple[str, str]]]:
+    """Walk ``root`` for calculation folders. Returns (calculations, [(folder id, reason)] of bad folders)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise SourceError(f"--from-dir {root}: not a directory")
+    calcs: dict[str, LocalCalc] = {}
+    bad: list[tuple[str, str]] = []
+    wanted = set(CHGCAR_NAMES) | set(DOS_NAMES) | {n for v in AECCAR_NAMES.values() for n in v}
+    for folder, _dirs, names in sorted(os.walk(root)):
+        if not wanted.intersection(names):
+            continue
+        folder = Path(folder)
+        mid = folder.name
+        try:
+            validate_local_id(mid)
+        except SourceError as exc:
+            bad.append((mid, str(exc)))
+            continue
+        if mid in calcs:
+            bad.append((mid, f"duplicate material id {mid!r}: {calcs[mid].folder} and {folder}"))
+            continue
+        calc = LocalCalc(mid, str(folder), *(str(p) if p else None for p in (
+            _first(folder, CHGCAR_NAMES), _first(folder, AECCAR_NAMES[0]), _first(folder, AECCAR_NAMES[2]),
+            _first(folder, DOS_NAMES), _first(folder, POSCAR_NAMES))))
+        calcs[mid] = calc
+    return list(calcs.values()), bad
+
+
+def _read_volumetric(path: str, expect_natoms: int | None = None):
+    """Parse a CHGCAR-format file with pymatgen after checking its header (clear one-line errors)."""
+    from pymatgen.io.vasp.outputs import Chgcar
+
+    header = read_chgcar_header(path)
+    try:
+        chg = Chgcar.from_file(path)
+    except Exception as exc:  # pymatgen raises many kinds on bad text; name file and cause in one line
+        raise GridError(f"{path}: cannot parse ({type(exc).__name__}: {str(exc)[:200]})") from None
+    total = chg.data.get("total")
+    if total is None or tuple(total.shape) != header.grid_shape:
+        got = None if total is None else total.shape
+        raise GridError(f"{path}: grid {got} does not match the declared {header.grid_shape} "
+                        "(truncated or wrong grid count)")
+    if len(chg.structure) != header.natoms:
+        raise GridError(f"{path}: {len(chg.structure)} sites parsed but {header.natoms} declared")
+    return chg, header
+
+
+def _dos_structure(path: str):
+    """The structure stored with a DOS: CompleteDos JSON ``structure`` or vasprun's final structure (or None)."""
+    from pymatgen.core import Structure
+
+    if ".json" in path:
+        import gzip
+        import json
+
+        with (gzip.open(path, "rt") if path.endswith(".gz") else open(path)) as fh:
+            d = json.load(fh)
+        return Structure.from_dict(d["structure"]) if isinstance(d, dict) and d.get("structure") else None
+    from pymatgen.io.vasp import Vasprun
+
+    vr = Vasprun(path, parse_dos=False, parse_eigen=False, parse_potcar_file=False, parse_projected_eigen=False)
+    return vr.final_structure
+
+
+def load(calc: LocalCalc) -> MaterialRecord:
+    """Read one calculation folder into a :class:`MaterialRecord` (raises SourceError/GridError/ValueError)."""
+    from chgdata.dos import read_dos
+
+    structure = None
+    total = diff = ae = None
+    grid = None
+    if calc.chgcar:
+        chg, header = _read_volumetric(calc.chgcar)
+        structure, total, diff, grid = chg.structure, chg.data["total"], chg.data.get("diff"), header.grid_shape
+        if diff is not None and tuple(diff.shape) != grid:
+            raise GridError(f"{calc.chgcar}: magnetisation grid {diff.shape} differs from total {grid}")
+    if calc.aeccar0 and calc.aeccar2:
+        a0, h0 = _read_volumetric(calc.aeccar0)
+        a2, h2 = _read_volumetric(calc.aeccar2)
+        if h0.grid_shape != h2.grid_shape:
+            raise GridError(f"{calc.folder}: AECCAR0 grid {h0.grid_shape} differs from AECCAR2 {h2.grid_shape}")
+        ae = a0.data["total"] + a2.data["total"]
+        structure = structure if structure is not None else a2.structure
+    if structure is None and calc.dos:
+        structure = _dos_structure(calc.dos)
+    dos = read_dos(calc.dos, natoms=None if structure is None else len(structure)) if calc.dos else None
+    if structure is None and calc.poscar:
+        from pymatgen.core import Structure
+
+        structure = Structure.from_file(calc.poscar)
+    if structure is None:
+        raise SourceError(f"{calc.folder}: no structure in any file (need a CHGCAR, a DOS with a structure or "
+                          "a POSCAR)")
+    if len(structure) == 0:
+        raise SourceError(f"{calc.folder}: structure has zero atoms")
+    if total is None and dos is None and ae is None:
+        raise SourceError(f"{calc.folder}: neither a charge density nor a DOS could be read")
+    return MaterialRecord(
+        material_id=calc.material_id, source="vasp", structure=structure, total=total, diff=diff,
+        ae_total=ae, dos=dos, input_files=calc.files, input_sha256=file_sha256(calc.files),
+        retrieved_at=utcnow(), expected_grid=grid)
+

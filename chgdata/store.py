@@ -1,0 +1,546 @@
+"""The dataset store: Zarr v3 partition arrays addressed by a Parquet index (see :mod:`chgdata.contract`).
+
+Commit protocol (DESIGN.md §3): a task writes its partition arrays first, then its raw-DOS and failures
+fragments, and its index fragment last, by an atomic rename. A material exists iff an index row names it, so a
+killed task leaves at most an orphaned partition that no index row points to; :meth:`StoreWriter.orphans` lists
+them and :meth:`StoreWriter.remove_orphans` deletes them under the store lock.
+
+Paths are local directories or fsspec URLs (``s3://bucket/prefix``); credentials come from fsspec's own
+environment/config and are never stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import socket
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+import zarr
+
+from chgdata import contract as C
+
+#: Inner chunk of the partition arrays: 2 MiB of float32.
+CHUNK_POINTS = 1 << 19
+#: Points per shard (one object per shard on disk): 32 MiB of float32.
+SHARD_POINTS = 16 * CHUNK_POINTS
+
+
+def utcnow() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def sha256_array(values: np.ndarray) -> str:
+    """sha256 of the little-endian float32 bytes of ``values`` (the stored representation)."""
+    return hashlib.sha256(np.ascontiguousarray(values, dtype="<f4").tobytes()).hexdigest()
+
+
+def new_partition_name(prefix: str = "p") -> str:
+    """A partition name that no earlier or concurrent run can have used."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return f"{prefix}-{stamp}-{uuid.uuid4().hex[:10]}"
+
+
+class StoreError(RuntimeError):
+    """A store cannot be opened or written as asked (locked, missing, wrong schema)."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Low-level location helpers
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Location:
+    """A dataset root on some fsspec filesystem."""
+
+    url: str
+    fs: fsspec.AbstractFileSystem = field(repr=False)
+    root: str
+
+    @classmethod
+    def parse(cls, url: str | os.PathLike) -> Location:
+        url = os.fspath(url)
+        fs, root = fsspec.core.url_to_fs(url)
+        if fs.protocol in ("file", ("file", "local")) or "file" in np.atleast_1d(fs.protocol):
+            root = os.path.abspath(root)
+        return cls(url=url, fs=fs, root=root.rstrip("/"))
+
+    @property
+    def is_local(self) -> bool:
+        return "file" in np.atleast_1d(self.fs.protocol)
+
+    def path(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    def zarr_store(self, read_only: bool = False) -> zarr.abc.store.Store:
+        arrays = self.path(C.ARRAYS_DIR)
+        if self.is_local:
+            return zarr.storage.LocalStore(arrays, read_only=read_only)
+        protocol = np.atleast_1d(self.fs.protocol)[0]
+        return zarr.storage.FsspecStore.from_url(f"{protocol}://{arrays}", read_only=read_only,
+                                                 storage_options=getattr(self.fs, "storage_options", None))
+
+    def write_bytes_atomic(self, path: str, data: bytes) -> None:
+        """Write ``data`` so that readers see the whole file or nothing."""
+        if self.is_local:
+            tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp"
+            self.fs.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        else:  # object stores: a single PUT is atomic
+            self.fs.pipe_file(path, data)
+
+    def list_fragments(self, table: str) -> list[str]:
+        base = self.path(table)
+        if not self.fs.exists(base):
+            return []
+        names = [p for p in self.fs.ls(base, detail=False) if p.endswith(".parquet")]
+        return sorted(p for p in names if not os.path.basename(p).startswith("."))
+
+
+#: Arrow schema of structures.parquet (types fixed so fragments concatenate and other tools read them).
+INDEX_SCHEMA = pa.schema([
+    (C.COL_ID, pa.string()), (C.COL_SOURCE, pa.string()), (C.COL_TASK_ID, pa.string()),
+    (C.COL_DB_VERSION, pa.string()), (C.COL_FORMULA, pa.string()), (C.COL_NSITES, pa.int32()),
+    (C.COL_LATTICE, pa.list_(pa.float64())), (C.COL_SPECIES, pa.list_(pa.string())),
+    (C.COL_FRAC, pa.list_(pa.float64())), (C.COL_VOLUME, pa.float64()), (C.COL_GRID, pa.list_(pa.int32())),
+    (C.COL_NPOINTS, pa.int64()), (C.COL_SPIN, pa.bool_()), (C.COL_NELECT, pa.float64()),
+    (C.COL_MAGMOM, pa.float64()), (C.COL_EFERMI, pa.float64()), (C.COL_HAS_DOS, pa.bool_()),
+    (C.COL_PARTITION, pa.string()), (C.COL_RHO_OFFSET, pa.int64()), (C.COL_MAG_OFFSET, pa.int64()),
+    (C.COL_AE_OFFSET, pa.int64()), (C.COL_RHO_SHA, pa.string()), (C.COL_MAG_SHA, pa.string()),
+    (C.COL_AE_SHA, pa.string()), (C.COL_INPUT_SHA, pa.string()), (C.COL_FILES, pa.list_(pa.string())),
+    (C.COL_RETRIEVED, pa.string()), (C.COL_STATUS, pa.string()),
+])
+
+#: Raw DOS as ingested (absolute energies in eV, states/eV/cell; non-spin data has dos_down null).
+DOS_RAW_SCHEMA = pa.schema([
+    (C.COL_ID, pa.string()), ("efermi", pa.float64()), ("natoms", pa.int32()), ("spin_polarized", pa.bool_()),
+    ("energies", pa.list_(pa.float64())), ("dos_up", pa.list_(pa.float64())), ("dos_down", pa.list_(pa.float64())),
+])
+
+FAILURES_SCHEMA = pa.schema([(name, pa.string()) for name in C.FAIL_COLUMNS])
+
+TABLE_SCHEMAS: dict[str, pa.Schema] = {C.INDEX: INDEX_SCHEMA, C.DOS_RAW: DOS_RAW_SCHEMA, C.FAILURES: FAILURES_SCHEMA}
+
+
+def register_table_schema(table: str, schema: pa.Schema) -> None:
+    """Derived stages (build-delta, build-dos) declare the schema of their own index tables here."""
+    TABLE_SCHEMAS[table] = schema
+
+
+def _rows_to_table(table: str, rows: list[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=TABLE_SCHEMAS.get(table))
+
+
+def _table_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue().to_pybytes()
+
+
+def read_table(loc: Location, table: str) -> pa.Table | None:
+    """Concatenate the committed fragments of ``table`` (None when there are none)."""
+    parts = []
+    for path in loc.list_fragments(table):
+        with loc.fs.open(path, "rb") as fh:
+            parts.append(pq.read_table(fh))
+    if not parts:
+        return None
+    return pa.concat_tables(parts, promote_options="permissive")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------------------
+
+
+class PartitionArrayWriter:
+    """Append flattened grids to one 1-D float32 partition array, writing whole shards only.
+
+    Memory: one shard buffer (``SHARD_POINTS`` float32) plus the grid being appended.
+    """
+
+    def __init__(self, zstore: zarr.abc.store.Store, name: str):
+        self.name = name
+        self._array = zarr.create_array(zstore, name=name, shape=(0,), chunks=(CHUNK_POINTS,),
+                                        shards=(SHARD_POINTS,), dtype="float32", overwrite=True,
+                                        fill_value=np.nan)
+        self._buf = np.empty(SHARD_POINTS, dtype=np.float32)
+        self._fill = 0
+        self._flushed = 0
+
+    @property
+    def length(self) -> int:
+        return self._flushed + self._fill
+
+    def append(self, values: np.ndarray) -> int:
+        """Append ``values`` (flattened, cast to float32); returns their offset in the array."""
+        flat = np.asarray(values, dtype=np.float32).reshape(-1)
+        offset = self.length
+        pos = 0
+        while pos < flat.size:
+            take = min(flat.size - pos, SHARD_POINTS - self._fill)
+            self._buf[self._fill:self._fill + take] = flat[pos:pos + take]
+            self._fill += take
+            pos += take
+            if self._fill == SHARD_POINTS:
+                self._write_buffer()
+        return offset
+
+    def _write_buffer(self) -> None:
+        if self._fill == 0:
+            return
+        end = self._flushed + self._fill
+        self._array.resize((end,))
+        self._array[self._flushed:end] = self._buf[:self._fill]
+        self._flushed, self._fill = end, 0
+
+    def close(self) -> int:
+        self._write_buffer()
+        return self._flushed
+
+
+class StoreLock:
+    """An advisory lock file: one writer per store. A lock whose holder process is gone is taken over."""
+
+    def __init__(self, loc: Location, owner: str):
+        self.loc = loc
+        self.path = loc.path(C.LOCK)
+        self.owner = owner
+        self.token = uuid.uuid4().hex
+
+    def _holder(self) -> dict | None:
+        try:
+            return json.loads(self.loc.fs.cat_file(self.path))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    @staticmethod
+    def _alive(holder: dict) -> bool:
+        if holder.get("host") != socket.gethostname():
+            return True  # cannot check another host: assume alive
+        try:
+            os.kill(int(holder["pid"]), 0)
+        except ProcessLookupError:
+            return False
+        except (PermissionError, KeyError, ValueError):
+            return True
+        return True
+
+    def acquire(self) -> None:
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "owner": self.owner,
+                "since": utcnow(), "token": self.token}
+        holder = self._holder()
+        if holder is not None and self._alive(holder):
+            raise StoreError(
+                f"store {self.loc.url} is locked by '{holder.get('owner')}' (pid {holder.get('pid')} on "
+                f"{holder.get('host')} since {holder.get('since')}); wait for it to finish or remove "
+                f"{C.LOCK} if that process is gone")
+        if self.loc.is_local:
+            self.loc.fs.makedirs(self.loc.root, exist_ok=True)
+            if holder is not None:  # stale lock of a dead process
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(self.path)
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError as exc:
+                raise StoreError(f"store {self.loc.url} was locked by another writer just now") from exc
+            with os.fdopen(fd, "w") as fh:
+                json.dump(info, fh)
+        else:
+            self.loc.fs.pipe_file(self.path, json.dumps(info).encode())
+        if (self._holder() or {}).get("token") != self.token:
+            raise StoreError(f"store {self.loc.url} was locked by another writer just now")
+
+    def release(self) -> None:
+        holder = self._holder()
+        if holder is not None and holder.get("token") == self.token:
+            self.loc.fs.rm_file(self.path)
+
+
+@contextlib.contextmanager
+def locked(url: str | os.PathLike, owner: str) -> Iterator[Location]:
+    """Hold the store's writer lock for the duration of a run."""
+    loc = Location.parse(url)
+    lock = StoreLock(loc, owner)
+    lock.acquire()
+    try:
+        yield loc
+    finally:
+        lock.release()
+
+
+class PartitionCommit:
+    """Everything one task writes for one partition, committed index-last.
+
+    Usage (inside a task)::
+
+        commit = PartitionCommit(url, partition)
+        off = commit.append(C.RHO, grid)         # arrays first
+        commit.add_row({...})                    # rows are buffered
+        commit.add_failure(mid, "ingest", why)
+        commit.finish()                          # raw DOS + failures fragments, then the index fragment
+    """
+
+    def __init__(self, url: str | os.PathLike, partition: str, index_table: str = C.INDEX):
+        self.loc = Location.parse(url)
+        self.partition = partition
+        self.index_table = index_table
+        self._zstore = self.loc.zarr_store()
+        self._writers: dict[str, PartitionArrayWriter] = {}
+        self.rows: list[dict[str, Any]] = []
+        self.failures: list[dict[str, Any]] = []
+        self.extra_tables: dict[str, list[dict[str, Any]]] = {}
+
+    def append(self, array: str, values: np.ndarray) -> int:
+        if array not in self._writers:
+            self._writers[array] = PartitionArrayWriter(self._zstore, f"{array}/{self.partition}")
+        return self._writers[array].append(values)
+
+    def add_row(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+
+    def add_extra(self, table: str, row: dict[str, Any]) -> None:
+        self.extra_tables.setdefault(table, []).append(row)
+
+    def add_failure(self, material_id: str, stage: str, reason: str) -> None:
+        self.failures.append({"material_id": material_id, "stage": stage,
+                              "reason": " ".join(str(reason).split())[:500], "time": utcnow()})
+
+    def finish(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        for table, rows in self.extra_tables.items():
+            if rows:
+                self._write(table, rows)
+        if self.failures:
+            self._write(C.FAILURES, self.failures)
+        if self.rows:  # the commit point
+            self._write(self.index_table, self.rows)
+
+    def _write(self, table: str, rows: list[dict[str, Any]]) -> None:
+        data = _table_bytes(_rows_to_table(table, rows))
+        self.loc.write_bytes_atomic(self.loc.path(table, f"{self.partition}.parquet"), data)
+
+
+def committed_ids(url: str | os.PathLike, table: str = C.INDEX) -> set[str]:
+    t = read_table(Location.parse(url), table)
+    return set() if t is None else set(t.column(C.COL_ID).to_pylist())
+
+
+def referenced_partitions(loc: Location) -> set[str]:
+    refs: set[str] = set()
+    for table in (C.INDEX, *_DERIVED_INDEXES):
+        t = read_table(loc, table)
+        if t is not None and C.COL_PARTITION in t.column_names:
+            refs.update(t.column(C.COL_PARTITION).to_pylist())
+    return refs
+
+
+#: Index tables of derived stages (build-delta, build-dos) whose partitions count as referenced.
+_DERIVED_INDEXES: list[str] = []
+
+
+def register_derived_index(table: str) -> None:
+    if table not in _DERIVED_INDEXES:
+        _DERIVED_INDEXES.append(table)
+
+
+def orphans(loc: Location) -> list[str]:
+    """Partition arrays (``array/partition``) that no committed index row references: debris of killed tasks."""
+    base = loc.path(C.ARRAYS_DIR)
+    if not loc.fs.exists(base):
+        return []
+    refs = referenced_partitions(loc)
+    out = []
+    for array_dir in loc.fs.ls(base, detail=False):
+        if not loc.fs.isdir(array_dir):
+            continue
+        for part_dir in loc.fs.ls(array_dir, detail=False):
+            if loc.fs.isdir(part_dir) and os.path.basename(part_dir) not in refs:
+                out.append(f"{os.path.basename(array_dir)}/{os.path.basename(part_dir)}")
+    return sorted(out)
+
+
+def remove_orphans(loc: Location) -> list[str]:
+    """Delete orphaned partition arrays and temp files (call only while holding the store lock)."""
+    gone = orphans(loc)
+    for name in gone:
+        loc.fs.rm(loc.path(C.ARRAYS_DIR, name), recursive=True)
+    for table in (C.INDEX, C.FAILURES, C.DOS_RAW, *_DERIVED_INDEXES):
+        base = loc.path(table)
+        if loc.fs.exists(base):
+            for p in loc.fs.ls(base, detail=False):
+                if os.path.basename(p).startswith(".") and p.endswith(".tmp"):
+                    loc.fs.rm_file(p)
+    return gone
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Dataset card
+# ---------------------------------------------------------------------------------------------------------
+
+
+def read_card(loc: Location) -> dict[str, Any]:
+    path = loc.path(C.CARD)
+    if not loc.fs.exists(path):
+        return {}
+    return yaml.safe_load(loc.fs.cat_file(path)) or {}
+
+
+def write_card(loc: Location, card: dict[str, Any]) -> None:
+    loc.write_bytes_atomic(loc.path(C.CARD), yaml.safe_dump(card, sort_keys=False).encode())
+
+
+def update_card(loc: Location, **sections: Any) -> dict[str, Any]:
+    """Merge ``sections`` into the card (nested dicts merged one level deep) and write it back."""
+    card = read_card(loc)
+    card.setdefault("schema_version", C.SCHEMA_VERSION)
+    card.setdefault("units", {**C.ARRAY_UNITS, "lattice_vectors": "Å", "efermi": "eV",
+                              "n_electrons": "electrons", "total_magnetization": "μB per cell"})
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(card.get(key), dict):
+            card[key] = {**card[key], **value}
+        else:
+            card[key] = value
+    write_card(loc, card)
+    return card
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DensityGrid:
+    """One material's grids in e/Å³, shaped (nx, ny, nz); ``mag`` is None for non-spin materials."""
+
+    material_id: str
+    rho: np.ndarray
+    mag: np.ndarray | None
+    lattice: np.ndarray  # (3, 3) Å, row vectors
+
+    @property
+    def volume(self) -> float:
+        return float(abs(np.linalg.det(self.lattice)))
+
+    def electrons(self) -> float:
+        """∫ρ dV over the cell (electrons)."""
+        return float(self.rho.astype(np.float64).mean() * self.volume)
+
+
+class Dataset:
+    """Read access to a store: the index as an Arrow table and grids of single materials."""
+
+    def __init__(self, url: str | os.PathLike):
+        self.loc = Location.parse(url)
+        if not self.loc.fs.exists(self.loc.root):
+            raise StoreError(f"no dataset at {self.loc.url}")
+        self._zstore = self.loc.zarr_store(read_only=True)
+        self._rows: dict[str, dict[str, Any]] | None = None
+        self._index: pa.Table | None = None
+
+    @property
+    def url(self) -> str:
+        return self.loc.url
+
+    @property
+    def card(self) -> dict[str, Any]:
+        return read_card(self.loc)
+
+    @property
+    def index(self) -> pa.Table:
+        if self._index is None:
+            t = read_table(self.loc, C.INDEX)
+            self._index = t if t is not None else pa.table({C.COL_ID: pa.array([], pa.string())})
+        return self._index
+
+    def table(self, name: str) -> pa.Table | None:
+        return read_table(self.loc, name)
+
+    @property
+    def failures(self) -> pa.Table | None:
+        return read_table(self.loc, C.FAILURES)
+
+    @property
+    def material_ids(self) -> list[str]:
+        return self.index.column(C.COL_ID).to_pylist()
+
+    def __len__(self) -> int:
+        return self.index.num_rows
+
+    def row(self, material_id: str) -> dict[str, Any]:
+        if self._rows is None:
+            self._rows = {r[C.COL_ID]: r for r in self.index.to_pylist()}
+        try:
+            return self._rows[material_id]
+        except KeyError:
+            raise KeyError(f"material {material_id!r} is not in {self.url}") from None
+
+    def array(self, array: str, partition: str) -> zarr.Array:
+        return zarr.open_array(self._zstore, path=f"{array}/{partition}", mode="r")
+
+    def read_flat(self, array: str, material_id: str, offset_column: str | None = None,
+                  points: np.ndarray | None = None) -> np.ndarray:
+        """The flattened grid of ``array`` for one material, or only the flat indices ``points``."""
+        row = self.row(material_id)
+        offset = row[offset_column or C.COL_RHO_OFFSET]
+        if offset is None or offset < 0:
+            raise KeyError(f"material {material_id!r} has no {array!r} grid")
+        arr = self.array(array, row[C.COL_PARTITION])
+        if points is None:
+            return arr[offset:offset + row[C.COL_NPOINTS]]
+        return arr.get_coordinate_selection(np.asarray(points, dtype=np.int64) + offset)
+
+    def density(self, material_id: str) -> DensityGrid:
+        """Total density and magnetisation of one material (e/Å³), reading nothing of other materials."""
+        row = self.row(material_id)
+        if not row.get(C.COL_NPOINTS):
+            raise KeyError(f"material {material_id!r} has no charge density (DOS only)")
+        shape = tuple(row[C.COL_GRID])
+        rho = self.read_flat(C.RHO, material_id).reshape(shape)
+        mag = None
+        if row.get(C.COL_MAG_OFFSET, -1) >= 0:
+            mag = self.read_flat(C.MAG, material_id, C.COL_MAG_OFFSET).reshape(shape)
+        lattice = np.asarray(row[C.COL_LATTICE], dtype=np.float64).reshape(3, 3)
+        return DensityGrid(material_id, rho, mag, lattice)
+
+    def structure(self, material_id: str):
+        """The pymatgen Structure of one material."""
+        from pymatgen.core import Lattice, Structure
+
+        row = self.row(material_id)
+        lattice = Lattice(np.asarray(row[C.COL_LATTICE], dtype=np.float64).reshape(3, 3))
+        frac = np.asarray(row[C.COL_FRAC], dtype=np.float64).reshape(-1, 3)
+        return Structure(lattice, row[C.COL_SPECIES], frac)
+
+
+def open_dataset(url: str | os.PathLike) -> Dataset:
+    """Open a dataset directory or fsspec URL for reading."""
+    return Dataset(url)
+
+
+def file_sha256(paths: Sequence[str | os.PathLike]) -> str:
+    """sha256 over the bytes of ``paths`` in sorted order (the raw inputs of one material)."""
+    h = hashlib.sha256()
+    for p in sorted(map(os.fspath, paths)):
+        with open(p, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()

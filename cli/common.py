@@ -1,0 +1,33 @@
+"""Options shared by the commands, and turning library errors into one-line CLI errors."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+
+import typer
+from rich.console import Console
+
+STORE = typer.Option("data/store", "--store", "-s", help="Dataset directory or fsspec URL (s3://bucket/prefix).")
+WORKERS = typer.Option(2, "--workers", "-w", min=1, help="Local Dask worker processes (one thread each).")
+SCHEDULER = typer.Option(None, "--scheduler", envvar="DASK_SCHEDULER_ADDRESS",
+                         help="Address of an existing Dask scheduler (tcp://host:port); default: a local cluster.")
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar.")
+
+console = Console(stderr=True)
+out = Console()
+
+
+@contextlib.contextmanager
+def cli_errors() -> Iterator[None]:
+    """Library errors end the command with one clear line on stderr and exit code 1 (no traceback)."""
+    from chgdata.grid import GridError
+    from chgdata.sources.records import SourceError
+    from chgdata.store import StoreError
+
+    try:
+        yield
+    except (StoreError, SourceError, GridError, FileNotFoundError, KeyError, ValueError) as exc:
+        console.print(f"[bold red]error:[/] {str(exc).strip(chr(39))}", highlight=False)
+        sys.exit(1)

@@ -1,0 +1,19 @@
+"""The ``chgdata`` command line: argument parsing only; the work happens in chgdata.pipelines and friends."""
+
+from __future__ import annotations
+
+import typer
+
+from chgdata.cli import ingest as _ingest
+from chgdata.cli import info as _info
+
+app = typer.Typer(help="Materials Project style charge densities and DOS as ML datasets (Zarr + Parquet), "
+                       "and equivariant models that train on them.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
+
+app.command("ingest")(_ingest.ingest)
+app.command("info")(_info.info)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

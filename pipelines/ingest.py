@@ -1,0 +1,240 @@
+"""``chgdata ingest``: sources → Zarr partitions + Parquet index, resumable, one Dask task per partition.
+
+Design: the driver lists the materials (validating ids before any network call), drops those already committed,
+and groups the rest into partitions sized by declared grid points. Each task streams its materials one at a
+time (bounded memory: one grid plus one shard buffer), writes arrays, then its raw-DOS and failure fragments,
+and its index fragment last. A killed run leaves no visible half-material; rerunning finishes the rest.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+import chgdata
+from chgdata import contract as C
+from chgdata.grid import density_from_vasp, electron_count_flag, electrons
+from chgdata.sources import vasp_dir
+from chgdata.sources.mp import MPSource, Secret, default_client
+from chgdata.sources.records import MaterialRecord, SourceError, validate_mp_id
+from chgdata.store import (
+    PartitionCommit,
+    committed_ids,
+    read_card,
+    read_table,
+    locked,
+    new_partition_name,
+    remove_orphans,
+    sha256_array,
+    update_card,
+    utcnow,
+)
+from chgdata.pipelines.cluster import dask_client, run_tasks
+
+#: A partition holds at most this many grid points (float32: 256 MiB) ...
+PARTITION_POINTS = 64 * 1024 * 1024
+#: ... and at most this many materials.
+PARTITION_MATERIALS = 64
+
+
+@dataclass(frozen=True)
+class Item:
+    """One material to ingest: a local folder or an MP id."""
+
+    material_id: str
+    calc: vasp_dir.LocalCalc | None = None
+    points: int = 0
+
+
+@dataclass
+class IngestReport:
+    """What a run did."""
+
+    committed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    flagged: dict[str, str] = field(default_factory=dict)
+    partitions: int = 0
+    orphans_removed: list[str] = field(default_factory=list)
+
+
+def plan_partitions(items: Sequence[Item], workers: int, max_points: int = PARTITION_POINTS,
+                    max_materials: int = PARTITION_MATERIALS) -> list[list[Item]]:
+    """Group items into partitions of bounded size, at least ~4 per worker so the cluster stays busy."""
+    if not items:
+        return []
+    per = max(1, min(max_materials, math.ceil(len(items) / (4 * max(1, workers)))))
+    parts: list[list[Item]] = []
+    current: list[Item] = []
+    points = 0
+    for item in items:
+        if current and (len(current) >= per or points + item.points > max_points):
+            parts.append(current)
+            current, points = [], 0
+        current.append(item)
+        points += item.points
+    parts.append(current)
+    return parts
+
+
+def _row(rec: MaterialRecord, partition: str) -> dict[str, Any]:
+    s = rec.structure
+    return {
+        C.COL_ID: rec.material_id, C.COL_SOURCE: rec.source, C.COL_TASK_ID: rec.task_id,
+        C.COL_DB_VERSION: rec.database_version, C.COL_FORMULA: s.composition.reduced_formula,
+        C.COL_NSITES: len(s), C.COL_LATTICE: s.lattice.matrix.reshape(-1).tolist(),
+        C.COL_SPECIES: [site.specie.symbol for site in s], C.COL_FRAC: s.frac_coords.reshape(-1).tolist(),
+        C.COL_VOLUME: float(s.volume), C.COL_PARTITION: partition, C.COL_FILES: list(rec.input_files),
+        C.COL_INPUT_SHA: rec.input_sha256, C.COL_RETRIEVED: rec.retrieved_at,
+        C.COL_GRID: None, C.COL_NPOINTS: 0, C.COL_SPIN: False, C.COL_NELECT: None, C.COL_MAGMOM: None,
+        C.COL_RHO_OFFSET: -1, C.COL_MAG_OFFSET: -1, C.COL_AE_OFFSET: -1, C.COL_RHO_SHA: None,
+        C.COL_MAG_SHA: None, C.COL_AE_SHA: None, C.COL_EFERMI: None, C.COL_HAS_DOS: False, C.COL_STATUS: "ok",
+    }
+
+
+def commit_material(commit: PartitionCommit, rec: MaterialRecord) -> str | None:
+    """Validate and append one material's arrays and rows to ``commit``; returns a flag reason or None.
+
+    Everything is converted and checked before the first append, so a bad material writes nothing.
+    """
+    s = rec.structure
+    volume = float(s.volume)
+    name = f"{rec.material_id}"
+    row = _row(rec, commit.partition)
+    flags = []
+    rho = mag = ae = None
+    if rec.total is not None:
+        rho = density_from_vasp(rec.total, volume, name, rec.expected_grid)
+        if rec.diff is not None:
+            mag = density_from_vasp(rec.diff, volume, f"{name} (magnetisation)", rho.shape)
+        n_el = electrons(rho, volume)
+        row.update({C.COL_GRID: list(rho.shape), C.COL_NPOINTS: int(rho.size), C.COL_SPIN: mag is not None,
+                    C.COL_NELECT: n_el, C.COL_MAGMOM: None if mag is None else electrons(mag, volume),
+                    C.COL_RHO_SHA: sha256_array(rho), C.COL_MAG_SHA: None if mag is None else sha256_array(mag)})
+        if (reason := electron_count_flag(n_el)) is not None:
+            flags.append(reason)
+    if rec.ae_total is not None:
+        ae = density_from_vasp(rec.ae_total, volume, f"{name} (AECCAR0+AECCAR2)")
+        if rho is not None and ae.shape != rho.shape:
+            raise ValueError(f"{name}: AECCAR grid {ae.shape} differs from CHGCAR grid {rho.shape}")
+        if rho is None:
+            row[C.COL_GRID], row[C.COL_NPOINTS] = list(ae.shape), int(ae.size)
+        row[C.COL_AE_SHA] = sha256_array(ae)
+    dos_row = None
+    if rec.dos is not None:
+        dos = rec.dos
+        dos.validate()
+        dens = np.asarray(dos.densities, dtype=np.float64)
+        dos_row = {C.COL_ID: rec.material_id, "efermi": float(dos.efermi), "natoms": int(dos.natoms),
+                   "spin_polarized": bool(dos.spin_polarized),
+                   "energies": np.asarray(dos.energies, dtype=np.float64).tolist(),
+                   "dos_up": dens[0].tolist(), "dos_down": dens[1].tolist() if dens.shape[0] > 1 else None}
+        row.update({C.COL_EFERMI: float(dos.efermi), C.COL_HAS_DOS: True})
+    # all checks passed: write
+    if rho is not None:
+        row[C.COL_RHO_OFFSET] = commit.append(C.RHO, rho)
+    if mag is not None:
+        row[C.COL_MAG_OFFSET] = commit.append(C.MAG, mag)
+    if ae is not None:
+        row[C.COL_AE_OFFSET] = commit.append(C.RHO_AE, ae)
+    if dos_row is not None:
+        commit.add_extra(C.DOS_RAW, dos_row)
+    if flags:
+        row[C.COL_STATUS] = "flagged: " + "; ".join(flags)
+    commit.add_row(row)
+    return row[C.COL_STATUS] if flags else None
+
+
+def ingest_partition(url: str, partition: str, items: Sequence[Item], mp: MPSource | None) -> dict[str, Any]:
+    """The Dask task: read, validate and commit one partition. Never raises for a bad material."""
+    commit = PartitionCommit(url, partition)
+    done, failed, flagged = [], {}, {}
+    for item in items:
+        rec = None
+        try:
+            rec = vasp_dir.load(item.calc) if item.calc is not None else mp.fetch(item.material_id)
+            flag = commit_material(commit, rec)
+            done.append(item.material_id)
+            if flag:
+                flagged[item.material_id] = flag
+        except (SourceError, ValueError, OSError, EOFError, KeyError) as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            if mp is not None:
+                reason = mp.api_key.scrub(reason)
+            commit.add_failure(item.material_id, "ingest", reason)
+            failed[item.material_id] = reason
+        del rec
+    commit.finish()
+    return {"partition": partition, "committed": done, "failed": failed, "flagged": flagged}
+
+
+def collect_items(from_dir: str | None, mp_ids: Sequence[str] | None) -> tuple[list[Item], dict[str, str]]:
+    """Materials to ingest and the ids rejected before any I/O (malformed ids, bad folders)."""
+    items: list[Item] = []
+    rejected: dict[str, str] = {}
+    if from_dir:
+        calcs, bad = vasp_dir.discover(from_dir)
+        rejected.update(dict(bad))
+        items += [Item(c.material_id, c, c.grid_points()) for c in calcs]
+        if not calcs and not bad:
+            raise SourceError(f"--from-dir {from_dir}: no calculation folders (CHGCAR, AECCAR or DOS files) found")
+    for raw in mp_ids or []:
+        try:
+            items.append(Item(validate_mp_id(raw)))
+        except SourceError as exc:
+            rejected[str(raw)[:60]] = str(exc)
+    seen: set[str] = set()
+    unique = []
+    for it in items:
+        if it.material_id in seen:
+            rejected.setdefault(it.material_id, f"duplicate material id {it.material_id!r} in the input")
+            continue
+        seen.add(it.material_id)
+        unique.append(it)
+    return unique, rejected
+
+
+def run_ingest(store: str, *, from_dir: str | None = None, mp_ids: Sequence[str] | None = None,
+               api_key: str | None = None, client_factory: Callable | None = None, workers: int = 2,
+               scheduler: str | None = None, processes: bool = True, progress: bool = True,
+               mp_retries: int = 4, mp_backoff_s: float = 1.0) -> IngestReport:
+    """Ingest local folders and/or MP ids into ``store`` (created if missing); resume is the default."""
+    items, rejected = collect_items(from_dir, mp_ids)
+    mp = None
+    if any(it.calc is None for it in items):
+        mp = MPSource(api_key=Secret.from_env(api_key), client_factory=client_factory or default_client,
+                      retries=mp_retries, backoff_s=mp_backoff_s)
+    report = IngestReport(failed=dict(rejected))
+    with locked(store, owner="chgdata ingest") as loc:
+        report.orphans_removed = remove_orphans(loc)
+        if rejected:
+            reject = PartitionCommit(store, new_partition_name("rejected"))
+            for mid, why in rejected.items():
+                reject.add_failure(mid, "ingest", why)
+            reject.finish()
+        have = committed_ids(store)
+        report.skipped = [it.material_id for it in items if it.material_id in have]
+        todo = [it for it in items if it.material_id not in have]
+        parts = plan_partitions(todo, workers)
+        report.partitions = len(parts)
+        if parts:
+            calls = [(store, new_partition_name(), part, mp) for part in parts]
+            with dask_client(workers, scheduler, processes=processes) as client:
+                for res in run_tasks(client, ingest_partition, calls, "ingest", weight=lambda c: len(c[2]),
+                                     show=progress):
+                    report.committed += res["committed"]
+                    report.failed.update(res["failed"])
+                    report.flagged.update(res["flagged"])
+        index = read_table(loc, C.INDEX)
+        column = (lambda name: []) if index is None else (lambda name: index.column(name).to_pylist())
+        card = read_card(loc)
+        update_card(loc, provenance={
+            "code_version": chgdata.__version__,
+            "created": card.get("provenance", {}).get("created", utcnow()), "updated": utcnow(),
+            "sources": sorted(set(column(C.COL_SOURCE))),
+            "database_versions": sorted({v for v in column(C.COL_DB_VERSION) if v})})
+    return report
