@@ -5,9 +5,8 @@ from __future__ import annotations
 import collections
 
 import typer
-from rich.table import Table
-
 from chgdata.cli.common import STORE, cli_errors, out
+from rich.table import Table
 
 
 def _size_bytes(ds) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-
 from chgdata.cli.common import QUIET, SCHEDULER, STORE, WORKERS, cli_errors, console, out
 
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import typer
-
-from chgdata.cli import ingest as _ingest
 from chgdata.cli import info as _info
+from chgdata.cli import ingest as _ingest
 
 app = typer.Typer(help="Materials Project style charge densities and DOS as ML datasets (Zarr + Parquet), "
                        "and equivariant models that train on them.",

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from chgdata.pipelines.cluster import dask_client, run_tasks
 
 import chgdata
 from chgdata import contract as C
@@ -24,16 +25,15 @@ from chgdata.sources.records import MaterialRecord, SourceError, validate_mp_id
 from chgdata.store import (
     PartitionCommit,
     committed_ids,
-    read_card,
-    read_table,
     locked,
     new_partition_name,
+    read_card,
+    read_table,
     remove_orphans,
     sha256_array,
     update_card,
     utcnow,
 )
-from chgdata.pipelines.cluster import dask_client, run_tasks
 
 #: A partition holds at most this many grid points (float32: 256 MiB) ...
 PARTITION_POINTS = 64 * 1024 * 1024

@@ -7,6 +7,7 @@ the CHGCAR, else from the DOS file (vasprun final structure or the CompleteDos s
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +87,27 @@ def discover(root: str | os.PathLike) -> tuple[list[LocalCalc], list[tuple[str, 
     return list(calcs.values()), bad
 
 
+def _first_non_numeric(path: str, header) -> tuple[int, str] | None:
+    """(line number, token) of the first token in the first grid block that is not a number, if any."""
+    from chgdata.grid import open_text
+
+    skip = 9 + header.natoms + (1 if header.symbols else 0)
+    remaining = header.n_points
+    with open_text(path) as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if lineno <= skip or not line.strip() and remaining == header.n_points:
+                continue
+            for token in line.split():
+                try:
+                    float(token)
+                except ValueError:
+                    return lineno, token[:20]
+                remaining -= 1
+            if remaining <= 0:
+                return None
+    return None
+
+
 def _read_volumetric(path: str, expect_natoms: int | None = None):
     """Parse a CHGCAR-format file with pymatgen after checking its header (clear one-line errors)."""
     from pymatgen.io.vasp.outputs import Chgcar
@@ -94,6 +116,13 @@ def _read_volumetric(path: str, expect_natoms: int | None = None):
     try:
         chg = Chgcar.from_file(path)
     except Exception as exc:  # pymatgen raises many kinds on bad text; name file and cause in one line
+        count = re.search(r"Expected (\d+) values, got (\d+)", str(exc))
+        bad = _first_non_numeric(path, header)
+        if bad:
+            raise GridError(f"{path}: non-numeric token {bad[1]!r} in the grid at line {bad[0]}") from None
+        if count:
+            raise GridError(f"{path}: grid {header.grid_shape} declares {count[1]} values but the file holds "
+                            f"{count[2]} (truncated file or wrong grid count)") from None
         raise GridError(f"{path}: cannot parse ({type(exc).__name__}: {str(exc)[:200]})") from None
     total = chg.data.get("total")
     if total is None or tuple(total.shape) != header.grid_shape:
