@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.signal import fftconvolve
 
 __all__ = [
     "RawDos",
@@ -356,6 +355,8 @@ def smear_window(
         fine = ef + emin - 0.5 * h + dx * np.arange(-m, npoints * sub + m + 1)
         n_fine = cumulative_states(raw, fine)
         if w.size > 64 and n_fine.shape[1] > 4096:
+            from scipy.signal import fftconvolve  # lazy: scipy.signal costs ~1.5 s to import
+
             n_s = fftconvolve(n_fine, w[None, :], mode="valid", axes=1)
         else:
             n_s = np.stack([np.convolve(c, w, mode="valid") for c in n_fine])

@@ -8,6 +8,7 @@ and its index fragment last. A killed run leaves no visible half-material; rerun
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -201,8 +202,11 @@ def collect_items(from_dir: str | None, mp_ids: Sequence[str] | None) -> tuple[l
 def run_ingest(store: str, *, from_dir: str | None = None, mp_ids: Sequence[str] | None = None,
                api_key: str | None = None, client_factory: Callable | None = None, workers: int = 2,
                scheduler: str | None = None, processes: bool = True, progress: bool = True,
-               mp_retries: int = 4, mp_backoff_s: float = 1.0) -> IngestReport:
-    """Ingest local folders and/or MP ids into ``store`` (created if missing); resume is the default."""
+               mp_retries: int = 4, mp_backoff_s: float = 1.0, client=None) -> IngestReport:
+    """Ingest local folders and/or MP ids into ``store`` (created if missing); resume is the default.
+
+    ``client``: an open ``distributed.Client`` to use instead of starting one (``workers``/``scheduler``).
+    """
     items, rejected = collect_items(from_dir, mp_ids)
     mp = None
     if any(it.calc is None for it in items):
@@ -223,7 +227,9 @@ def run_ingest(store: str, *, from_dir: str | None = None, mp_ids: Sequence[str]
         report.partitions = len(parts)
         if parts:
             calls = [(store, new_partition_name(), part, mp) for part in parts]
-            with dask_client(workers, scheduler, processes=processes) as client:
+            with contextlib.ExitStack() as stack:
+                if client is None:
+                    client = stack.enter_context(dask_client(workers, scheduler, processes=processes))
                 for res in run_tasks(client, ingest_partition, calls, "ingest", weight=lambda c: len(c[2]),
                                      show=progress):
                     report.committed += res["committed"]
