@@ -9,10 +9,12 @@ Each element's reference is a linear combination of a fixed set of normalised, i
 with Σ_k c_{Z,k} = v_Z, the element's valence electron count in the data (each g_k integrates to exactly 1).
 The coefficients are signed by default or constrained to c ≥ 0 (then ρ_Z ≥ 0); see :func:`solve_reference`
 for why the default is signed: pseudo valence densities are negative near some nuclei.
-Why Gaussians: they are smooth, have no cutoff radius (so no jump anywhere), and are analytic in reciprocal space, ĝ_k(G) = exp(-σ_k² G² / 2), so ρ_SAED can be built exactly on any periodic
-grid by one inverse FFT (``chgdata.saed``) with its G = 0 term, i.e. its integral, equal to the electron count
-by construction. The widths are a fixed geometric ladder (default 0.12–2.4 Å, 10 widths), which spans the
-compact pseudo d shells of transition metals up to the diffuse s tails of alkali metals.
+Why Gaussians: they are smooth, have no cutoff radius (so no jump anywhere), and are analytic in reciprocal
+space, ĝ_k(G) = exp(-σ_k² G² / 2), so ρ_SAED can be built exactly on any periodic grid by one inverse FFT
+(``chgdata.saed``) with its G = 0 term, i.e. its integral, equal to the electron count by construction. The
+widths are a fixed geometric ladder (default 0.12–2.4 Å, 10 widths), spanning the compact pseudo d shells of
+transition metals up to the diffuse s tails of alkali metals (gpaw 80/20 held-out NMAE of the signed fit:
+2.4 % with this ladder, 2.3 % with 12 widths 0.08–2.4 Å at 3× the fit time).
 
 The coefficients are fitted to the ingested densities themselves (pseudo valence densities, whose atomic
 references cannot be shipped): a linear least-squares problem whose normal equations are a sum over materials.

@@ -301,7 +301,8 @@ def user_reference_density(chgcar_path: str | Path) -> np.ndarray | None:
     with (gzip.open if str(chgcar_path).endswith(".gz") else open)(chgcar_path, "rt") as f:
         head = [f.readline() for _ in range(5)]
     scale = float(head[1].split()[0])
-    lat = np.array([[float(x) for x in head[i].split()[:3]] for i in (2, 3, 4)]) * scale
+    lat = np.array([[float(x) for x in head[i].split()[:3]] for i in (2, 3, 4)])
+    lat *= scale if scale > 0 else (-scale / abs(np.linalg.det(lat))) ** (1 / 3)  # negative scale = volume
     if not np.allclose(lat, ref.structure.lattice.matrix, atol=1e-4):
         raise ValueError(f"{ref_path} has a different lattice from {chgcar_path}")
     return (ref.data["total"] / ref.structure.volume).astype(np.float32)

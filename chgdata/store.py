@@ -312,6 +312,13 @@ class PartitionCommit:
             self._writers[array] = PartitionArrayWriter(self._zstore, f"{array}/{self.partition}")
         return self._writers[array].append(values)
 
+    def write_array(self, array: str, values: np.ndarray, chunks: tuple[int, ...] | None = None) -> None:
+        """Write a whole N-D float32 array as ``array/<partition>`` at once (arrays first, like :meth:`append`)."""
+        values = np.ascontiguousarray(values, dtype=np.float32)
+        arr = zarr.create_array(self._zstore, name=f"{array}/{self.partition}", shape=values.shape,
+                                chunks=chunks or values.shape, dtype="float32", overwrite=True, fill_value=np.nan)
+        arr[...] = values
+
     def add_row(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
 
@@ -343,22 +350,22 @@ def committed_ids(url: str | os.PathLike, table: str = C.INDEX) -> set[str]:
     return set() if t is None else set(t.column(C.COL_ID).to_pylist())
 
 
+def table_names(loc: Location) -> list[str]:
+    """Every Parquet table of the dataset (``*.parquet`` directories at its root)."""
+    if not loc.fs.exists(loc.root):
+        return []
+    return sorted(os.path.basename(p) for p in loc.fs.ls(loc.root, detail=False)
+                  if p.endswith(".parquet") and loc.fs.isdir(p))
+
+
 def referenced_partitions(loc: Location) -> set[str]:
+    """Partitions named by a committed row of any table (index, build-delta, build-dos, ...)."""
     refs: set[str] = set()
-    for table in (C.INDEX, *_DERIVED_INDEXES):
+    for table in table_names(loc):
         t = read_table(loc, table)
         if t is not None and C.COL_PARTITION in t.column_names:
             refs.update(t.column(C.COL_PARTITION).to_pylist())
     return refs
-
-
-#: Index tables of derived stages (build-delta, build-dos) whose partitions count as referenced.
-_DERIVED_INDEXES: list[str] = []
-
-
-def register_derived_index(table: str) -> None:
-    if table not in _DERIVED_INDEXES:
-        _DERIVED_INDEXES.append(table)
 
 
 def orphans(loc: Location) -> list[str]:
@@ -382,7 +389,7 @@ def remove_orphans(loc: Location) -> list[str]:
     gone = orphans(loc)
     for name in gone:
         loc.fs.rm(loc.path(C.ARRAYS_DIR, name), recursive=True)
-    for table in (C.INDEX, C.FAILURES, C.DOS_RAW, *_DERIVED_INDEXES):
+    for table in table_names(loc):
         base = loc.path(table)
         if loc.fs.exists(base):
             for p in loc.fs.ls(base, detail=False):
@@ -520,6 +527,62 @@ class Dataset:
             mag = self.read_flat(C.MAG, material_id, C.COL_MAG_OFFSET).reshape(shape)
         lattice = np.asarray(row[C.COL_LATTICE], dtype=np.float64).reshape(3, 3)
         return DensityGrid(material_id, rho, mag, lattice)
+
+    #: build-dos index table and partition arrays (written by chgdata.pipelines.dos).
+    DOS_TABLE = C.DOS_INDEX
+    DOS_VARIANTS = {"absolute": "dos_abs", "normalised": "dos_norm"}
+
+    def dos_windows(self, material_ids: Sequence[str] | None = None,
+                    variant: str = "normalised") -> tuple[list[str], np.ndarray, np.ndarray]:
+        """DOS windows built by ``chgdata build-dos``: ``(ids, values (N, 2, npoints) float32, energies)``.
+
+        ``variant`` is "absolute" (states/eV/atom) or "normalised" (max = 1; absolute = normalised * norm_const
+        of the dos.parquet row). ``energies`` are E - E_F in eV. Without ``material_ids``: every material with a
+        window, in index order; with them: in the order given (KeyError for one without a window).
+        """
+        if variant not in self.DOS_VARIANTS:
+            raise ValueError(f"variant must be one of {sorted(self.DOS_VARIANTS)}, got {variant!r}")
+        t = self.table(self.DOS_TABLE)
+        if t is None or t.num_rows == 0:
+            raise KeyError(f"no DOS windows in {self.url}: run chgdata build-dos first")
+        meta = {r[C.COL_ID]: r for r in t.select([C.COL_ID, C.COL_PARTITION, "row", "emin", "emax",
+                                                   "npoints"]).to_pylist()}
+        if material_ids is None:
+            ids = [m for m in self.material_ids if m in meta]
+        else:
+            ids = list(material_ids)
+            missing = [m for m in ids if m not in meta]
+            if missing:
+                raise KeyError(f"no DOS window for {missing[:5]} in {self.url}")
+        first = meta[ids[0]] if ids else next(iter(meta.values()))
+        npoints = int(first["npoints"])
+        out = np.empty((len(ids), 2, npoints), dtype=np.float32)
+        groups: dict[str, list[tuple[int, int]]] = {}
+        for pos, mid in enumerate(ids):
+            groups.setdefault(meta[mid][C.COL_PARTITION], []).append((pos, int(meta[mid]["row"])))
+        for partition, pairs in groups.items():
+            pos, rows = (np.array(x, dtype=np.int64) for x in zip(*pairs))
+            arr = self.array(self.DOS_VARIANTS[variant], partition)
+            out[pos] = arr.get_orthogonal_selection((rows, slice(None), slice(None)))
+        return ids, out, np.linspace(float(first["emin"]), float(first["emax"]), npoints)
+
+    def raw_dos(self, material_id: str):
+        """The raw DOS kept at ingest (:class:`chgdata.dos.RawDos`, validated; ValueError if unusable)."""
+        from chgdata.dos import RawDos
+
+        partition = self.row(material_id)[C.COL_PARTITION]
+        path = self.loc.path(C.DOS_RAW, f"{partition}.parquet")
+        if not self.loc.fs.exists(path):
+            raise KeyError(f"material {material_id!r} has no raw DOS in {self.url}")
+        with self.loc.fs.open(path, "rb") as fh:
+            t = pq.read_table(fh, filters=[(C.COL_ID, "==", material_id)])
+        if t.num_rows == 0:
+            raise KeyError(f"material {material_id!r} has no raw DOS in {self.url}")
+        r = t.to_pylist()[0]
+        dens = [r["dos_up"]] + ([r["dos_down"]] if r["spin_polarized"] else [])
+        return RawDos(energies=np.asarray(r["energies"], dtype=np.float64), densities=np.asarray(dens, dtype=float),
+                      efermi=r["efermi"], natoms=r["natoms"], spin_polarized=r["spin_polarized"],
+                      source=f"{material_id} ({C.DOS_RAW})")
 
     def structure(self, material_id: str):
         """The pymatgen Structure of one material."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import typer
+from chgdata.cli import dos as _dos
 from chgdata.cli import info as _info
 from chgdata.cli import ingest as _ingest
+from chgdata.cli.plot import plot_app
 
 app = typer.Typer(help="Materials Project style charge densities and DOS as ML datasets (Zarr + Parquet), "
                        "and equivariant models that train on them.",
@@ -12,6 +14,8 @@ app = typer.Typer(help="Materials Project style charge densities and DOS as ML d
 
 app.command("ingest")(_ingest.ingest)
 app.command("info")(_info.info)
+app.command("build-dos")(_dos.build_dos)
+app.add_typer(plot_app, name="plot")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -120,9 +120,10 @@ class MPSource:
                 dos = None  # many MP materials have a density but no DOS: keep the density
         from chgdata.dos import from_pymatgen
 
-        if chgcar.structure.composition.reduced_formula != structure.composition.reduced_formula:
-            raise SourceError(f"{mid}: charge-density task {task_id} is for "
-                              f"{chgcar.structure.composition.reduced_formula}, not {structure.composition.reduced_formula}")
+        got_formula = chgcar.structure.composition.reduced_formula
+        if got_formula != structure.composition.reduced_formula:
+            raise SourceError(f"{mid}: charge-density task {task_id} is for {got_formula}, "
+                              f"not {structure.composition.reduced_formula}")
         total = chgcar.data["total"]
         return MaterialRecord(
             material_id=mid, source="mp", structure=chgcar.structure, total=total, diff=chgcar.data.get("diff"),

@@ -1,0 +1,54 @@
+"""``chgdata plot …``: figures of a dataset (a sub-app: ``plot dos`` here; ``plot density`` etc. can be added)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from chgdata.cli.common import STORE, cli_errors, out
+
+plot_app = typer.Typer(help="Write figures (PNG) of a dataset.", no_args_is_help=True)
+
+
+@plot_app.command("dos")
+def dos(
+    material: str = typer.Option(..., "--material", "-m", help="Material id (as in the index)."),
+    out_path: Path = typer.Option(..., "--out", "-o", dir_okay=False, help="PNG file to write."),
+    store: str = STORE,
+    sigma: float = typer.Option(0.1, "--sigma", min=0.0, help="σ (eV) when the window is not in the store yet."),
+    emin: float = typer.Option(-10.0, "--emin", help="Window start (eV) when not in the store yet."),
+    emax: float = typer.Option(10.0, "--emax", help="Window end (eV) when not in the store yet."),
+    points: int = typer.Option(400, "--points", min=2, help="Window points when not in the store yet."),
+) -> None:
+    """Raw vs smeared DOS of one material: the stored build-dos window, or one computed now if not built."""
+    with cli_errors():
+        path, how = _plot(store, material, out_path, sigma, emin, emax, points)
+    out.print(f"wrote {path} ({how})")
+
+
+def _plot(store: str, material: str, path: Path, sigma: float, emin: float, emax: float, points: int):
+    import dataclasses
+
+    import numpy as np
+
+    from chgdata.dos import smear_window
+    from chgdata.plots import plot_dos
+    from chgdata.store import open_dataset
+
+    ds = open_dataset(store)
+    raw = ds.raw_dos(material)
+    window = smear_window(raw, sigma=sigma, emin=emin, emax=emax, npoints=points)
+    how = f"computed now: σ = {sigma:g} eV, not in {ds.DOS_TABLE}"
+    table = ds.table(ds.DOS_TABLE)
+    if table is not None and material in set(table.column("material_id").to_pylist()):
+        row = next(r for r in table.to_pylist() if r["material_id"] == material)
+        _, absolute, energies = ds.dos_windows([material], "absolute")
+        _, normalised, _ = ds.dos_windows([material], "normalised")
+        window = dataclasses.replace(
+            smear_window(raw, sigma=row["sigma"], emin=row["emin"], emax=row["emax"], npoints=row["npoints"]),
+            energies=energies, absolute=absolute[0], normalised=normalised[0], norm_const=row["norm_const"],
+            states=float(np.sum(absolute[0], dtype=np.float64) * row["spacing"]))
+        how = f"stored window, σ = {row['sigma']:g} eV"
+    atoms = f"{raw.natoms} atom" + ("s" if raw.natoms != 1 else "")
+    title = f"{material} ({'spin-polarised' if raw.spin_polarized else 'non-spin'}, {atoms})"
+    return plot_dos(raw, window, path, title=title), how

@@ -1,0 +1,293 @@
+"""torch datasets that read straight from a chgdata store (Zarr + Parquet), and the probe-edge builder.
+
+Design
+------
+* :class:`DensityProbes` is a map-style dataset over materials. Item ``i`` of epoch ``e`` draws a random subset
+  of the material's grid points with ``np.random.default_rng([seed, e, i])`` (no global random state, same
+  draw whatever the worker) and reads only the Zarr chunks holding them (coordinate selection), never the
+  whole store. It returns a one-structure batch (see :mod:`chgdata.models.keys`) with atom edges (vesin), probe
+  positions and targets; probe–atom edges are built on the training device by :func:`attach_probe_edges`
+  (brute force over the atom images near the cell, vectorised in torch), which is what makes probe-heavy
+  batches cheap on a GPU.
+* :class:`ProbeBudgetBatchSampler` groups materials into batches of at most ``batch_size`` structures and at
+  most ``max_probes`` probes, shuffled per epoch and sharded across ranks (it is the distributed sampler).
+* :func:`make_loader` builds the ``DataLoader`` with ``spawn``/``forkserver`` workers: zarr v3 and ``fork``
+  can deadlock, and each worker opens the store itself (the dataset pickles without an open store).
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from chgdata import contract as C
+
+from . import keys as K
+from .graph import collate, structure_batch
+from .neighbors import _images_near_box, reciprocal_lengths
+
+#: What each density target reads from the store.
+TARGET_ARRAYS = {"delta": C.DELTA, "total": C.RHO}
+
+
+def make_splits(material_ids: Sequence[str], fractions=(0.8, 0.1, 0.1), seed: int = 0) -> dict[str, list[str]]:
+    """Train/val/test split by material id: a seeded permutation of the sorted ids (reproducible)."""
+    if not math.isclose(sum(fractions), 1.0, abs_tol=1e-9) or min(fractions) < 0:
+        raise ValueError(f"split fractions {fractions} must be non-negative and sum to 1")
+    ids = sorted(set(material_ids))
+    perm = np.random.default_rng(seed).permutation(len(ids))
+    n_train = int(round(fractions[0] * len(ids)))
+    n_val = int(round(fractions[1] * len(ids)))
+    pick = [ids[i] for i in perm]
+    return {"train": sorted(pick[:n_train]), "val": sorted(pick[n_train:n_train + n_val]),
+            "test": sorted(pick[n_train + n_val:])}
+
+
+class _StoreBacked(torch.utils.data.Dataset):
+    """Holds the index rows; opens the store lazily in whichever process reads (never pickled open)."""
+
+    def __init__(self, store: str, material_ids: Sequence[str] | None, r_cut: float, seed: int,
+                 dtype: torch.dtype):
+        from chgdata.store import open_dataset
+
+        self.store = str(store)
+        ds = open_dataset(self.store)
+        rows = {r[C.COL_ID]: r for r in ds.index.to_pylist()}
+        ids = list(material_ids) if material_ids is not None else sorted(rows)
+        missing = [m for m in ids if m not in rows]
+        if missing:
+            raise KeyError(f"materials not in {self.store}: {missing[:5]}")
+        self.rows = [rows[m] for m in ids]
+        self.material_ids = ids
+        self.r_cut = float(r_cut)
+        self.seed = int(seed)
+        self.epoch = 0
+        self.dtype = dtype
+        self._ds = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_ds"] = None
+        return state
+
+    @property
+    def ds(self):
+        if self._ds is None:
+            from chgdata.store import open_dataset
+
+            self._ds = open_dataset(self.store)
+        return self._ds
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _structure(self, row) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        from pymatgen.core.periodic_table import Element
+
+        cell = np.asarray(row[C.COL_LATTICE], np.float64).reshape(3, 3)
+        frac = np.asarray(row[C.COL_FRAC], np.float64).reshape(-1, 3)
+        numbers = np.array([Element(s).Z for s in row[C.COL_SPECIES]], np.int64)
+        return frac @ cell, numbers, cell
+
+
+class DensityProbes(_StoreBacked):
+    """Random grid-point probes and their density targets (e/Å³) per material.
+
+    ``target``: ``"delta"`` (ρ − ρ_SAED, needs build-delta) or ``"total"`` (ρ). ``n_spin_channels`` 2 gives
+    (↑, ↓) = ((t + m)/2, (t − m)/2) with m the magnetisation (0 for non-spin materials); 1 gives t.
+    ``probes``: probes per material per epoch (all points when the grid is smaller).
+    """
+
+    def __init__(self, store: str, material_ids: Sequence[str] | None = None, target: str = "delta",
+                 probes: int = 1000, r_cut: float = 4.0, n_spin_channels: int = 1, seed: int = 0,
+                 dtype: torch.dtype = torch.float32):
+        super().__init__(store, material_ids, r_cut, seed, dtype)
+        if target not in TARGET_ARRAYS:
+            raise ValueError(f"density target must be one of {sorted(TARGET_ARRAYS)}, not {target!r}")
+        if probes < 1:
+            raise ValueError("probes per structure must be >= 1")
+        no_grid = [r[C.COL_ID] for r in self.rows if r.get(C.COL_RHO_OFFSET, -1) < 0]
+        if no_grid:
+            raise ValueError(f"materials without a valence density cannot train a density model: {no_grid[:5]}")
+        if target == "delta":
+            have = self._delta_ids()
+            lacking = [m for m in self.material_ids if m not in have]
+            if lacking:
+                raise ValueError(f"no Δρ for {lacking[:5]} ({len(lacking)} materials): run chgdata build-delta")
+        self.target = target
+        self.array = TARGET_ARRAYS[target]
+        self.probes = int(probes)
+        self.n_spin_channels = int(n_spin_channels)
+
+    def _delta_ids(self) -> set[str]:
+        t = self.ds.table(C.DELTA_INDEX)
+        return set() if t is None else set(t.column(C.COL_ID).to_pylist())
+
+    def n_probes(self, index: int) -> int:
+        return min(self.probes, int(self.rows[index][C.COL_NPOINTS]))
+
+    def sample_points(self, index: int) -> np.ndarray:
+        """Sorted flat grid indices drawn for item ``index`` in the current epoch."""
+        n = int(self.rows[index][C.COL_NPOINTS])
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        k = self.n_probes(index)
+        pts = rng.choice(n, size=k, replace=False) if k * 4 > n else np.unique(rng.integers(0, n, size=k))
+        return np.sort(pts)
+
+    def targets(self, index: int, points: np.ndarray) -> np.ndarray:
+        """(n_points, n_spin_channels) float64 targets at flat grid indices ``points``."""
+        row = self.rows[index]
+        mid = row[C.COL_ID]
+        t = self.ds.read_flat(self.array, mid, points=points).astype(np.float64)
+        if self.n_spin_channels == 1:
+            return t[:, None]
+        m = (self.ds.read_flat(C.MAG, mid, C.COL_MAG_OFFSET, points=points).astype(np.float64)
+             if row.get(C.COL_MAG_OFFSET, -1) >= 0 else np.zeros_like(t))
+        return np.stack([(t + m) / 2, (t - m) / 2], axis=1)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        row = self.rows[index]
+        pos, numbers, cell = self._structure(row)
+        points = self.sample_points(index)
+        shape = tuple(row[C.COL_GRID])
+        frac = np.stack(np.unravel_index(points, shape), axis=1) / np.asarray(shape, np.float64)
+        batch = structure_batch(pos, numbers, cell, self.r_cut, dtype=self.dtype)
+        batch[K.PROBE_POSITIONS] = torch.tensor(frac @ cell, dtype=self.dtype)
+        batch[K.PROBE_BATCH] = torch.zeros(len(points), dtype=torch.int64)
+        batch[K.TARGET_DENSITY] = torch.tensor(self.targets(index, points), dtype=self.dtype)
+        return batch
+
+
+class DosWindows(_StoreBacked):
+    """Structures with their DOS windows (``variant`` "normalised" or "absolute"), read once at start."""
+
+    def __init__(self, store: str, material_ids: Sequence[str] | None = None, variant: str = "normalised",
+                 r_cut: float = 4.0, seed: int = 0, dtype: torch.dtype = torch.float32):
+        super().__init__(store, material_ids, r_cut, seed, dtype)
+        ids, windows, energies = self.ds.dos_windows(self.material_ids, variant=variant)
+        if list(ids) != self.material_ids:
+            raise ValueError("DOS windows are missing for some materials: run chgdata build-dos")
+        self.windows = np.asarray(windows, np.float32)
+        self.energies = np.asarray(energies, np.float64)
+
+    def n_probes(self, index: int) -> int:
+        return 0
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        pos, numbers, cell = self._structure(self.rows[index])
+        batch = structure_batch(pos, numbers, cell, self.r_cut, dtype=self.dtype)
+        batch[K.TARGET_DOS] = torch.tensor(self.windows[index][None], dtype=self.dtype)
+        return batch
+
+
+class ProbeBudgetBatchSampler(Sampler[list[int]]):
+    """Batches of ≤ ``batch_size`` structures and ≤ ``max_probes`` probes (a structure alone may exceed it).
+
+    Shuffled per epoch from ``seed``; with ``world_size`` > 1 each rank takes every ``world_size``-th material
+    and all ranks yield the same number of batches (DistributedDataParallel needs that).
+    """
+
+    def __init__(self, sizes: Sequence[int], batch_size: int, max_probes: int | None = None, shuffle: bool = True,
+                 seed: int = 0, rank: int = 0, world_size: int = 1):
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.sizes = list(sizes)
+        self.batch_size = int(batch_size)
+        self.max_probes = max_probes
+        self.shuffle = shuffle
+        self.seed = seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def _batches(self, rank: int) -> list[list[int]]:
+        order = (np.random.default_rng([self.seed, self.epoch]).permutation(len(self.sizes)) if self.shuffle
+                 else np.arange(len(self.sizes)))
+        batches, current, probes = [], [], 0
+        for i in order[rank::self.world_size].tolist():
+            over = self.max_probes is not None and current and probes + self.sizes[i] > self.max_probes
+            if len(current) == self.batch_size or over:
+                batches.append(current)
+                current, probes = [], 0
+            current.append(i)
+            probes += self.sizes[i]
+        if current:
+            batches.append(current)
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        mine = self._batches(self.rank)
+        n = min(len(self._batches(r)) for r in range(self.world_size)) if self.world_size > 1 else len(mine)
+        return iter(mine[:n])
+
+    def __len__(self) -> int:
+        return min(len(self._batches(r)) for r in range(self.world_size))
+
+
+def _collate_list(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return collate(items)
+
+
+def make_loader(dataset: _StoreBacked, batch_size: int, max_probes: int | None = None, workers: int = 0,
+                shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1,
+                start_method: str = "forkserver") -> DataLoader:
+    """DataLoader over ``dataset`` with a :class:`ProbeBudgetBatchSampler`; ``spawn``/``forkserver`` workers."""
+    if start_method not in ("spawn", "forkserver"):
+        raise ValueError("zarr v3 and fork can deadlock: use start_method 'spawn' or 'forkserver'")
+    sampler = ProbeBudgetBatchSampler([dataset.n_probes(i) for i in range(len(dataset))], batch_size,
+                                      max_probes, shuffle, seed, rank, world_size)
+    ctx = multiprocessing.get_context(start_method) if workers > 0 else None
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=_collate_list, num_workers=workers,
+                      multiprocessing_context=ctx, persistent_workers=workers > 0)
+
+
+def attach_probe_edges(batch: dict[str, torch.Tensor], probe_r_cut: float,
+                       chunk: int = 65536) -> dict[str, torch.Tensor]:
+    """Add probe–atom edges (all periodic images within ``probe_r_cut``) to ``batch``, on its device.
+
+    For each structure, the atom images that can reach the cell are listed once (CPU, tiny), then distances
+    probe × image are computed in torch in chunks of ``chunk`` probes. Probes may lie anywhere (wrapped).
+    """
+    pos, cell_all = batch[K.POSITIONS], batch[K.CELL]
+    probes, pbatch, abatch = batch[K.PROBE_POSITIONS], batch[K.PROBE_BATCH], batch[K.ATOM_BATCH]
+    dev = probes.device
+    edges, shifts = [], []
+    for s in range(cell_all.shape[0]):
+        p_idx = torch.nonzero(pbatch == s).reshape(-1)
+        a_idx = torch.nonzero(abatch == s).reshape(-1)
+        if len(p_idx) == 0 or len(a_idx) == 0:
+            continue
+        cell = cell_all[s]
+        cell_np = cell.detach().cpu().double().numpy()
+        inv = torch.linalg.inv(cell.double())
+        frac = (pos[a_idx].double() @ inv).cpu().numpy()
+        atom, img_shift = _images_near_box(frac, np.zeros(3), np.ones(3), probe_r_cut * reciprocal_lengths(cell_np))
+        atom_t = a_idx[torch.as_tensor(atom, device=dev)]
+        img_shift_t = torch.as_tensor(img_shift, device=dev)
+        images = pos[atom_t].double() + img_shift_t.double() @ cell.double()
+        p_all = probes[p_idx].double()
+        t_probe = torch.floor(p_all @ inv)
+        wrapped = p_all - t_probe @ cell.double()
+        for start in range(0, len(p_idx), chunk):
+            w = wrapped[start:start + chunk]
+            d2 = torch.cdist(w, images).square_()
+            k, j = torch.nonzero(d2 < probe_r_cut ** 2, as_tuple=True)
+            edges.append(torch.stack([p_idx[start + k], atom_t[j]]))
+            shifts.append(img_shift_t[j] + t_probe[start + k].long())
+    if edges:
+        batch[K.PROBE_EDGE_INDEX] = torch.cat(edges, dim=1)
+        batch[K.PROBE_EDGE_CELL_SHIFT] = torch.cat(shifts)
+    else:
+        batch[K.PROBE_EDGE_INDEX] = torch.zeros((2, 0), dtype=torch.int64, device=dev)
+        batch[K.PROBE_EDGE_CELL_SHIFT] = torch.zeros((0, 3), dtype=torch.int64, device=dev)
+    return batch

@@ -1,0 +1,127 @@
+"""O(3) (incl. parity), translation and permutation symmetry of every layer and of both models, in float64."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import FECO, MIXED, SI, load_structure, small_density_config, small_dos_config, small_encoder
+from e3nn import o3
+
+from chgdata.models import (
+    AtomEncoder,
+    BesselBasis,
+    ChargeDensityModel,
+    DensityHead,
+    DosHead,
+    DosModel,
+    GatedTensorProductBlock,
+    keys,
+    structure_batch,
+)
+from chgdata.models.symmetry import BATCH_SPEC, assert_equivariant, permute_atoms, random_o3, transform
+
+
+def real_batch(material, rng, n_probes=24, probe_r_cut=3.0, r_cut=3.5):
+    s = load_structure(material)
+    cell = s.lattice.matrix
+    probes = rng.random((n_probes, 3)) @ cell
+    return structure_batch(s.cart_coords, s.atomic_numbers, cell, r_cut, probe_positions=probes,
+                           probe_r_cut=probe_r_cut, dtype=torch.float64)
+
+
+def test_checker_detects_a_non_equivariant_function(generator):
+    x = torch.randn(5, 3, dtype=torch.float64, generator=generator)
+    assert_equivariant(lambda v: v.norm(dim=-1, keepdim=True), [x], ["cartesian"], "0e")
+    with pytest.raises(AssertionError):
+        assert_equivariant(lambda v: v[:, :1], [x], ["cartesian"], "0e")
+    # parity: a pseudo-scalar (triple product) is not a true scalar
+    with pytest.raises(AssertionError):
+        assert_equivariant(lambda v: torch.linalg.det(v[:3])[None], [x], ["cartesian"], "0e")
+    assert_equivariant(lambda v: torch.linalg.det(v[:3])[None], [x], ["cartesian"], "0o")
+
+
+def test_bessel_basis_invariant(generator):
+    basis = BesselBasis(3.0, 6).double()
+    vec = torch.randn(20, 3, dtype=torch.float64, generator=generator)
+    assert_equivariant(lambda v: basis(v.norm(dim=-1)), [vec], ["cartesian"], "6x0e")
+
+
+@pytest.mark.parametrize("aggregate", [False, True])
+def test_gated_block_equivariant(aggregate, generator):
+    irreps_in = "4x0e+2x0o+3x1o+2x1e+2x2e"
+    irreps_sh = o3.Irreps.spherical_harmonics(2, p=-1)
+    block = GatedTensorProductBlock(irreps_in, irreps_sh, "4x0e+4x0o+3x1o+3x1e+2x2e+2x2o", 5, 8,
+                                    avg_num_neighbors=3.0 if aggregate else None).double()
+    sh = o3.SphericalHarmonics(irreps_sh, normalize=True, normalization="component")
+    basis = BesselBasis(3.0, 5).double()
+    n_nodes, n_edges = 6, 15
+    edge_index = torch.randint(0, n_nodes, (2, n_edges), generator=generator)
+    x = torch.randn(n_nodes if aggregate else n_edges, o3.Irreps(irreps_in).dim, dtype=torch.float64, generator=generator)
+    vec = torch.randn(n_edges, 3, dtype=torch.float64, generator=generator) * 2
+
+    def fn(x, vec):
+        return block(x, sh(vec), basis(vec.norm(dim=-1)), edge_index if aggregate else None)
+
+    assert_equivariant(fn, [x, vec], [irreps_in, "cartesian"], block.irreps_out)
+    assert block.irreps_out.lmax == 2 and "0o" in str(block.irreps_out)
+
+
+@pytest.mark.parametrize("material", [SI, FECO, MIXED])
+def test_encoder_equivariant(material, rng):
+    enc = AtomEncoder(small_encoder(n_layers=3)).double()
+    batch = real_batch(material, rng)
+    batch[keys.POSITIONS] = batch[keys.POSITIONS] + torch.tensor(rng.normal(scale=0.1, size=(len(batch[keys.POSITIONS]), 3)))
+    assert_equivariant(enc, [batch], [BATCH_SPEC], enc.irreps_out)
+    assert enc.irreps_out.lmax == 2
+
+
+def test_density_head_equivariant(rng):
+    cfg = small_density_config(n_spin_channels=2)
+    enc = AtomEncoder(cfg.encoder).double()
+    head = DensityHead(cfg, enc.irreps_out).double()
+    batch = real_batch(FECO, rng)
+    feats = enc.irreps_out.randn(len(batch[keys.POSITIONS]), -1, dtype=torch.float64)
+    assert_equivariant(head, [feats, batch], [enc.irreps_out, BATCH_SPEC], "2x0e", n_trials=2)
+
+
+def test_dos_head_invariant(rng):
+    cfg = small_dos_config()
+    enc = AtomEncoder(cfg.encoder).double()
+    head = DosHead(cfg, enc.irreps_out).double()
+    batch = real_batch(SI, rng)
+    feats = enc.irreps_out.randn(len(batch[keys.POSITIONS]), -1, dtype=torch.float64)
+    assert_equivariant(lambda f, b: head(f, b).reshape(1, -1), [feats, batch], [enc.irreps_out, BATCH_SPEC], None)
+
+
+@pytest.mark.parametrize("material", [SI, FECO])
+def test_full_models_invariant(material, rng):
+    batch = real_batch(material, rng)
+    dens = ChargeDensityModel(small_density_config(n_spin_channels=2)).double()
+    out = dens(batch)
+    assert out.shape == (24, 2) and out.abs().sum() > 0
+    assert_equivariant(dens, [batch], [BATCH_SPEC], "2x0e", n_trials=2)
+    dos = DosModel(small_dos_config()).double()
+    assert_equivariant(lambda b: dos(b).reshape(1, -1), [batch], [BATCH_SPEC], None, n_trials=2)
+
+
+def test_permutation_of_atoms(rng, generator):
+    batch = real_batch(MIXED, rng)
+    perm = torch.randperm(len(batch[keys.POSITIONS]), generator=generator)
+    assert not torch.equal(perm, torch.arange(len(perm)))
+    permuted = permute_atoms(batch, perm)
+    enc = AtomEncoder(small_encoder()).double()
+    torch.testing.assert_close(enc(permuted), enc(batch)[perm])
+    dens = ChargeDensityModel(small_density_config()).double()
+    torch.testing.assert_close(dens(permuted), dens(batch))
+    dos = DosModel(small_dos_config()).double()
+    torch.testing.assert_close(dos(permuted), dos(batch))
+
+
+def test_model_output_changes_when_structure_changes(rng, generator):
+    """Guards against trivially invariant (e.g. constant) models passing the checks above."""
+    batch = real_batch(MIXED, rng)
+    dens = ChargeDensityModel(small_density_config()).double()
+    rot = random_o3(False, generator)
+    moved = dict(batch)
+    moved[keys.POSITIONS] = transform(batch[keys.POSITIONS], "points", rot, torch.zeros(3))  # atoms only
+    assert (dens(moved) - dens(batch)).abs().max() > 1e-6
