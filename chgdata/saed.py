@@ -29,7 +29,6 @@ the folder of the material's CHGCAR (:func:`user_reference_density`).
 
 from __future__ import annotations
 
-import gzip
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -260,27 +259,6 @@ def find_user_reference(chgcar_path: str | Path) -> Path | None:
     return None
 
 
-def _grid_shape_of(path: Path) -> tuple[int, int, int]:
-    """Grid shape from a CHGCAR header (VASP 5 format) without parsing the data block."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt") as f:
-        lines = [f.readline() for _ in range(7)]
-        counts_line = lines[6] if not lines[5].split()[0].isdigit() else lines[5]
-        natoms = sum(int(x) for x in counts_line.split())
-        if lines[5].split()[0].isdigit():  # VASP 4: no species line, the 7th line is the coordinate mode
-            mode = lines[6]
-        else:
-            mode = f.readline()
-        if mode.strip().lower().startswith("s"):  # selective dynamics
-            f.readline()
-        for _ in range(natoms):
-            f.readline()
-        line = f.readline()
-        while not line.strip():
-            line = f.readline()
-    return tuple(int(x) for x in line.split()[:3])  # type: ignore[return-value]
-
-
 def user_reference_density(chgcar_path: str | Path) -> np.ndarray | None:
     """User-supplied SAED for the material whose CHGCAR is ``chgcar_path``: float32 (nx, ny, nz), e/Å^3.
 
@@ -290,19 +268,15 @@ def user_reference_density(chgcar_path: str | Path) -> np.ndarray | None:
     """
     from pymatgen.io.vasp import Chgcar
 
+    from chgdata.grid import read_chgcar_header
+
     ref_path = find_user_reference(chgcar_path)
     if ref_path is None:
         return None
-    expected = _grid_shape_of(Path(chgcar_path))
-    got = _grid_shape_of(ref_path)
-    if expected != got:
-        raise ValueError(f"{ref_path} has grid {got} but {chgcar_path} has {expected}")
-    ref = Chgcar.from_file(str(ref_path))
-    with (gzip.open if str(chgcar_path).endswith(".gz") else open)(chgcar_path, "rt") as f:
-        head = [f.readline() for _ in range(5)]
-    scale = float(head[1].split()[0])
-    lat = np.array([[float(x) for x in head[i].split()[:3]] for i in (2, 3, 4)])
-    lat *= scale if scale > 0 else (-scale / abs(np.linalg.det(lat))) ** (1 / 3)  # negative scale = volume
-    if not np.allclose(lat, ref.structure.lattice.matrix, atol=1e-4):
+    expected, got = read_chgcar_header(chgcar_path), read_chgcar_header(ref_path)
+    if expected.grid_shape != got.grid_shape:
+        raise ValueError(f"{ref_path} has grid {got.grid_shape} but {chgcar_path} has {expected.grid_shape}")
+    if not np.allclose(expected.lattice, got.lattice, atol=1e-4):
         raise ValueError(f"{ref_path} has a different lattice from {chgcar_path}")
-    return (ref.data["total"] / ref.structure.volume).astype(np.float32)
+    ref = Chgcar.from_file(str(ref_path))
+    return (ref.data["total"] / got.volume).astype(np.float32)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from chgdata.cli import delta as _delta
 from chgdata.cli import dos as _dos
 from chgdata.cli import info as _info
 from chgdata.cli import ingest as _ingest
@@ -14,6 +15,7 @@ app = typer.Typer(help="Materials Project style charge densities and DOS as ML d
 
 app.command("ingest")(_ingest.ingest)
 app.command("info")(_info.info)
+app.command("build-delta")(_delta.build_delta)
 app.command("build-dos")(_dos.build_dos)
 app.add_typer(plot_app, name="plot")
 

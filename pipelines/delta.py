@@ -1,0 +1,243 @@
+"""``chgdata build-delta``: SAED reference densities and Δρ = ρ − ρ_SAED for every material of a store.
+
+Design:
+1. Reference table. ``--reference FILE`` reuses a table (e.g. the one stored with another dataset or a model);
+   otherwise the store's own table is reused, or fitted: valence counts from the electron counts of all stored
+   materials, then per-material normal equations on seeded subsamples of their grids (one Dask task per ingest
+   partition), summed on the driver and solved. The table is written to ``saed_reference.json`` and named in the
+   card before any Δρ is computed, so a resumed run uses the same one.
+2. Δρ. One Dask task per ingest partition writes ``saed/<partition>`` and ``delta/<partition>`` with exactly the
+   layout of ``rho/<partition>`` (same offsets), then its ``delta.parquet`` fragment last. Resume skips partitions
+   whose materials are all committed. A ``CHGCAR.saed[.gz]`` next to a material's CHGCAR (a VASP ICHARG=12,
+   NELM=0 run) replaces the fitted SAED for that material.
+
+Spin: the SAED of the magnetisation is zero (atoms are references without moments), so the magnetisation
+target is the stored ``mag`` unchanged; only the total density gets a Δ.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+import chgdata
+from chgdata import contract as C
+from chgdata.references import (
+    MaterialCounts,
+    NormalEquations,
+    ReferenceTable,
+    material_normal_equations,
+    solve_reference,
+    sum_normal_equations,
+    valence_counts,
+)
+from chgdata.saed import find_user_reference, saed_density, user_reference_density
+from chgdata.store import (
+    Dataset,
+    Location,
+    PartitionCommit,
+    StoreError,
+    locked,
+    read_table,
+    register_table_schema,
+    sha256_array,
+    update_card,
+    utcnow,
+)
+
+STAGE = "build-delta"
+REFERENCE_FILE = "saed_reference.json"
+
+DELTA_SCHEMA = pa.schema([
+    (C.COL_ID, pa.string()), (C.COL_PARTITION, pa.string()), ("reference_id", pa.string()),
+    ("reference_kind", pa.string()), ("saed_sha256", pa.string()), ("delta_sha256", pa.string()),
+    ("saed_electrons", pa.float64()), ("delta_integral", pa.float64()), ("abs_delta_over_abs_rho", pa.float64()),
+    ("nmae_saed", pa.float64()), ("built_at", pa.string()),
+])
+register_table_schema(C.DELTA_INDEX, DELTA_SCHEMA)
+
+
+@dataclass
+class DeltaReport:
+    reference_id: str = ""
+    reference_kind: str = ""
+    committed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    partitions: int = 0
+
+
+def _grid_rows(ds: Dataset) -> dict[str, list[dict[str, Any]]]:
+    """Materials with a valence density, grouped by partition in offset order."""
+    parts: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in ds.index.to_pylist():
+        if r.get(C.COL_RHO_OFFSET, -1) >= 0:
+            parts[r[C.COL_PARTITION]].append(r)
+    return {p: sorted(rows, key=lambda r: r[C.COL_RHO_OFFSET]) for p, rows in parts.items()}
+
+
+def _geometry(row) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    return (np.asarray(row[C.COL_LATTICE], np.float64).reshape(3, 3),
+            np.asarray(row[C.COL_FRAC], np.float64).reshape(-1, 3), list(row[C.COL_SPECIES]))
+
+
+def fit_partition(url: str, rows: Sequence[dict[str, Any]], seed: int, n_points: int) -> NormalEquations | None:
+    """The Dask task of the fit: summed normal equations of one partition's materials (seeded subsamples)."""
+    ds = chgdata.open_dataset(url)
+    parts = []
+    for row in rows:
+        lattice, frac, species = _geometry(row)
+        rho = ds.read_flat(C.RHO, row[C.COL_ID]).reshape(row[C.COL_GRID])
+        rng = np.random.default_rng([seed, int.from_bytes(row[C.COL_ID].encode()[:8].ljust(8, b"\0"), "little")])
+        parts.append(material_normal_equations(lattice, frac, species, rho, rng, n_points=n_points,
+                                               material_id=row[C.COL_ID]))
+    return sum_normal_equations(parts) if parts else None
+
+
+def _user_reference(row) -> np.ndarray | None:
+    """ρ_SAED from a ``CHGCAR.saed[.gz]`` next to the material's CHGCAR, when the user supplied one."""
+    for f in row[C.COL_FILES] or []:
+        if os.path.basename(f).startswith("CHGCAR") and os.path.exists(f) and find_user_reference(f) is not None:
+            return user_reference_density(f)
+    return None
+
+
+def delta_partition(url: str, partition: str, rows: Sequence[dict[str, Any]], table: ReferenceTable,
+                    kind: str) -> dict:
+    """The Dask task of Δρ: saed/<partition>, delta/<partition> in rho's layout, then the delta.parquet fragment.
+
+    All or nothing per partition: a failed material would shift the offsets of the ones after it, so on the
+    first failure the task stops, records it, and commits no row; the next run retries the partition.
+    """
+    ds = chgdata.open_dataset(url)
+    commit = PartitionCommit(url, partition, index_table=C.DELTA_INDEX)
+    for row in rows:
+        mid = row[C.COL_ID]
+        try:
+            lattice, frac, species = _geometry(row)
+            shape = tuple(row[C.COL_GRID])
+            rho = ds.read_flat(C.RHO, mid).reshape(shape)
+            user = _user_reference(row)
+            saed = saed_density(lattice, frac, species, shape, table) if user is None else user.astype(np.float32)
+            if saed.shape != rho.shape or not np.isfinite(saed).all():
+                raise ValueError(f"SAED grid {saed.shape} unusable for density grid {rho.shape}")
+            delta = rho - saed
+            volume = abs(float(np.linalg.det(lattice)))
+            abs_delta = float(np.abs(delta, dtype=np.float64).sum())
+            abs_rho = float(np.abs(rho, dtype=np.float64).sum())
+            if commit.append(C.SAED, saed) != row[C.COL_RHO_OFFSET] or commit.append(C.DELTA, delta) != row[
+                    C.COL_RHO_OFFSET]:
+                raise StoreError(f"offsets of saed/{partition} do not follow rho/{partition}")
+        except (ValueError, KeyError, OSError, StoreError) as exc:
+            reason = f"{mid}: " + (" ".join(str(exc).split()) or type(exc).__name__)
+            commit.rows, commit.extra_tables = [], {}
+            commit.add_failure(mid, STAGE, reason)
+            commit.finish()
+            return {"partition": partition, "committed": [], "failed": {mid: reason}}
+        commit.add_row({
+            C.COL_ID: mid, C.COL_PARTITION: partition, "reference_id": table.id,
+            "reference_kind": "user-chgcar" if user is not None else kind, "saed_sha256": sha256_array(saed),
+            "delta_sha256": sha256_array(delta), "saed_electrons": float(saed.mean(dtype=np.float64) * volume),
+            "delta_integral": float(delta.mean(dtype=np.float64) * volume),
+            "abs_delta_over_abs_rho": abs_delta / abs_rho, "nmae_saed": 100 * abs_delta / abs_rho,
+            "built_at": utcnow()})
+    commit.finish()
+    return {"partition": partition, "committed": [r[C.COL_ID] for r in rows], "failed": {}}
+
+
+def _counts(rows) -> list[MaterialCounts]:
+    return [MaterialCounts(r[C.COL_ID], dict(Counter(r[C.COL_SPECIES])), float(r[C.COL_NELECT])) for r in rows]
+
+
+def fit_reference(store: str, client, parts: dict[str, list[dict]], seed: int = 0, n_points: int = 4096,
+                  progress: bool = True) -> ReferenceTable:
+    """Fit the per-element references on every stored valence density (Dask over partitions)."""
+    from chgdata.pipelines.cluster import run_tasks
+
+    rows = [r for rs in parts.values() for r in rs]
+    valence = valence_counts(_counts(rows))
+    calls = [(store, rs, seed, n_points) for rs in parts.values()]
+    normal = sum_normal_equations(n for n in run_tasks(client, fit_partition, calls, "fit SAED references",
+                                                       weight=lambda c: len(c[1]), show=progress) if n is not None)
+    version = chgdata.open_dataset(store).card.get("provenance", {}).get("updated", "")
+    return solve_reference(normal, valence, dataset_version=f"{store}@{version}")
+
+
+def _load_or_fit(loc: Location, store: str, reference: str | None, client, parts,
+                 progress: bool) -> tuple[ReferenceTable, str]:
+    path = loc.path(REFERENCE_FILE)
+    stored = ReferenceTable.from_json(loc.fs.cat_file(path).decode()) if loc.fs.exists(path) else None
+    if reference is not None:
+        table = ReferenceTable.load(reference)
+        if stored is not None and stored.id != table.id and read_table(loc, C.DELTA_INDEX) is not None:
+            raise StoreError(f"{store} already holds Δρ built with reference {stored.id}; refusing to mix it with "
+                             f"{table.id} from {reference} (build into a fresh store)")
+        kind = "file"
+    elif stored is not None:
+        table, kind = stored, "stored"
+    else:
+        table, kind = fit_reference(store, client, parts, progress=progress), "fitted"
+    needed = {s for rs in parts.values() for r in rs for s in r[C.COL_SPECIES]}
+    missing = sorted(needed - set(table.elements))
+    if missing:
+        raise StoreError(f"reference table {table.id} has no entry for {missing}")
+    loc.write_bytes_atomic(path, table.to_json().encode())
+    return table, kind
+
+
+def run_build_delta(store: str, *, reference: str | None = None, workers: int = 2, scheduler: str | None = None,
+                    processes: bool = True, progress: bool = True, client=None) -> DeltaReport:
+    """Fit or load the SAED reference, then compute saed and delta for every material; resume is the default."""
+    import contextlib
+
+    from chgdata.pipelines.cluster import dask_client, run_tasks
+
+    report = DeltaReport()
+    with locked(store, owner="chgdata build-delta") as loc, contextlib.ExitStack() as stack:
+        ds = chgdata.open_dataset(store)
+        parts = _grid_rows(ds)
+        if not parts:
+            raise StoreError(f"{store}: no material with a valence density (run chgdata ingest first)")
+        if client is None:
+            client = stack.enter_context(dask_client(workers, scheduler, processes=processes))
+        table, kind = _load_or_fit(loc, store, reference, client, parts, progress)
+        report.reference_id, report.reference_kind = table.id, kind
+        done_t = read_table(loc, C.DELTA_INDEX)
+        done = {} if done_t is None else dict(zip(done_t.column(C.COL_ID).to_pylist(),
+                                                   done_t.column("reference_id").to_pylist()))
+        if any(ref != table.id for ref in done.values()):
+            raise StoreError(f"{store} holds Δρ from another reference than {table.id}; build into a fresh store")
+        todo = {p: rs for p, rs in parts.items() if not all(r[C.COL_ID] in done for r in rs)}
+        report.skipped = sorted(m for p, rs in parts.items() if p not in todo for m in (r[C.COL_ID] for r in rs))
+        report.partitions = len(todo)
+        calls = [(store, p, rs, table, kind) for p, rs in todo.items()]
+        for res in run_tasks(client, delta_partition, calls, STAGE, weight=lambda c: len(c[2]), show=progress):
+            report.committed += res["committed"]
+            report.failed.update(res["failed"])
+        update_card(loc, saed=card_section(loc, table, kind))
+    return report
+
+
+def card_section(loc: Location, table: ReferenceTable, kind: str) -> dict[str, Any]:
+    """The card's ``saed`` section: reference identity and how much the SAED explains."""
+    t = read_table(loc, C.DELTA_INDEX)
+    ratios = [] if t is None else t.column("abs_delta_over_abs_rho").to_pylist()
+    nmae = [] if t is None else t.column("nmae_saed").to_pylist()
+    return {
+        "reference_id": table.id, "reference_file": REFERENCE_FILE, "reference_source": kind,
+        "basis": "normalised 3-D Gaussians (widths in Å) per element, integrating to the valence count",
+        "valence_electrons": dict(table.valence), "sigmas_A": list(table.sigmas),
+        "materials": len(ratios),
+        "fraction_abs_delta_lt_abs_rho": float(np.mean([r < 1 for r in ratios])) if ratios else None,
+        "mean_abs_delta_over_abs_rho": float(np.mean(ratios)) if ratios else None,
+        "mean_nmae_saed_percent": float(np.mean(nmae)) if nmae else None,
+        "spin": "the SAED of the magnetisation is zero: mag is the magnetisation target unchanged",
+        "arrays": {C.SAED: "e/Å^3, same layout as rho", C.DELTA: "rho - saed, e/Å^3, same layout as rho"},
+        "code_version": chgdata.__version__, "updated": utcnow(),
+    }
