@@ -45,6 +45,7 @@ COL_FORMULA = "chemical_formula_reduced"
 COL_NSITES = "nsites"
 COL_LATTICE = "lattice_vectors"  # 3x3 row vectors, Å (flattened 9 floats)
 COL_SPECIES = "species_at_sites"  # element symbols per site
+COL_Z = "atomic_numbers"  # Z per site (int), same order as species_at_sites
 COL_FRAC = "fractional_site_positions"  # n x 3 flattened
 COL_GRID = "grid_shape"  # [nx, ny, nz]
 COL_NPOINTS = "n_grid_points"

@@ -118,6 +118,7 @@ INDEX_SCHEMA = pa.schema([
     (C.COL_ID, pa.string()), (C.COL_SOURCE, pa.string()), (C.COL_TASK_ID, pa.string()),
     (C.COL_DB_VERSION, pa.string()), (C.COL_FORMULA, pa.string()), (C.COL_NSITES, pa.int32()),
     (C.COL_LATTICE, pa.list_(pa.float64())), (C.COL_SPECIES, pa.list_(pa.string())),
+    (C.COL_Z, pa.list_(pa.int32())),
     (C.COL_FRAC, pa.list_(pa.float64())), (C.COL_VOLUME, pa.float64()), (C.COL_GRID, pa.list_(pa.int32())),
     (C.COL_NPOINTS, pa.int64()), (C.COL_SPIN, pa.bool_()), (C.COL_NELECT, pa.float64()),
     (C.COL_MAGMOM, pa.float64()), (C.COL_EFERMI, pa.float64()), (C.COL_HAS_DOS, pa.bool_()),

@@ -1,0 +1,103 @@
+"""build-delta on the real shared data: electron counts, Δρ ≈ 0 on integration, layout, resume, reuse."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from chgdata import contract as C
+from chgdata import open_dataset
+from chgdata.pipelines.delta import REFERENCE_FILE, run_build_delta
+from chgdata.pipelines.ingest import run_ingest
+from chgdata.references import ReferenceTable
+from chgdata.store import StoreError, orphans
+from tests.conftest import GPAW, need_shared
+
+
+@pytest.fixture(scope="module")
+def delta_stores(gpaw_store, vasp_store, tmp_path_factory):
+    """Copies of the session stores with build-delta run on them (the session stores stay untouched)."""
+    out = {}
+    for name, src in (("gpaw", gpaw_store), ("vasp", vasp_store)):
+        dst = str(tmp_path_factory.mktemp("delta") / name)
+        shutil.copytree(src, dst)
+        report = run_build_delta(dst, workers=2, progress=False)
+        assert not report.failed, report.failed
+        out[name] = (dst, report)
+    return out
+
+
+@pytest.mark.parametrize("name", ["gpaw", "vasp"])
+def test_saed_carries_the_electron_count_and_delta_integrates_to_zero(delta_stores, name):
+    store, report = delta_stores[name]
+    ds = open_dataset(store)
+    rows = {r[C.COL_ID]: r for r in ds.table(C.DELTA_INDEX).to_pylist()}
+    with_rho = [r for r in ds.index.to_pylist() if r[C.COL_RHO_OFFSET] >= 0]
+    assert set(rows) == {r[C.COL_ID] for r in with_rho} and len(rows) == ds.table(C.DELTA_INDEX).num_rows
+    for r in with_rho:
+        d = rows[r[C.COL_ID]]
+        assert d["saed_electrons"] == pytest.approx(r[C.COL_NELECT], rel=5e-3), r[C.COL_ID]
+        assert abs(d["delta_integral"]) < 5e-3 * r[C.COL_NELECT], r[C.COL_ID]
+        assert d["reference_id"] == report.reference_id
+
+
+def test_arrays_share_rho_layout_and_checksums(delta_stores):
+    from chgdata.store import sha256_array
+
+    store, _ = delta_stores["gpaw"]
+    ds = open_dataset(store)
+    rows = {r[C.COL_ID]: r for r in ds.table(C.DELTA_INDEX).to_pylist()}
+    for mid in ds.material_ids[:20]:
+        rho = ds.read_flat(C.RHO, mid)
+        saed = ds.read_flat(C.SAED, mid)
+        delta = ds.read_flat(C.DELTA, mid)
+        np.testing.assert_array_equal(delta, rho - saed)
+        assert sha256_array(saed) == rows[mid]["saed_sha256"] and sha256_array(delta) == rows[mid]["delta_sha256"]
+    assert orphans(ds.loc) == []
+
+
+def test_saed_explains_most_of_the_density(delta_stores):
+    """Σ|Δρ| < Σ|ρ| for every material; card and info report the fraction and mean ratio."""
+    store, _ = delta_stores["gpaw"]
+    card = open_dataset(store).card["saed"]
+    assert card["fraction_abs_delta_lt_abs_rho"] == 1.0
+    assert card["mean_abs_delta_over_abs_rho"] < 0.1
+    from typer.testing import CliRunner
+
+    from chgdata.cli.main import app
+
+    res = CliRunner().invoke(app, ["info", "--store", store])
+    assert res.exit_code == 0 and "fraction_abs_delta_lt_abs_rho" in res.output
+
+
+def test_rerun_resumes_and_reference_is_reused(delta_stores, tmp_path):
+    store, report = delta_stores["gpaw"]
+    again = run_build_delta(store, workers=1, processes=False, progress=False)
+    assert again.committed == [] and again.reference_kind == "stored" and again.reference_id == report.reference_id
+    # another dataset predicts with the same reference: --reference FILE
+    need_shared()
+    calcs = tmp_path / "calcs"
+    for mid in ("gpaw-0001", "gpaw-0002", "gpaw-0003"):
+        shutil.copytree(GPAW / mid, calcs / mid)
+    other = str(tmp_path / "other")
+    run_ingest(other, from_dir=str(calcs), workers=1, processes=False, progress=False)
+    ref_file = tmp_path / "ref.json"
+    ref_file.write_text((open_dataset(store).loc.fs.cat_file(f"{store}/{REFERENCE_FILE}")).decode())
+    rep = run_build_delta(other, reference=str(ref_file), workers=1, processes=False, progress=False)
+    assert rep.reference_id == report.reference_id and rep.reference_kind == "file" and len(rep.committed) == 3
+    assert ReferenceTable.load(ref_file).id == report.reference_id
+
+
+def test_reference_missing_an_element_is_refused(delta_stores, tmp_path):
+    gpaw_store, _ = delta_stores["gpaw"]
+    vasp_store, _ = delta_stores["vasp"]
+    target = tmp_path / "v"
+    shutil.copytree(vasp_store, target)
+    for p in target.glob("delta.parquet"):
+        shutil.rmtree(p)
+    (target / REFERENCE_FILE).unlink()
+    with pytest.raises(StoreError, match="has no entry for"):
+        run_build_delta(str(target), reference=f"{gpaw_store}/{REFERENCE_FILE}", workers=1, processes=False,
+                        progress=False)
