@@ -19,6 +19,7 @@ parameters differ from the stored ones is refused (build into a fresh store inst
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -262,7 +263,7 @@ def stored_params(loc: Location) -> tuple[pa.Table | None, WindowParams | None]:
 
 def run_build_dos(store: str, *, sigma: float = 0.1, emin: float = -10.0, emax: float = 10.0, npoints: int = 400,
                   workers: int = 2, scheduler: str | None = None, processes: bool = True,
-                  progress: bool = True) -> DosReport:
+                  progress: bool = True, client=None) -> DosReport:
     """Build DOS windows for every material of ``store`` with a raw DOS; resume is the default."""
     from chgdata.pipelines.cluster import dask_client, run_tasks
 
@@ -290,7 +291,9 @@ def run_build_dos(store: str, *, sigma: float = 0.1, emin: float = -10.0, emax: 
         report.partitions = len(parts)
         if parts:
             calls = [(store, new_partition_name("dos"), part, params) for part in parts]
-            with dask_client(workers, scheduler, processes=processes) as client:
+            with contextlib.ExitStack() as stack:
+                if client is None:
+                    client = stack.enter_context(dask_client(workers, scheduler, processes=processes))
                 for res in run_tasks(client, build_dos_partition, calls, STAGE,
                                      weight=lambda c: sum(len(ids) for _, ids in c[2]), show=progress):
                     report.committed += res["committed"]
