@@ -41,7 +41,9 @@ def info(store: str = STORE, failures: int = typer.Option(20, help="How many fai
     t.add_row("MP database versions", ", ".join(prov.get("database_versions", [])) or "-")
     for section in ("saed", "dos"):
         for key, value in (card.get(section) or {}).items():
-            if not isinstance(value, dict | list):
+            if isinstance(value, float):
+                t.add_row(f"{section}: {key}", f"{value:.4g}")
+            elif not isinstance(value, dict | list) and len(str(value)) <= 40:
                 t.add_row(f"{section}: {key}", str(value))
     out.print(t)
     hist = collections.Counter("x".join(map(str, r[C.COL_GRID])) for r in n_grid)

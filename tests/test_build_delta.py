@@ -101,3 +101,20 @@ def test_reference_missing_an_element_is_refused(delta_stores, tmp_path):
     with pytest.raises(StoreError, match="has no entry for"):
         run_build_delta(str(target), reference=f"{gpaw_store}/{REFERENCE_FILE}", workers=1, processes=False,
                         progress=False)
+
+
+def test_nonnegative_references(tmp_path):
+    """--nonnegative gives ρ_Z(r) ≥ 0 everywhere, still integrating to the valence counts."""
+    need_shared()
+    calcs = tmp_path / "calcs"
+    for mid in ("gpaw-0001", "gpaw-0002", "gpaw-0003", "gpaw-0004"):
+        shutil.copytree(GPAW / mid, calcs / mid)
+    store = str(tmp_path / "s")
+    run_ingest(store, from_dir=str(calcs), workers=1, processes=False, progress=False)
+    rep = run_build_delta(store, workers=1, processes=False, progress=False, nonnegative=True)
+    assert rep.reference_kind == "fitted-nonnegative" and len(rep.committed) == 4
+    table = ReferenceTable.load(f"{store}/{REFERENCE_FILE}")
+    for el in table.elements:
+        assert (table.rho[el] >= 0).all()
+        integral = 4 * np.pi * np.trapezoid(table.r**2 * table.rho[el], table.r)
+        assert integral == pytest.approx(table.valence[el], rel=1e-3)
