@@ -595,8 +595,13 @@ class Dataset:
         return Structure(lattice, row[C.COL_SPECIES], frac)
 
 
-def open_dataset(url: str | os.PathLike) -> Dataset:
-    """Open a dataset directory or fsspec URL for reading."""
+def open_dataset(url: str | os.PathLike, catalog: str | os.PathLike | None = None) -> Dataset:
+    """Open a dataset directory or fsspec URL for reading; ``catalog:NAME[@VERSION]`` resolves through the
+    catalogue (``catalog`` path, else ``$CHGDATA_CATALOG``, else the repo-root catalog.yaml; chgdata.catalog)."""
+    if isinstance(url, str) and url.startswith("catalog:"):
+        from chgdata.catalog import resolve
+
+        return Dataset(resolve(url, catalog))
     return Dataset(url)
 
 

@@ -1,0 +1,185 @@
+"""The catalogue: schemas, publish/list/show/open round trip, refusal of conflicting publishes, reproducible
+checksums of the published gpaw dataset, and the chgdata-free reader example."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import GPAW, REPO, need_shared
+
+jsonschema = pytest.importorskip("jsonschema")
+
+from chgdata import catalog as cat  # noqa: E402
+
+REPO_CATALOG = REPO / "catalog.yaml"
+
+
+def _validate(instance, schema_file: Path) -> None:
+    jsonschema.Draft202012Validator(json.loads(schema_file.read_text())).validate(instance)
+
+
+@pytest.fixture(scope="module")
+def full_gpaw(tmp_path_factory) -> str:
+    """../shared/data/gpaw ingested, with build-delta and build-dos: what the catalogue entry gpaw@1.0.0 holds."""
+    need_shared()
+    from chgdata.pipelines.delta import run_build_delta
+    from chgdata.pipelines.dos import run_build_dos
+    from chgdata.pipelines.ingest import run_ingest
+
+    store = str(tmp_path_factory.mktemp("cat") / "gpaw")
+    assert not run_ingest(store, from_dir=str(GPAW), workers=2, processes=False, progress=False).failed
+    assert not run_build_delta(store, workers=2, processes=False, progress=False).failed
+    assert not run_build_dos(store, workers=2, processes=False, progress=False).failed
+    return store
+
+
+@pytest.fixture()
+def small_store(vasp_store, tmp_path) -> str:
+    """A private copy of the (ingest-only) vasp store, so publishing does not touch the shared fixture's card."""
+    dst = tmp_path / "vasp"
+    shutil.copytree(vasp_store, dst)
+    return str(dst)
+
+
+def test_repo_catalog_follows_schema():
+    data = yaml.safe_load(REPO_CATALOG.read_text())
+    _validate(data, cat.CATALOG_SCHEMA)
+    cat.validate_catalog(data)
+    names = {(e["name"], e["version"]) for e in data["datasets"]}
+    assert ("gpaw", "1.0.0") in names
+
+
+def test_cards_follow_schema(full_gpaw, vasp_store, gpaw_store):
+    for store in (full_gpaw, vasp_store, gpaw_store):
+        card = yaml.safe_load((Path(store) / "dataset.yaml").read_text())
+        _validate(card, cat.CARD_SCHEMA)
+
+
+def test_rebuild_reproduces_published_checksums(full_gpaw):
+    entry = cat.find_entry("gpaw@1.0.0", REPO_CATALOG)
+    got = cat.compute_checksums(full_gpaw)
+    assert got["content"] == entry["checksums"]["content"]
+    assert {k: got[k] == entry["checksums"][k] for k in ("index", "arrays", "card")} == {
+        "index": True, "arrays": True, "card": True}
+    ok = cat.verify(full_gpaw, "gpaw@1.0.0", REPO_CATALOG)
+    assert ok["content"]
+    # the description matches what was built
+    info = cat.describe(full_gpaw)
+    assert info["counts"] == entry["counts"]
+    assert info["dos"] == entry["dos"]
+
+
+def test_publish_list_show_open_round_trip(full_gpaw, tmp_path, monkeypatch):
+    from chgdata.cli.main import app
+    from typer.testing import CliRunner
+
+    import chgdata
+
+    catalog = tmp_path / "sub" / "catalog.yaml"
+    entry, action = cat.publish(full_gpaw, "gpaw-test", "0.1", description="test copy", catalog=catalog)
+    assert action == "added"
+    data = yaml.safe_load(catalog.read_text())
+    _validate(data, cat.CATALOG_SCHEMA)
+    assert not Path(entry["location"]).is_absolute()  # stored relative to the catalogue's folder
+    card = yaml.safe_load((Path(full_gpaw) / "dataset.yaml").read_text())
+    _validate(card, cat.CARD_SCHEMA)
+    assert card["published"]["name"] == "gpaw-test"
+    assert card["published"]["content_sha256"] == entry["checksums"]["content"]
+    # publishing the card section did not change the content checksum: a second publish is a no-op
+    before = catalog.read_text()
+    assert cat.publish(full_gpaw, "gpaw-test", "0.1", catalog=catalog)[1] == "unchanged"
+    assert catalog.read_text() == before
+
+    ds = chgdata.open_dataset("catalog:gpaw-test@0.1", catalog=catalog)
+    ref = chgdata.open_dataset(full_gpaw)
+    assert ds.material_ids == ref.material_ids
+    mid = ref.material_ids[0]
+    np.testing.assert_array_equal(ds.density(mid).rho, ref.density(mid).rho)
+    monkeypatch.setenv(cat.CATALOG_ENV, str(catalog))
+    assert len(chgdata.open_dataset("catalog:gpaw-test")) == len(ref)  # latest version, catalogue from the env
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["catalog", "list", "--catalog", str(catalog)])
+    assert res.exit_code == 0, res.output
+    assert "gpaw-test@0.1" in res.output and str(entry["counts"]["materials"]) in res.output
+    res = runner.invoke(app, ["catalog", "show", "gpaw-test@0.1", "--catalog", str(catalog)])
+    assert res.exit_code == 0, res.output
+    shown = yaml.safe_load(res.output)
+    assert shown["checksums"]["content"] == entry["checksums"]["content"]
+    assert Path(shown["resolved_location"]) == Path(full_gpaw).resolve()
+    res = runner.invoke(app, ["catalog", "show", "gpaw-test@9", "--catalog", str(catalog)])
+    assert res.exit_code == 1 and "no version '9'" in res.output
+
+
+def test_conflicting_publish_is_refused(small_store, full_gpaw, tmp_path):
+    from chgdata.cli.main import app
+    from typer.testing import CliRunner
+
+    catalog = tmp_path / "catalog.yaml"
+    runner = CliRunner()
+    res = runner.invoke(app, ["publish", "--store", small_store, "--name", "demo", "--version", "1",
+                              "--catalog", str(catalog), "--location", "s3://bucket/demo/1"])
+    assert res.exit_code == 0, res.output
+    assert "added: demo@1" in res.output
+    before = catalog.read_text()
+    res = runner.invoke(app, ["publish", "--store", full_gpaw, "--name", "demo", "--version", "1",
+                              "--catalog", str(catalog)])
+    assert res.exit_code == 1
+    assert "refusing to overwrite a published version" in " ".join(res.output.split())
+    assert catalog.read_text() == before  # nothing written
+    res = runner.invoke(app, ["publish", "--store", small_store, "--name", "demo", "--version", "1",
+                              "--catalog", str(catalog), "--location", "s3://bucket/demo/1"])
+    assert res.exit_code == 0 and "unchanged" in res.output
+    assert cat.resolve("catalog:demo@1", catalog) == "s3://bucket/demo/1"
+    with pytest.raises(cat.CatalogError, match="no dataset named"):
+        cat.find_entry("nope", catalog)
+
+
+BLOCKER = r"""
+import importlib.abc, runpy, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "chgdata" or name.startswith("chgdata."):
+            raise ImportError("chgdata must not be imported by this example")
+        return None
+sys.meta_path.insert(0, Block())
+script = sys.argv[1]
+sys.argv = sys.argv[1:]
+runpy.run_path(script, run_name="__main__")
+assert not any(m == "chgdata" or m.startswith("chgdata.") for m in sys.modules), "chgdata was imported"
+"""
+
+
+def test_reader_without_chgdata(full_gpaw, tmp_path):
+    import chgdata
+
+    catalog = tmp_path / "catalog.yaml"
+    cat.publish(full_gpaw, "gpaw", "1.0.0", catalog=catalog)
+    ds = chgdata.open_dataset(full_gpaw)
+    spin = [m for m in ds.material_ids if ds.row(m)["spin_polarized"]][0]
+    plain = [m for m in ds.material_ids if not ds.row(m)["spin_polarized"]][0]
+    for mid in (spin, plain):
+        out = tmp_path / f"{mid}.npz"
+        res = subprocess.run([sys.executable, "-c", BLOCKER, str(REPO / "examples" / "read_without_chgdata.py"),
+                              "--catalog", str(catalog), "--dataset", "gpaw@1.0.0", "--material", mid,
+                              "--out", str(out)], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+        assert res.returncode == 0, res.stderr
+        got = np.load(out)
+        grid = ds.density(mid)
+        np.testing.assert_array_equal(got["rho"], grid.rho)
+        assert got["rho"].dtype == np.float32
+        if grid.mag is None:
+            assert "mag" not in got
+        else:
+            np.testing.assert_array_equal(got["mag"], grid.mag)
+        for variant, key in (("normalised", "dos_norm"), ("absolute", "dos_abs")):
+            _, windows, energies = ds.dos_windows([mid], variant=variant)
+            np.testing.assert_array_equal(got[key], windows[0])
+        np.testing.assert_allclose(got["dos_energy"], energies, atol=1e-5)
