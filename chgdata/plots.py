@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 if TYPE_CHECKING:
     from chgdata.dos import DosWindow, RawDos
 
-__all__ = ["plot_dos"]
+__all__ = ["plot_dos", "plot_density_slices", "plot_training"]
 
 
 def plot_dos(raw: RawDos, window: DosWindow, path: str | Path, title: str | None = None) -> Path:
@@ -71,6 +71,128 @@ def plot_dos(raw: RawDos, window: DosWindow, path: str | Path, title: str | None
     ax.legend(loc="upper right", fontsize=8, framealpha=0.8)
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+# ------------------------------------------------------------------------------------------ charge density
+
+
+def _plane_coords(lattice: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Cartesian in-plane coordinates (Å) of the (a, b) plane's grid-cell corners, a along x."""
+    a, b = np.asarray(lattice, np.float64)[0], np.asarray(lattice, np.float64)[1]
+    e1 = a / np.linalg.norm(a)
+    b_perp = b - (b @ e1) * e1
+    e2 = b_perp / np.linalg.norm(b_perp)
+    fa = np.arange(shape[0] + 1) / shape[0]
+    fb = np.arange(shape[1] + 1) / shape[1]
+    fa, fb = np.meshgrid(fa, fb, indexing="ij")
+    pts = fa[..., None] * a + fb[..., None] * b
+    return pts @ e1, pts @ e2
+
+
+def plot_density_slices(panels: list[tuple[str, np.ndarray, str]], lattice: np.ndarray, path: str | Path,
+                        parity: tuple[np.ndarray, np.ndarray, str, str] | None = None, title: str | None = None,
+                        z_index: int | None = None, max_parity_points: int = 200_000) -> Path:
+    """Slices through 3-D grids (e/Å³) at one c-plane, plus an optional parity plot; writes a PNG.
+
+    ``panels``: (title, grid (nx, ny, nz), kind) with kind "density" (shared viridis scale from 0) or "signed"
+    (RdBu scale centred at 0, symmetric). The plane is c-index ``z_index`` (default: the plane holding the
+    largest density), drawn in Cartesian in-plane coordinates so non-orthogonal cells look right.
+    ``parity``: (predicted, reference, x label, y label) flattened values, drawn as a log-count hexbin with y = x.
+    """
+    path = Path(path)
+    nz = panels[0][1].shape[2]
+    if z_index is None:
+        z_index = int(np.argmax(panels[0][1].reshape(-1, nz).max(axis=0)))
+    x, y = _plane_coords(lattice, panels[0][1].shape[:2])
+    dens = [p[1][:, :, z_index] for p in panels if p[2] == "density"]
+    dmax = max(float(np.max(d)) for d in dens) if dens else 1.0
+    n = len(panels) + (parity is not None)
+    fig = Figure(figsize=(4.3 * n, 4.4), dpi=110)
+    FigureCanvasAgg(fig)
+    for i, (name, grid, kind) in enumerate(panels):
+        ax = fig.add_subplot(1, n, i + 1)
+        sl = grid[:, :, z_index]
+        if kind == "signed":
+            m = float(np.max(np.abs(sl))) or 1e-12
+            im = ax.pcolormesh(x, y, sl, cmap="RdBu_r", vmin=-m, vmax=m, shading="flat")
+        else:
+            im = ax.pcolormesh(x, y, sl, cmap="viridis", vmin=0.0, vmax=dmax, shading="flat")
+        ax.set_aspect("equal")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("x (Å)")
+        if i == 0:
+            ax.set_ylabel("y (Å), in the (a, b) plane")
+        cb = fig.colorbar(im, ax=ax, shrink=0.8, pad=0.02)
+        cb.set_label("e/Å³")
+    if parity is not None:
+        pred, ref, xl, yl = parity
+        pred, ref = np.ravel(pred), np.ravel(ref)
+        if pred.size > max_parity_points:
+            sel = np.random.default_rng(0).choice(pred.size, max_parity_points, replace=False)
+            pred, ref = pred[sel], ref[sel]
+        ax = fig.add_subplot(1, n, n)
+        lo, hi = float(min(pred.min(), ref.min())), float(max(pred.max(), ref.max()))
+        ax.hexbin(ref, pred, gridsize=60, bins="log", cmap="magma_r", mincnt=1, extent=(lo, hi, lo, hi))
+        ax.plot([lo, hi], [lo, hi], color="tab:blue", lw=0.8, ls="--", label="y = x")
+        nm = 100.0 * np.abs(pred - ref).sum() / max(np.abs(ref).sum(), 1e-300)
+        ax.set_xlabel(f"{xl} (e/Å³)")
+        ax.set_ylabel(f"{yl} (e/Å³)")
+        ax.set_title(f"parity (NMAE {nm:.2f} %)", fontsize=10)
+        ax.set_aspect("equal")
+        ax.legend(loc="upper left", fontsize=8)
+    fig.suptitle((title + "  " if title else "") + f"(slice at c-index {z_index} of {nz})", fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+def plot_training(metrics_csv: str | Path, path: str | Path, title: str | None = None) -> Path:
+    """Training curves from a run's metrics.csv: loss, validation metric(s), learning rate, throughput."""
+    import csv
+
+    path = Path(path)
+    with open(metrics_csv) as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        raise ValueError(f"{metrics_csv}: no rows")
+
+    def col(name: str) -> np.ndarray:
+        return np.array([float(r[name]) if r.get(name) not in (None, "") else np.nan for r in rows])
+
+    step = col("step")
+    fig = Figure(figsize=(11.0, 7.0), dpi=110)
+    FigureCanvasAgg(fig)
+    axes = [fig.add_subplot(2, 2, i + 1) for i in range(4)]
+    axes[0].plot(step, col("train_loss"), "o-", ms=3)
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("training loss (per-probe, e/Å³ for L1)")
+    ax = axes[1]
+    if "val_nmae" in rows[0]:
+        ax.plot(step, col("val_nmae"), "o-", ms=3, label="model (ρ_SAED + Δρ̂)" if "val_nmae_saed" in rows[0]
+                else "model")
+        if "val_nmae_saed" in rows[0]:
+            ax.plot(step, col("val_nmae_saed"), "s--", ms=3, color="0.5", label="SAED baseline")
+        ax.set_ylabel("validation NMAE (%)")
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
+    elif "val_mse" in rows[0]:
+        ax.plot(step, col("val_mse"), "o-", ms=3)
+        ax.set_yscale("log")
+        ax.set_ylabel("validation MSE (normalised DOS)")
+    axes[2].plot(step, col("lr"), "o-", ms=3)
+    axes[2].set_ylabel("learning rate")
+    if "probes_per_s" in rows[0]:
+        axes[3].plot(step, col("probes_per_s"), "o-", ms=3)
+        axes[3].set_ylabel("throughput (probes/s)")
+    for a in axes:
+        a.set_xlabel("optimiser step")
+        a.grid(alpha=0.3)
+    fig.suptitle(title or f"training curves: {Path(metrics_csv).parent.name}")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")

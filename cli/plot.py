@@ -52,3 +52,57 @@ def _plot(store: str, material: str, path: Path, sigma: float, emin: float, emax
     atoms = f"{raw.natoms} atom" + ("s" if raw.natoms != 1 else "")
     title = f"{material} ({'spin-polarised' if raw.spin_polarized else 'non-spin'}, {atoms})"
     return plot_dos(raw, window, path, title=title), how
+
+
+@plot_app.command("density")
+def density(
+    material: str = typer.Option(..., "--material", "-m", help="Material id (as in the index)."),
+    out_path: Path = typer.Option(..., "--out", "-o", dir_okay=False, help="PNG file to write."),
+    store: str = STORE,
+    checkpoint: Path = typer.Option(None, "--checkpoint", "-c", dir_okay=False,
+                                    help="Also predict: target, prediction and error slices."),
+    device: str = typer.Option("cpu", "--device", "-d", help="cpu or cuda (with --checkpoint)."),
+    z_index: int = typer.Option(None, "--z-index", min=0, help="c-plane index (default: densest plane)."),
+) -> None:
+    """Density slices (ρ, ρ_SAED, Δρ; or target, prediction, error with --checkpoint) and a parity plot."""
+    import numpy as np
+
+    from chgdata import contract as C
+    from chgdata.plots import plot_density_slices
+    from chgdata.store import open_dataset
+
+    with cli_errors():
+        ds = open_dataset(store)
+        grid = ds.density(material)
+        s = ds.structure(material)
+        title = f"{material} {s.composition.reduced_formula}"
+        if checkpoint is None:
+            saed = ds.read_flat(C.SAED, material).reshape(grid.rho.shape)
+            panels = [("ρ (DFT)", grid.rho, "density"), ("ρ_SAED", saed, "density"),
+                      ("Δρ = ρ − ρ_SAED", grid.rho - saed, "signed")]
+            parity = (saed, grid.rho, "ρ (DFT)", "ρ_SAED")
+        else:
+            from chgdata.models.predict import load, predict_structure
+
+            model, ckpt = load(str(checkpoint), device)
+            pred = predict_structure(model, ckpt, s, grid.rho.shape, name=material, device=device)
+            panels = [("target ρ (DFT)", grid.rho, "density"), ("predicted ρ", pred.rho, "density"),
+                      ("error ρ̂ − ρ", pred.rho - grid.rho, "signed")]
+            parity = (pred.rho, grid.rho, "ρ (DFT)", "predicted ρ")
+            title += f", {checkpoint}"
+        path = plot_density_slices(panels, grid.lattice, out_path, parity=parity, title=title, z_index=z_index)
+    nm = 100 * np.abs(parity[0] - parity[1]).sum() / np.abs(parity[1]).sum()
+    out.print(f"wrote {path} (NMAE of the parity panel: {nm:.3f} %)")
+
+
+@plot_app.command("training")
+def training(
+    run_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="Run folder holding metrics.csv."),
+    out_path: Path = typer.Option(..., "--out", "-o", dir_okay=False, help="PNG file to write."),
+) -> None:
+    """Training curves (loss, validation NMAE / MSE, learning rate, throughput) from metrics.csv."""
+    from chgdata.plots import plot_training
+
+    with cli_errors():
+        path = plot_training(run_dir / "metrics.csv", out_path)
+    out.print(f"wrote {path}")

@@ -1,0 +1,59 @@
+"""``chgdata evaluate``: full-grid NMAE (and the SAED baseline) or DOS metrics of a checkpoint on a store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from chgdata.cli.common import QUIET, STORE, cli_errors, console, out
+
+
+def evaluate(
+    checkpoint: Path = typer.Option(None, "--checkpoint", "-c", dir_okay=False,
+                                    help="model.pt of a `chgdata train` run (default: the shipped model)."),
+    store: str = STORE,
+    split: str = typer.Option("test", "--split", help="val, test, train (the checkpoint's split) or all."),
+    materials: str = typer.Option(None, "--materials", "-m", help="Comma-separated material ids (overrides "
+                                                                  "--split)."),
+    device: str = typer.Option("cpu", "--device", "-d", help="cpu or cuda."),
+    chunk_size: int = typer.Option(None, "--chunk-size", min=1, help="Grid points per head chunk."),
+    out_path: Path = typer.Option(None, "--out", "-o", dir_okay=False,
+                                  help="results.json (a per-material .csv is written next to it)."),
+    quiet: bool = QUIET,
+) -> None:
+    """Evaluate a checkpoint: NMAE % per material (ChargE3Net's definition), mean, SAED baseline; or DOS metrics."""
+    from chgdata.models.evaluate import run_evaluate, write_results
+    from rich.progress import Progress
+    from rich.table import Table
+
+    if split not in ("val", "test", "train", "all"):
+        raise typer.BadParameter("--split must be val, test, train or all")
+    ids = [m.strip() for m in materials.split(",") if m.strip()] if materials else None
+    with cli_errors(), Progress(console=console, transient=True, disable=quiet) as bar:
+        task = bar.add_task("evaluate", total=None)
+        res = run_evaluate(str(checkpoint) if checkpoint else None, store, split, ids, device, chunk_size,
+                           progress=lambda mid, i, n: bar.update(task, completed=i, total=n,
+                                                                 description=f"evaluate {mid}"))
+    summ, rows = res["summary"], res["per_material"]
+    table = Table(title=f"{summ['kind']} metrics, {summ['materials']} materials ({summ['split']})")
+    if summ["kind"] == "density":
+        cols = [("material_id", "material", "{}"), ("formula", "formula", "{}"), ("natoms", "atoms", "{}"),
+                ("grid_points", "points", "{}"), ("nmae", "NMAE %", "{:.3f}"),
+                ("nmae_conserved", "NMAE % (∫ρ=N)", "{:.3f}"), ("nmae_saed", "SAED NMAE %", "{:.3f}"),
+                ("beats_saed", "beats SAED", "{}")]
+    else:
+        cols = [("material_id", "material", "{}"), ("mse", "MSE", "{:.4g}"), ("r2", "R²", "{:.3f}"),
+                ("wasserstein_up_eV", "W₁ ↑ eV", "{:.3f}"), ("wasserstein_down_eV", "W₁ ↓ eV", "{:.3f}"),
+                ("abs_mae", "MAE states/eV/atom", "{:.4f}")]
+    cols = [c for c in cols if any(c[0] in r for r in rows)]
+    for _, title, _ in cols:
+        table.add_column(title, justify="right")
+    for r in rows:
+        table.add_row(*[fmt.format(r[k]) if k in r else "" for k, _, fmt in cols])
+    out.print(table)
+    for k, v in summ.items():
+        if k not in ("kind",):
+            out.print(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}", highlight=False)
+    if out_path:
+        files = write_results(res, out_path)
+        out.print("wrote " + ", ".join(map(str, files)))

@@ -1,0 +1,49 @@
+"""``chgdata predict``: charge density of structures from a trained checkpoint, written as CHGCAR (+ npy/zarr)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from chgdata.cli.common import QUIET, cli_errors, out
+
+
+def predict(
+    structures: list[str] = typer.Argument(..., help="Structure files (CIF, POSCAR, CHGCAR, …), MP ids (mp-149) "
+                                                     "or store:PATH#material_id."),
+    checkpoint: Path = typer.Option(None, "--checkpoint", "-c", dir_okay=False,
+                                    help="model.pt of a `chgdata train` run (default: the model shipped with "
+                                         "chgdata, if any)."),
+    out_dir: Path = typer.Option(Path("predictions"), "--out", "-o",
+                                 help="Output folder (one sub-folder per structure); a path named *CHGCAR* with "
+                                      "one structure and --format chgcar is the file itself."),
+    grid: str = typer.Option(None, "--grid", help="Grid nx,ny,nz."),
+    spacing: float = typer.Option(None, "--spacing", min=0.01, help="Grid spacing in Å (default 0.1)."),
+    like: Path = typer.Option(None, "--like", exists=True, dir_okay=False,
+                              help="Use the grid of this CHGCAR (gzip allowed)."),
+    device: str = typer.Option("cpu", "--device", "-d", help="cpu or cuda (cuda:N)."),
+    chunk_size: int = typer.Option(None, "--chunk-size", min=1, help="Grid points per head chunk (memory bound)."),
+    formats: str = typer.Option("chgcar", "--format", "-f", help="Comma-separated: chgcar, npy, zarr."),
+    store: str = typer.Option(None, "--store", "-s", help="Store holding the SAED reference table (default: the "
+                                                          "training store, else the copy in the checkpoint)."),
+    conserve: bool = typer.Option(True, "--conserve-electrons/--raw",
+                                  help="Δ models: shift Δρ̂ so that ∫ρ dV is the valence count exactly."),
+    quiet: bool = QUIET,
+) -> None:
+    """Predict ρ (e/Å³) on a full grid and write a VASP CHGCAR (ρ·V; a `diff` block for spin models)."""
+    from chgdata.models.predict import parse_grid, run_predict
+
+    with cli_errors():
+        fmts = [f.strip().lower() for f in formats.split(",") if f.strip()]
+        preds = run_predict(structures, out_dir, checkpoint=str(checkpoint) if checkpoint else None,
+                            grid=parse_grid(grid) if grid else None, spacing=spacing,
+                            like=str(like) if like else None, device=device, chunk_size=chunk_size, formats=fmts,
+                            store=store, progress=not quiet, conserve_electrons=conserve)
+    for p in preds:
+        nx, ny, nz = p.grid_shape
+        npts = nx * ny * nz
+        t = p.timing
+        out.print(f"{p.name}: {len(p.structure)} atoms, grid {nx}×{ny}×{nz}, ∫ρ dV = {p.n_electrons:.4f} e"
+                  + (f" (Δ net charge corrected by {p.charge_correction:+.3g} e)" if p.charge_correction else "")
+                  + f", {t.total_s:.2f} s ({t.total_s / npts * 1e6:.3g} s per 10⁶ points) → "
+                  + ", ".join(str(f) for f in p.files), highlight=False)

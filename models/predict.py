@@ -1,0 +1,455 @@
+"""Full-grid prediction with a trained charge-density checkpoint, written as a VASP CHGCAR (and .npy / Zarr).
+
+ρ = ρ_SAED + Δρ̂ for a Δ model (the SAED reference table comes with the checkpoint, see :func:`reference_table`),
+ρ = ρ̂ for a total-density model. A spin model's two channels are (↑, ↓); the CHGCAR gets ``total`` = ρ·V and
+``diff`` = (ρ↑ − ρ↓)·V (VASP convention). The encoder runs once per structure; the head runs over x-slabs of the
+grid whose probe edges are built on the device (:func:`predict_grid`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from chgdata.references import ReferenceTable
+
+from . import keys as K
+from .graph import structure_batch
+from .neighbors import grid_positions, grid_probe_edges
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "default" / "model.pt"
+REFERENCE_KEY = "saed_reference"  # checkpoint entry: the SAED reference table as JSON text
+REFERENCE_FILE = "saed_reference.json"  # as pipelines.delta writes it into a store
+GENERIC_NAMES = {"POSCAR", "CONTCAR", "CHGCAR", "AECCAR0", "AECCAR2", "vasprun", "structure", "model"}
+MP_ID = re.compile(r"^(mp|mvc)-\d+$")
+
+
+class PredictError(ValueError):
+    """A prediction that cannot run as asked (no model, no reference table, unreadable structure)."""
+
+
+# ------------------------------------------------------------------------------------------- checkpoint
+
+
+def default_checkpoint() -> Path:
+    """The model shipped inside the package (``chgdata/models/default/model.pt``), or PredictError."""
+    if not DEFAULT_CHECKPOINT.is_file():
+        raise PredictError(f"no default model is shipped with this chgdata yet (looked for {DEFAULT_CHECKPOINT}); "
+                           "pass --checkpoint path/to/model.pt from a `chgdata train` run")
+    return DEFAULT_CHECKPOINT
+
+
+def load(checkpoint: str | os.PathLike | None, device: str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """(model in eval mode, checkpoint dict) of ``checkpoint`` or of the shipped default model."""
+    from .train import load_checkpoint
+
+    path = Path(checkpoint) if checkpoint else default_checkpoint()
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    return load_checkpoint(path, device=device)
+
+
+def attach_reference(checkpoint_path: str | os.PathLike, table: ReferenceTable | str | os.PathLike) -> Path:
+    """Embed the SAED reference table (object, JSON file, or a store directory holding saed_reference.json)
+    in a checkpoint, in place (atomic replace). The table id must match ``data_version["saed_reference_id"]``
+    when the checkpoint records one. Returns the checkpoint path.
+    """
+    path = Path(checkpoint_path)
+    if not isinstance(table, ReferenceTable):
+        p = Path(table)
+        table = ReferenceTable.load(p / REFERENCE_FILE if p.is_dir() else p)
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    want = (ckpt.get("data_version") or {}).get("saed_reference_id")
+    if want and want != table.id:
+        raise PredictError(f"{path}: trained with reference {want}, not {table.id}")
+    ckpt[REFERENCE_KEY] = table.to_json()
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def reference_table(ckpt: dict[str, Any], store: str | os.PathLike | None = None) -> ReferenceTable:
+    """The SAED reference a Δ checkpoint was trained with.
+
+    Looked up in order: ``store`` (if given), the training store recorded in ``data_version["store"]``
+    (its saed_reference.json, used only if its id matches the checkpoint's), then the copy embedded by
+    :func:`attach_reference`. PredictError when none is found.
+    """
+    want = (ckpt.get("data_version") or {}).get("saed_reference_id")
+    tried = []
+    for where in (store, (ckpt.get("data_version") or {}).get("store")):
+        if not where:
+            continue
+        p = Path(str(where)) / REFERENCE_FILE
+        tried.append(str(p))
+        if p.is_file():
+            try:
+                table = ReferenceTable.load(p)
+            except ValueError:
+                continue
+            if not want or table.id == want:
+                return table
+    text = ckpt.get(REFERENCE_KEY)
+    if text:
+        table = ReferenceTable.from_json(text)
+        if want and table.id != want:
+            raise PredictError(f"embedded reference {table.id} does not match the checkpoint's {want}")
+        return table
+    raise PredictError(f"the checkpoint's SAED reference {want or '(unknown)'} was not found (tried {tried} and "
+                       "an embedded copy): give --store of the training data, or embed it with "
+                       "chgdata.models.predict.attach_reference(checkpoint, table)")
+
+
+# ------------------------------------------------------------------------------------------- structures
+
+
+@dataclass
+class StructureInput:
+    name: str
+    structure: Any  # pymatgen Structure
+    source: str
+
+
+def _name_from_path(p: Path) -> str:
+    stem = p.name
+    for suffix in (".gz", ".bz2", ".xz"):
+        stem = stem.removesuffix(suffix)
+    stem = stem.rsplit(".", 1)[0] if "." in stem and not stem.startswith(".") else stem
+    if stem.split(".")[0] in GENERIC_NAMES or stem.startswith(("POSCAR", "CONTCAR", "CHGCAR")):
+        return p.resolve().parent.name or stem
+    return stem
+
+
+def read_structure(spec: str, mp_source=None) -> StructureInput:
+    """One structure from a file (CIF, POSCAR, CHGCAR, anything pymatgen reads), an MP id (through
+    :class:`chgdata.sources.mp.MPSource`, or the given ``mp_source`` with a ``structure(mid)`` or ``fetch(mid)``
+    method), or ``store:PATH#material_id``."""
+    from pymatgen.core import Structure
+
+    if spec.startswith("store:"):
+        path, _, mid = spec[len("store:"):].partition("#")
+        if not mid:
+            raise PredictError(f"{spec!r}: write store:PATH#material_id")
+        from chgdata.store import open_dataset
+
+        return StructureInput(mid, open_dataset(path).structure(mid), spec)
+    p = Path(spec)
+    if p.exists():
+        try:
+            s = Structure.from_file(str(p))
+        except Exception as exc:  # noqa: BLE001 - pymatgen raises many types for unreadable files
+            raise PredictError(f"{spec}: pymatgen cannot read a structure ({type(exc).__name__}: {exc})") from None
+        return StructureInput(_name_from_path(p), s, str(p))
+    if MP_ID.match(spec):
+        if mp_source is None:
+            from chgdata.sources.mp import MPSource
+
+            mp_source = MPSource()
+        if hasattr(mp_source, "structure"):
+            s = mp_source.structure(spec)
+        else:
+            s = mp_source.fetch(spec).structure
+        return StructureInput(spec, s, f"mp:{spec}")
+    raise PredictError(f"{spec!r} is neither a file, an MP id (mp-149) nor store:PATH#material_id")
+
+
+# ------------------------------------------------------------------------------------------------ grids
+
+
+def _fft_size(n: int) -> int:
+    """Smallest m >= n with only the prime factors 2, 3, 5 (the sizes VASP and FFTs like)."""
+    m = max(1, n)
+    while True:
+        k = m
+        for p in (2, 3, 5):
+            while k % p == 0:
+                k //= p
+        if k == 1:
+            return m
+        m += 1
+
+
+def grid_for_spacing(lattice: np.ndarray, spacing: float = 0.1) -> tuple[int, int, int]:
+    """Grid with point spacing at most ``spacing`` Å along each lattice vector (2·3·5-smooth sizes)."""
+    if spacing <= 0:
+        raise PredictError("grid spacing must be positive")
+    lengths = np.linalg.norm(np.asarray(lattice, np.float64).reshape(3, 3), axis=1)
+    return tuple(_fft_size(math.ceil(L / spacing - 1e-9)) for L in lengths)
+
+
+def grid_of_chgcar(path: str | os.PathLike) -> tuple[int, int, int]:
+    """The (nx, ny, nz) of a CHGCAR/PARCHG/AECCAR file, read from its header (gzip allowed)."""
+    p = Path(path)
+    opener = gzip.open if p.suffix == ".gz" else open
+    with opener(p, "rt") as fh:
+        lines = [fh.readline() for _ in range(8)]
+        counts = lines[6].split()
+        if not all(c.isdigit() for c in counts):  # VASP 4: no species line
+            counts = lines[5].split()
+            lines.append("")
+        natoms = sum(int(c) for c in counts)
+        line = lines[7]
+        if line.strip()[:1].lower() == "s":  # selective dynamics
+            line = fh.readline()
+        for _ in range(natoms):
+            fh.readline()
+        for _ in range(5):
+            dims = fh.readline().split()
+            if len(dims) == 3 and all(d.isdigit() for d in dims):
+                return tuple(int(d) for d in dims)
+    raise PredictError(f"{path}: no grid dimensions found after the structure")
+
+
+def parse_grid(text: str) -> tuple[int, int, int]:
+    parts = [t for t in re.split(r"[,x× ]+", text.strip()) if t]
+    if len(parts) != 3 or not all(t.isdigit() and int(t) > 0 for t in parts):
+        raise PredictError(f"--grid wants three positive integers nx,ny,nz, got {text!r}")
+    return tuple(int(t) for t in parts)
+
+
+# ----------------------------------------------------------------------------------------------- engine
+
+
+@dataclass
+class GridTiming:
+    """Seconds spent on the atom graph + encoder, the probe graph, and the head (device-synchronised)."""
+
+    encoder_s: float = 0.0
+    graph_s: float = 0.0
+    head_s: float = 0.0
+    chunks: int = 0
+    probe_edges: int = 0
+
+    @property
+    def total_s(self) -> float:
+        return self.encoder_s + self.graph_s + self.head_s
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def predict_grid(model, positions, atomic_numbers, cell, grid_shape: Sequence[int], chunk_size: int | None = None,
+                 device: str | torch.device = "cpu", callback: Callable[[int, int], None] | None = None,
+                 timing: GridTiming | None = None) -> torch.Tensor:
+    """Model output on the full grid, (nx, ny, nz, n_channels) float32 on the CPU, e/Å³.
+
+    Same computation as :func:`chgdata.models.density.density_in_chunks` (encoder once, head over x-slabs of
+    about ``chunk_size`` points with edges from ``grid_probe_edges`` on the device), plus a progress
+    ``callback(done_points, total_points)`` and optional per-stage ``timing``. Output is written into one
+    preallocated CPU array, so peak host memory is one grid, not two.
+    """
+    device = torch.device(device)
+    cfg = model.config
+    chunk_size = int(chunk_size or cfg.chunk_size)
+    dtype = next(model.parameters()).dtype
+    nx, ny, nz = (int(n) for n in grid_shape)
+    t0 = time.perf_counter()
+    batch = structure_batch(positions, atomic_numbers, cell, cfg.encoder.r_cut, dtype=dtype, device=device)
+    features = model.encoder(batch)
+    _sync(device)
+    if timing is not None:
+        timing.encoder_s += time.perf_counter() - t0
+    pos_t, cell_t = batch[K.POSITIONS], batch[K.CELL][0]
+    out = torch.empty((nx, ny, nz, cfg.n_spin_channels), dtype=torch.float32)
+    slab = max(1, chunk_size // (ny * nz))
+    for x0 in range(0, nx, slab):
+        x_range = (x0, min(nx, x0 + slab))
+        t1 = time.perf_counter()
+        probes = grid_positions(cell_t, (nx, ny, nz), x_range)
+        edge_index, shift = grid_probe_edges(pos_t, cell_t, (nx, ny, nz), cfg.probe_r_cut, x_range)
+        _sync(device)
+        t2 = time.perf_counter()
+        batch[K.PROBE_POSITIONS] = probes
+        batch[K.PROBE_BATCH] = torch.zeros(len(probes), dtype=torch.int64, device=device)
+        batch[K.PROBE_EDGE_INDEX] = edge_index.to(device)
+        batch[K.PROBE_EDGE_CELL_SHIFT] = shift.to(device)
+        res = model.head(features, batch)
+        out[x_range[0]:x_range[1]] = res.float().cpu().reshape(x_range[1] - x_range[0], ny, nz, -1)
+        t3 = time.perf_counter()
+        if timing is not None:
+            timing.graph_s += t2 - t1
+            timing.head_s += t3 - t2
+            timing.chunks += 1
+            timing.probe_edges += int(edge_index.shape[1])
+        if callback is not None:
+            callback(x_range[1] * ny * nz, nx * ny * nz)
+    return out
+
+
+@dataclass
+class Prediction:
+    """One structure's predicted grids (nx, ny, nz), e/Å³; ``saed`` only for Δ models, ``mag`` only for spin."""
+
+    name: str
+    structure: Any
+    rho: np.ndarray
+    mag: np.ndarray | None = None
+    saed: np.ndarray | None = None
+    delta: np.ndarray | None = None
+    timing: GridTiming = field(default_factory=GridTiming)
+    files: list[Path] = field(default_factory=list)
+    grid_shape: tuple[int, int, int] = (0, 0, 0)
+    n_electrons: float = float("nan")  # ∫ρ dV, kept after the grids are dropped
+    charge_correction: float = 0.0  # electrons added by conserve_electrons
+
+    @property
+    def electrons(self) -> float:
+        return float(self.rho.astype(np.float64).mean() * self.structure.volume)
+
+
+def atomic_numbers(structure) -> np.ndarray:
+    if not structure.is_ordered:
+        raise PredictError("disordered structures (partial occupancies) cannot be predicted; order them first")
+    return np.array([site.specie.Z for site in structure], dtype=np.int64)
+
+
+def predict_structure(model, ckpt: dict[str, Any], structure, grid_shape: Sequence[int], *, name: str = "structure",
+                      reference: ReferenceTable | None = None, device: str = "cpu", chunk_size: int | None = None,
+                      callback: Callable[[int, int], None] | None = None,
+                      conserve_electrons: bool = True) -> Prediction:
+    """ρ (and magnetisation) of one pymatgen Structure on ``grid_shape``; see the module docstring.
+
+    ``conserve_electrons`` (Δ models): shift Δρ̂ by a constant so that ∫Δρ̂ dV = 0, i.e. ∫ρ dV equals the
+    valence count of the SAED reference exactly; the shift (electrons) is kept in ``charge_correction``.
+    """
+    from chgdata.saed import saed_for_structure
+
+    cfg = model.config
+    if not hasattr(cfg, "probe_r_cut"):
+        raise PredictError("this checkpoint is a DOS model; `chgdata predict` needs a charge-density checkpoint")
+    z = atomic_numbers(structure)
+    cell = structure.lattice.matrix
+    timing = GridTiming()
+    out = predict_grid(model, structure.cart_coords, z, cell, grid_shape, chunk_size, device, callback, timing)
+    out = out.numpy()
+    total = out.sum(-1)
+    mag = (out[..., 0] - out[..., 1]) if out.shape[-1] == 2 else None
+    pred = Prediction(name, structure, total, mag, timing=timing, grid_shape=tuple(int(n) for n in grid_shape))
+    if cfg.target == "delta":
+        if reference is None:
+            reference = reference_table(ckpt)
+        pred.saed = saed_for_structure(structure, tuple(grid_shape), reference)
+        if conserve_electrons:
+            # ρ_SAED already integrates to the valence count: remove the (small) net charge of Δρ̂ uniformly.
+            pred.charge_correction = -float(total.astype(np.float64).mean() * structure.volume)
+            total = (total - total.astype(np.float64).mean()).astype(np.float32)
+        pred.delta = total
+        pred.rho = (pred.saed.astype(np.float64) + total).astype(np.float32)
+    return pred
+
+
+# --------------------------------------------------------------------------------------------- writing
+
+FORMATS = ("chgcar", "npy", "zarr")
+
+
+def write_chgcar(structure, rho: np.ndarray, path: str | os.PathLike, mag: np.ndarray | None = None) -> Path:
+    """VASP CHGCAR of ρ (e/Å³) and the magnetisation (e/Å³): blocks ρ·V and (ρ↑ − ρ↓)·V."""
+    from pymatgen.io.vasp import Chgcar, Poscar
+
+    vol = structure.volume
+    data = {"total": np.asarray(rho, np.float64) * vol}
+    if mag is not None:
+        data["diff"] = np.asarray(mag, np.float64) * vol
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Chgcar(Poscar(structure), data).write_file(str(path))
+    return path
+
+
+def write_prediction(pred: Prediction, out: str | os.PathLike, formats: Sequence[str] = ("chgcar",),
+                     single_file: bool = False) -> list[Path]:
+    """Write ``pred`` under ``out/<name>/`` (CHGCAR, rho.npy [+ mag.npy, saed.npy], density.zarr); with
+    ``single_file`` and only the chgcar format, ``out`` is the CHGCAR path itself."""
+    bad = sorted(set(formats) - set(FORMATS))
+    if bad:
+        raise PredictError(f"unknown output formats {bad}; choose from {list(FORMATS)}")
+    out = Path(out)
+    files: list[Path] = []
+    if single_file:
+        files.append(write_chgcar(pred.structure, pred.rho, out, pred.mag))
+        pred.files = files
+        return files
+    folder = out / pred.name
+    folder.mkdir(parents=True, exist_ok=True)
+    if "chgcar" in formats:
+        files.append(write_chgcar(pred.structure, pred.rho, folder / "CHGCAR", pred.mag))
+    grids = {"rho": pred.rho, "mag": pred.mag, "saed": pred.saed, "delta": pred.delta}
+    grids = {k: v for k, v in grids.items() if v is not None}
+    if "npy" in formats:
+        for k, v in grids.items():
+            np.save(folder / f"{k}.npy", np.asarray(v, np.float32))
+            files.append(folder / f"{k}.npy")
+    if "zarr" in formats:
+        import zarr
+
+        root = zarr.open_group(str(folder / "density.zarr"), mode="w")
+        for k, v in grids.items():
+            root.create_array(k, data=np.asarray(v, np.float32))
+        root.attrs.update({"units": "e/Å^3", "lattice": pred.structure.lattice.matrix.tolist(),
+                           "species": [s.specie.symbol for s in pred.structure],
+                           "frac_coords": pred.structure.frac_coords.tolist(),
+                           "layout": "grid point (i,j,k) at fractional (i/nx, j/ny, k/nz), C order"})
+        files.append(folder / "density.zarr")
+    pred.files = files
+    return files
+
+
+def run_predict(specs: Sequence[str], out: str | os.PathLike, *, checkpoint: str | None = None,
+                grid: Sequence[int] | None = None, spacing: float | None = None, like: str | None = None,
+                device: str = "cpu", chunk_size: int | None = None, formats: Sequence[str] = ("chgcar",),
+                store: str | None = None, mp_source=None, progress: bool = True,
+                conserve_electrons: bool = True) -> list[Prediction]:
+    """The ``chgdata predict`` pipeline: read structures, pick grids, predict, write; returns the predictions
+    (grids dropped after writing to keep memory bounded; names, electron counts, timings and files kept)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    if sum(x is not None for x in (grid, spacing, like)) > 1:
+        raise PredictError("give at most one of --grid, --spacing and --like")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise PredictError("--device cuda asked for, but torch sees no CUDA device")
+    inputs = [read_structure(s, mp_source) for s in specs]
+    names: dict[str, int] = {}
+    for inp in inputs:
+        n = names.get(inp.name, 0)
+        names[inp.name] = n + 1
+        if n:
+            inp.name = f"{inp.name}-{n + 1}"
+    model, ckpt = load(checkpoint, device)
+    reference = reference_table(ckpt, store) if getattr(model.config, "target", None) == "delta" else None
+    like_shape = grid_of_chgcar(like) if like else None
+    out_p = Path(out)
+    single = (len(inputs) == 1 and list(formats) == ["chgcar"] and "CHGCAR" in out_p.name.upper()
+              and not out_p.is_dir())
+    results = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), disable=not progress, transient=True) as bar:
+        for inp in inputs:
+            shape = (tuple(grid) if grid else like_shape if like_shape else
+                     grid_for_spacing(inp.structure.lattice.matrix, spacing or 0.1))
+            task = bar.add_task(f"{inp.name} {shape[0]}×{shape[1]}×{shape[2]}", total=int(np.prod(shape)))
+            pred = predict_structure(model, ckpt, inp.structure, shape, name=inp.name, reference=reference,
+                                     device=device, chunk_size=chunk_size, conserve_electrons=conserve_electrons,
+                                     callback=lambda done, total, t=task: bar.update(t, completed=done))
+            write_prediction(pred, out, formats, single_file=single)
+            pred.n_electrons = pred.electrons
+            pred.grid_shape = tuple(int(n) for n in shape)
+            if len(inputs) > 1:  # keep memory bounded over a batch: the grids are on disk now
+                pred.rho = pred.rho[:0, :0, :0]
+                pred.mag = pred.saed = pred.delta = None
+            results.append(pred)
+    return results

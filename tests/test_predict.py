@@ -1,0 +1,109 @@
+"""chgdata predict with a random-weight spin Δ checkpoint carrying an embedded SAED reference (no store)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+
+@pytest.fixture(scope="module")
+def spin_ckpt(tmp_path_factory):
+    from chgdata.models.config import ChargeDensityConfig, EncoderConfig
+    from chgdata.models.density import ChargeDensityModel
+    from chgdata.models.predict import attach_reference
+
+    from chgdata.references import ReferenceTable
+
+    torch.manual_seed(0)
+    cfg = ChargeDensityConfig(encoder=EncoderConfig(n_scalars=4, n_vectors=2, l_max=1, n_layers=1),
+                              n_edge_scalars=4, mlp_hidden=8, n_spin_channels=2, chunk_size=2000)
+    model = ChargeDensityModel(cfg)
+    table = ReferenceTable.from_coefficients({"Fe": [6.0, 2.0], "Si": [3.0, 1.0]}, [0.4, 1.0], {"Fe": 8, "Si": 4})
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    torch.save({"format": 1, "model_config": cfg.to_dict(), "model": model.state_dict(), "ema": None,
+                "data_version": {"store": "/nonexistent", "saed_reference_id": table.id}}, path)
+    attach_reference(path, table)
+    return path
+
+
+def _poscar(tmp_path):
+    from pymatgen.core import Lattice, Structure
+
+    s = Structure(Lattice.cubic(2.87), ["Fe", "Fe"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    p = tmp_path / "Fe_bcc.cif"
+    s.to(filename=str(p))
+    return p
+
+
+def test_spin_chgcar_has_diff_and_electrons(spin_ckpt, tmp_path):
+    from chgdata.cli.main import app
+    from pymatgen.io.vasp import Chgcar
+
+    res = CliRunner().invoke(app, ["predict", str(_poscar(tmp_path)), "-c", str(spin_ckpt), "--out",
+                                   str(tmp_path / "out"), "--grid", "10,10,12", "--format", "chgcar,npy", "-q"])
+    assert res.exit_code == 0, res.output
+    chg = Chgcar.from_file(str(tmp_path / "out" / "Fe_bcc" / "CHGCAR"))
+    assert chg.data["total"].shape == (10, 10, 12) and "diff" in chg.data
+    assert chg.data["total"].mean() == pytest.approx(16.0, rel=1e-4)
+    rho = np.load(tmp_path / "out" / "Fe_bcc" / "rho.npy")
+    assert np.allclose(rho * chg.structure.volume, chg.data["total"], rtol=1e-4, atol=1e-4)
+
+
+def test_like_grid_and_single_file(spin_ckpt, tmp_path):
+    from chgdata.cli.main import app
+    from chgdata.models.predict import grid_of_chgcar, write_chgcar
+    from pymatgen.io.vasp import Chgcar
+
+    s = __import__("pymatgen.core", fromlist=["Structure"]).Structure.from_file(str(_poscar(tmp_path)))
+    like = write_chgcar(s, np.ones((8, 9, 6)), tmp_path / "like" / "CHGCAR", mag=np.zeros((8, 9, 6)))
+    assert grid_of_chgcar(like) == (8, 9, 6)
+    res = CliRunner().invoke(app, ["predict", str(like), "-c", str(spin_ckpt), "--like", str(like),
+                                   "--out", str(tmp_path / "pred_CHGCAR"), "-q"])
+    assert res.exit_code == 0, res.output
+    assert Chgcar.from_file(str(tmp_path / "pred_CHGCAR")).data["total"].shape == (8, 9, 6)
+
+
+def test_predict_grid_matches_density_in_chunks(spin_ckpt):
+    from chgdata.models.density import density_in_chunks
+    from chgdata.models.predict import atomic_numbers, grid_for_spacing, load, predict_grid
+    from pymatgen.core import Lattice, Structure
+
+    model, _ = load(spin_ckpt)
+    s = Structure(Lattice.hexagonal(3.0, 4.5), ["Si", "Fe"], [[0, 0, 0], [1 / 3, 2 / 3, 0.5]])
+    a = predict_grid(model, s.cart_coords, atomic_numbers(s), s.lattice.matrix, (6, 7, 9), chunk_size=100)
+    b = density_in_chunks(model, s.cart_coords, atomic_numbers(s), s.lattice.matrix, grid_shape=(6, 7, 9))
+    assert torch.allclose(a, b, atol=1e-6)
+    assert grid_for_spacing(s.lattice.matrix, 0.1) == (30, 30, 45)
+
+
+def test_errors(tmp_path, monkeypatch):
+    from chgdata.cli.main import app
+    from chgdata.models import predict as P
+
+    monkeypatch.setattr(P, "DEFAULT_CHECKPOINT", tmp_path / "missing.pt")
+    res = CliRunner().invoke(app, ["predict", str(_poscar(tmp_path)), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 1 and "no default model" in res.output
+    with pytest.raises(P.PredictError):
+        P.read_structure("not-a-structure")
+
+    class FakeMP:
+        def structure(self, mid):
+            from pymatgen.core import Lattice, Structure
+
+            return Structure(Lattice.cubic(2.87), ["Fe"], [[0, 0, 0]])
+
+    assert P.read_structure("mp-13", mp_source=FakeMP()).name == "mp-13"
+
+
+def test_plot_training(tmp_path):
+    from chgdata.cli.main import app
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.csv").write_text("epoch,step,train_loss,lr,probes_per_s,epoch_s,val_nmae,val_nmae_saed\n"
+                                     "0,10,0.5,0.001,100,1,40,6\n1,20,0.2,0.0005,110,1,10,6\n")
+    res = CliRunner().invoke(app, ["plot", "training", str(run), "--out", str(tmp_path / "t.png")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
