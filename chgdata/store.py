@@ -105,8 +105,15 @@ class Location:
         else:  # object stores: a single PUT is atomic
             self.fs.pipe_file(path, data)
 
+    def refresh(self) -> None:
+        """Forget cached listings: on object stores other processes (Dask workers, other runs) add objects that a
+        cached ``ls``/``exists`` of this process would not show. Called before every listing."""
+        if not self.is_local:
+            self.fs.invalidate_cache()
+
     def list_fragments(self, table: str) -> list[str]:
         base = self.path(table)
+        self.refresh()
         if not self.fs.exists(base):
             return []
         names = [p for p in self.fs.ls(base, detail=False) if p.endswith(".parquet")]
@@ -162,7 +169,21 @@ def read_table(loc: Location, table: str) -> pa.Table | None:
             parts.append(pq.read_table(fh))
     if not parts:
         return None
-    return pa.concat_tables(parts, promote_options="permissive")
+    out = pa.concat_tables(parts, promote_options="permissive")
+    return out if table == C.FAILURES else _latest_rows(out)
+
+
+def _latest_rows(index: pa.Table) -> pa.Table:
+    """One row per material in every per-material table (all but the failures log): a material re-ingested by an
+    incremental update (pipelines/ingest.py), or rebuilt by build-delta/build-dos after it, has a newer row in a
+    newer partition; fragments are read in name order and partition names start with a UTC timestamp, so the
+    last row of an id supersedes the earlier ones. Fragments are written atomically, so readers see exactly one
+    row of an id at every moment."""
+    ids = index.column(C.COL_ID).to_pylist()
+    last = {mid: pos for pos, mid in enumerate(ids)}
+    if len(last) == len(ids):
+        return index
+    return index.take(pa.array(sorted(last.values()), pa.int64()))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -353,6 +374,7 @@ def committed_ids(url: str | os.PathLike, table: str = C.INDEX) -> set[str]:
 
 def table_names(loc: Location) -> list[str]:
     """Every Parquet table of the dataset (``*.parquet`` directories at its root)."""
+    loc.refresh()
     if not loc.fs.exists(loc.root):
         return []
     return sorted(os.path.basename(p) for p in loc.fs.ls(loc.root, detail=False)
@@ -372,6 +394,7 @@ def referenced_partitions(loc: Location) -> set[str]:
 def orphans(loc: Location) -> list[str]:
     """Partition arrays (``array/partition``) that no committed index row references: debris of killed tasks."""
     base = loc.path(C.ARRAYS_DIR)
+    loc.refresh()
     if not loc.fs.exists(base):
         return []
     refs = referenced_partitions(loc)
@@ -458,6 +481,7 @@ class Dataset:
 
     def __init__(self, url: str | os.PathLike):
         self.loc = Location.parse(url)
+        self.loc.refresh()
         if not self.loc.fs.exists(self.loc.root):
             raise StoreError(f"no dataset at {self.loc.url}")
         self._zstore = self.loc.zarr_store(read_only=True)

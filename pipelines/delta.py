@@ -216,11 +216,12 @@ def run_build_delta(store: str, *, reference: str | None = None, workers: int = 
         table, kind = _load_or_fit(loc, store, reference, client, parts, progress, nonnegative)
         report.reference_id, report.reference_kind = table.id, kind
         done_t = read_table(loc, C.DELTA_INDEX)
-        done = {} if done_t is None else dict(zip(done_t.column(C.COL_ID).to_pylist(),
-                                                   done_t.column("reference_id").to_pylist()))
-        if any(ref != table.id for ref in done.values()):
+        done_rows = [] if done_t is None else done_t.select([C.COL_ID, C.COL_PARTITION, "reference_id"]).to_pylist()
+        if any(r["reference_id"] != table.id for r in done_rows):
             raise StoreError(f"{store} holds Δρ from another reference than {table.id}; build into a fresh store")
-        todo = {p: rs for p, rs in parts.items() if not all(r[C.COL_ID] in done for r in rs)}
+        # a material re-ingested into a newer partition has a stale Δ row: done means same partition
+        done = {(r[C.COL_ID], r[C.COL_PARTITION]) for r in done_rows}
+        todo = {p: rs for p, rs in parts.items() if not all((r[C.COL_ID], p) in done for r in rs)}
         report.skipped = sorted(m for p, rs in parts.items() if p not in todo for m in (r[C.COL_ID] for r in rs))
         report.partitions = len(todo)
         calls = [(store, p, rs, table, kind) for p, rs in todo.items()]

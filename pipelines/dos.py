@@ -68,6 +68,7 @@ DOS_SCHEMA = pa.schema([
     ("norm_const", pa.float64()), ("sigma", pa.float64()), ("emin", pa.float64()), ("emax", pa.float64()),
     ("npoints", pa.int32()), ("spacing", pa.float64()), ("truncated", pa.bool_()),
     ("raw_emin", pa.float64()), ("raw_emax", pa.float64()), ("dos_sha256", pa.string()), ("built_at", pa.string()),
+    ("source_partition", pa.string()),  # the ingest partition whose raw DOS was smeared
 ])
 
 register_table_schema(DOS_TABLE, DOS_SCHEMA)
@@ -141,13 +142,13 @@ def raw_from_row(r: dict[str, Any]) -> RawDos:
                   source=f"{mid} in {C.DOS_RAW}")
 
 
-def _row(mid: str, partition: str, row: int, w: DosWindow, p: WindowParams) -> dict[str, Any]:
+def _row(mid: str, partition: str, row: int, w: DosWindow, p: WindowParams, source: str) -> dict[str, Any]:
     return {C.COL_ID: mid, C.COL_PARTITION: partition, "row": row, "efermi": w.efermi, "band_gap": w.band_gap,
             "natoms": w.natoms, "spin_polarized": w.spin_polarized, "states_raw": w.states_raw,
             "states_smeared": w.states, "conservation_error": w.conservation_error, "norm_const": w.norm_const,
             "sigma": p.sigma, "emin": p.emin, "emax": p.emax, "npoints": p.npoints, "spacing": w.spacing,
             "truncated": w.truncated, "raw_emin": w.raw_range[0], "raw_emax": w.raw_range[1],
-            "dos_sha256": dos_checksum(w.absolute, w.normalised), "built_at": utcnow()}
+            "dos_sha256": dos_checksum(w.absolute, w.normalised), "built_at": utcnow(), "source_partition": source}
 
 
 def build_dos_partition(url: str, partition: str, sources: Sequence[tuple[str, Sequence[str]]],
@@ -183,7 +184,7 @@ def build_dos_partition(url: str, partition: str, sources: Sequence[tuple[str, S
             seen.add(mid)
             try:
                 windows.append((mid, smear_window(raw_from_row(r), params.sigma, params.emin, params.emax,
-                                                  params.npoints)))
+                                                  params.npoints), _fragment_partition(path)))
             except (ValueError, TypeError, KeyError, OverflowError) as exc:
                 fail(mid, str(exc) or type(exc).__name__)
         for mid in sorted(want - seen):
@@ -192,13 +193,18 @@ def build_dos_partition(url: str, partition: str, sources: Sequence[tuple[str, S
     if windows:  # arrays first ...
         n = len(windows)
         chunks = (min(n, CHUNK_MATERIALS), 2, params.npoints)
-        commit.write_array(DOS_ABS, np.stack([w.absolute for _, w in windows]), chunks)
-        commit.write_array(DOS_NORM, np.stack([w.normalised for _, w in windows]), chunks)
+        commit.write_array(DOS_ABS, np.stack([w.absolute for _, w, _ in windows]), chunks)
+        commit.write_array(DOS_NORM, np.stack([w.normalised for _, w, _ in windows]), chunks)
         commit.write_array(DOS_ENERGY, params.energies)
-        for i, (mid, w) in enumerate(windows):
-            commit.add_row(_row(mid, partition, i, w, params))
+        for i, (mid, w, source) in enumerate(windows):
+            commit.add_row(_row(mid, partition, i, w, params, source))
     commit.finish()  # ... failures, then the dos.parquet fragment last
-    return {"partition": partition, "committed": [mid for mid, _ in windows], "failed": failed}
+    return {"partition": partition, "committed": [mid for mid, _, _ in windows], "failed": failed}
+
+
+def _fragment_partition(path: str) -> str:
+    """The ingest partition a dos_raw fragment belongs to (its file name)."""
+    return os.path.basename(path)[: -len(".parquet")]
 
 
 def _dos_orphans(loc: Location) -> list[str]:
@@ -227,7 +233,7 @@ def _raw_sources(loc: Location) -> dict[str, str]:
     part_of = dict(zip(index.column(C.COL_ID).to_pylist(), index.column(C.COL_PARTITION).to_pylist()))
     out: dict[str, str] = {}
     for path in loc.list_fragments(C.DOS_RAW):
-        partition = os.path.basename(path)[: -len(".parquet")]
+        partition = _fragment_partition(path)
         with loc.fs.open(path, "rb") as fh:
             ids = pq.read_table(fh, columns=[C.COL_ID]).column(C.COL_ID).to_pylist()
         for mid in ids:
@@ -283,10 +289,13 @@ def run_build_dos(store: str, *, sigma: float = 0.1, emin: float = -10.0, emax: 
         for name in _dos_orphans(loc):
             loc.fs.rm(loc.path(C.ARRAYS_DIR, name), recursive=True)
             report.orphans_removed.append(name)
-        done = set() if table is None else set(table.column(C.COL_ID).to_pylist())
+        # done = a window smeared from the raw DOS of the material's current ingest partition (a re-ingested
+        # material has a newer raw DOS, and its old window is stale)
+        done = set() if table is None else {(r[C.COL_ID], r.get("source_partition")) for r in table.select(
+            [C.COL_ID, "source_partition"]).to_pylist()}
         sources = _raw_sources(loc)
-        report.skipped = sorted(m for m in sources if m in done)
-        todo = [(m, p) for m, p in sources.items() if m not in done]
+        report.skipped = sorted(m for m, p in sources.items() if (m, _fragment_partition(p)) in done)
+        todo = [(m, p) for m, p in sources.items() if (m, _fragment_partition(p)) not in done]
         parts = plan_partitions(todo, workers)
         report.partitions = len(parts)
         if parts:

@@ -4,6 +4,15 @@ Design: the driver lists the materials (validating ids before any network call),
 and groups the rest into partitions sized by declared grid points. Each task streams its materials one at a
 time (bounded memory: one grid plus one shard buffer), writes arrays, then its raw-DOS and failure fragments,
 and its index fragment last. A killed run leaves no visible half-material; rerunning finishes the rest.
+
+Incremental updates (a newer MP database version): for MP ids already committed the driver asks MP for the task id
+of the material's current charge density (metadata only, :func:`current_task_id`) and re-ingests only the ids
+whose task id differs from the one kept in the index. A re-ingested material gets a new row in a new partition;
+the index reader keeps the newest row per id (partition names start with a UTC timestamp, fragments are read in
+name order: :func:`chgdata.store.read_table`), so the single atomic write of the new index fragment supersedes the
+old row — there is never a moment with two visible rows, and a killed update leaves the old version visible.
+The superseded row stays in its fragment (history); its arrays are swept as orphans once no table references
+them. The card's ``provenance.database_versions`` accumulates every version the dataset was built from.
 """
 
 from __future__ import annotations
@@ -40,6 +49,32 @@ from chgdata.store import (
 PARTITION_POINTS = 64 * 1024 * 1024
 #: ... and at most this many materials.
 PARTITION_MATERIALS = 64
+#: Peak bytes per grid point while one CHGCAR is parsed and converted (pymatgen's text parse into float64 total and
+#: diff blocks, their float32 e/Å³ copies, transient token lists); see SCALING.md.
+PARSE_BYTES_PER_POINT = 64
+
+
+def worker_memory_limit() -> int | None:
+    """The memory limit (bytes) of the Dask worker running this task; None outside a worker or when unlimited."""
+    try:
+        from distributed import get_worker
+
+        limit = get_worker().memory_manager.memory_limit
+    except (ImportError, ValueError, AttributeError):
+        return None
+    return int(limit) if limit else None
+
+
+def check_fits_in_memory(item: Item) -> None:
+    """Refuse, before anything is read or allocated, a material whose parse would exceed the worker's memory."""
+    limit = worker_memory_limit()
+    if limit is None or not item.points:
+        return
+    need = item.points * PARSE_BYTES_PER_POINT
+    if need > limit:
+        raise SourceError(f"{item.material_id}: grid of {item.points:,} points needs about {need / 2**20:,.0f} MiB "
+                          f"to parse, over this Dask worker's memory limit of {limit / 2**20:,.0f} MiB; refused "
+                          "before reading (run it on workers with a larger --memory-limit)")
 
 
 @dataclass(frozen=True)
@@ -61,6 +96,7 @@ class IngestReport:
     flagged: dict[str, str] = field(default_factory=dict)
     partitions: int = 0
     orphans_removed: list[str] = field(default_factory=list)
+    updated: dict[str, tuple[str | None, str]] = field(default_factory=dict)  # id -> (old, new task id)
 
 
 def plan_partitions(items: Sequence[Item], workers: int, max_points: int = PARTITION_POINTS,
@@ -158,6 +194,7 @@ def ingest_partition(url: str, partition: str, items: Sequence[Item], mp: MPSour
     for item in items:
         rec = None
         try:
+            check_fits_in_memory(item)
             rec = vasp_dir.load(item.calc) if item.calc is not None else mp.fetch(item.material_id)
             flag = commit_material(commit, rec)
             done.append(item.material_id)
@@ -172,6 +209,41 @@ def ingest_partition(url: str, partition: str, items: Sequence[Item], mp: MPSour
         del rec
     commit.finish()
     return {"partition": partition, "committed": done, "failed": failed, "flagged": flagged}
+
+
+def _doc_get(doc: Any, name: str) -> Any:
+    return doc.get(name) if isinstance(doc, dict) else getattr(doc, name, None)
+
+
+def current_task_id(mp: MPSource, material_id: str) -> str | None:
+    """Task id of MP's current charge density of ``material_id``, from the charge-density metadata only (no grid
+    download): ``MPRester().materials.chgcar.search(material_ids=[...], fields=["task_id", "last_updated"])``,
+    the most recently updated document. None when MP has no charge density for it."""
+    with mp.client_factory(mp.api_key) as mpr:
+        docs = mp._call("charge-density task id", material_id, lambda: mpr.materials.chgcar.search(
+            material_ids=[material_id], fields=["task_id", "last_updated"]))
+    docs = [d for d in docs or [] if _doc_get(d, "task_id") is not None]
+    if not docs:
+        return None
+    latest = max(docs, key=lambda d: str(_doc_get(d, "last_updated") or ""))
+    return str(_doc_get(latest, "task_id"))
+
+
+def changed_mp_materials(index, items: Sequence[Item], mp: MPSource | None) -> dict[str, tuple[str | None, str]]:
+    """Committed MP items whose current charge-density task differs from the indexed one: {id: (old, new)}.
+    An id whose current task cannot be fetched keeps its committed version."""
+    if mp is None or index is None or not items:
+        return {}
+    stored = dict(zip(index.column(C.COL_ID).to_pylist(), index.column(C.COL_TASK_ID).to_pylist()))
+    changed = {}
+    for it in items:
+        try:
+            now = current_task_id(mp, it.material_id)
+        except SourceError:
+            continue
+        if now is not None and now != stored.get(it.material_id):
+            changed[it.material_id] = (stored.get(it.material_id), now)
+    return changed
 
 
 def collect_items(from_dir: str | None, mp_ids: Sequence[str] | None) -> tuple[list[Item], dict[str, str]]:
@@ -222,6 +294,9 @@ def run_ingest(store: str, *, from_dir: str | None = None, mp_ids: Sequence[str]
                 reject.add_failure(mid, "ingest", why)
             reject.finish()
         have = committed_ids(store)
+        report.updated = changed_mp_materials(read_table(loc, C.INDEX), [
+            it for it in items if it.calc is None and it.material_id in have], mp)
+        have -= set(report.updated)
         report.skipped = [it.material_id for it in items if it.material_id in have]
         todo = [it for it in items if it.material_id not in have]
         parts = plan_partitions(todo, workers)
@@ -243,5 +318,6 @@ def run_ingest(store: str, *, from_dir: str | None = None, mp_ids: Sequence[str]
             "code_version": chgdata.__version__,
             "created": card.get("provenance", {}).get("created", utcnow()), "updated": utcnow(),
             "sources": sorted(set(column(C.COL_SOURCE))),
-            "database_versions": sorted({v for v in column(C.COL_DB_VERSION) if v})})
+            "database_versions": sorted({v for v in column(C.COL_DB_VERSION) if v}
+                                        | set(card.get("provenance", {}).get("database_versions") or []))})
     return report

@@ -25,7 +25,7 @@ CO_FCC = "gpaw-0152"  # Co fcc primitive, V = 9.6 Å^3: lattice vectors (2.4 Å)
 MIXED = "gpaw-0103"  # AlN wurtzite, 4 atoms, two elements
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_chgcar(material: str):
     """(pymatgen Structure, {"total": ρ·V, "diff": ...}) of one gpaw folder, or skip when data are absent."""
     path = GPAW / material / "CHGCAR.gz"
@@ -71,17 +71,32 @@ def rng():
     return np.random.default_rng(1234)
 
 
-@pytest.fixture(autouse=True)
-def _seed_torch_float64():
+def _torch_state(dtype):
+    torch.manual_seed(0)
+    previous, threads = torch.get_default_dtype(), torch.get_num_threads()
+    torch.set_default_dtype(dtype)
+    torch.set_num_threads(1)  # tiny tensors: one thread is faster and robust to a busy machine
+    return previous, threads
+
+
+@pytest.fixture
+def float64_models():
     """Seed torch's global generator (model initialisation) and build models in float64.
 
     e3nn computes Clebsch–Gordan and Wigner matrices in the default dtype, so float64 comparisons need the
-    modules to be *constructed* in float64, not only cast afterwards.
+    modules to be *constructed* in float64, not only cast afterwards. Not autouse: other test modules in
+    this folder keep torch's defaults.
     """
-    torch.manual_seed(0)
-    previous, threads = torch.get_default_dtype(), torch.get_num_threads()
-    torch.set_default_dtype(torch.float64)
-    torch.set_num_threads(1)  # tiny tensors: one thread is faster and robust to a busy machine
+    previous, threads = _torch_state(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def float32_models():
+    """Seeded, float32 (as in training), one thread."""
+    previous, threads = _torch_state(torch.float32)
     yield
     torch.set_default_dtype(previous)
     torch.set_num_threads(threads)

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import FECO, MIXED, SI, load_structure, small_density_config, small_dos_config, small_encoder
-from e3nn import o3
-
 from chgdata.models import (
     AtomEncoder,
     BesselBasis,
@@ -19,6 +16,10 @@ from chgdata.models import (
     structure_batch,
 )
 from chgdata.models.symmetry import BATCH_SPEC, assert_equivariant, permute_atoms, random_o3, transform
+from conftest import FECO, MIXED, SI, load_structure, small_density_config, small_dos_config, small_encoder
+from e3nn import o3
+
+pytestmark = pytest.mark.usefixtures("float64_models")
 
 
 def real_batch(material, rng, n_probes=24, probe_r_cut=3.0, r_cut=3.5):
@@ -56,7 +57,8 @@ def test_gated_block_equivariant(aggregate, generator):
     basis = BesselBasis(3.0, 5).double()
     n_nodes, n_edges = 6, 15
     edge_index = torch.randint(0, n_nodes, (2, n_edges), generator=generator)
-    x = torch.randn(n_nodes if aggregate else n_edges, o3.Irreps(irreps_in).dim, dtype=torch.float64, generator=generator)
+    n_rows = n_nodes if aggregate else n_edges
+    x = torch.randn(n_rows, o3.Irreps(irreps_in).dim, dtype=torch.float64, generator=generator)
     vec = torch.randn(n_edges, 3, dtype=torch.float64, generator=generator) * 2
 
     def fn(x, vec):
@@ -70,7 +72,8 @@ def test_gated_block_equivariant(aggregate, generator):
 def test_encoder_equivariant(material, rng):
     enc = AtomEncoder(small_encoder(n_layers=3)).double()
     batch = real_batch(material, rng)
-    batch[keys.POSITIONS] = batch[keys.POSITIONS] + torch.tensor(rng.normal(scale=0.1, size=(len(batch[keys.POSITIONS]), 3)))
+    jitter = rng.normal(scale=0.1, size=batch[keys.POSITIONS].shape)
+    batch[keys.POSITIONS] = batch[keys.POSITIONS] + torch.tensor(jitter)
     assert_equivariant(enc, [batch], [BATCH_SPEC], enc.irreps_out)
     assert enc.irreps_out.lmax == 2
 

@@ -5,9 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import CO_FCC, FECO, MIXED, SI, load_structure, small_density_config, small_dos_config, small_encoder
-from e3nn import o3
-
 from chgdata.models import (
     AtomEncoder,
     ChargeDensityConfig,
@@ -25,6 +22,10 @@ from chgdata.models import (
     keys,
     structure_batch,
 )
+from conftest import CO_FCC, FECO, MIXED, SI, load_structure, small_density_config, small_dos_config, small_encoder
+from e3nn import o3
+
+pytestmark = pytest.mark.usefixtures("float64_models")
 
 
 def batch_for(structure, probes, cfg):

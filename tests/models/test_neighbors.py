@@ -7,9 +7,10 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from chgdata.models import atom_edges, grid_positions, grid_probe_edges, probe_edges
 from conftest import CO_FCC, FECO, SI, load_structure
 
-from chgdata.models import atom_edges, grid_positions, grid_probe_edges, probe_edges
+pytestmark = pytest.mark.usefixtures("float64_models")
 
 
 def brute_force(points, positions, cell, r_cut, exclude_zero=False):
@@ -70,6 +71,8 @@ def test_probe_paths_agree_with_brute_force(material, rng):
     per_x = shape[1] * shape[2]
     slab = {(k + 2 * per_x, *rest) for k, *rest in as_set(ei, sh)}
     assert slab == {e for e in reference if 2 * per_x <= e[0] < 4 * per_x}
+    with pytest.raises(ValueError, match="slab"):
+        grid_probe_edges(torch.tensor(pos), torch.tensor(cell), shape, 3.3, x_range=(3, 9))
 
 
 def test_probe_edges_arbitrary_points_outside_cell(rng):

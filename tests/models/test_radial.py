@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
-
 from chgdata.models import BesselBasis, geometric_weight, polynomial_cutoff
+
+pytestmark = pytest.mark.usefixtures("float64_models")
 
 
 def derivatives(fn, x, order):
@@ -13,7 +15,7 @@ def derivatives(fn, x, order):
     for _ in range(order):
         (g,) = torch.autograd.grad(out[-1].sum(), x, create_graph=True)
         out.append(g)
-    return out
+    return [o.detach() for o in out]
 
 
 def test_geometric_weight_values_and_derivatives():

@@ -1,0 +1,151 @@
+"""Model configurations: plain dataclasses with ``to_dict``/``from_dict`` so checkpoints can store them."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+CONFIG_VERSION = 1  # bump on breaking changes of the fields below (checkpoint format)
+
+
+class _DictMixin:
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (nested configs become dicts), tagged with the config version."""
+        out = dataclasses.asdict(self)
+        out["config_version"] = CONFIG_VERSION
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
+        data = dict(data)
+        version = data.pop("config_version", CONFIG_VERSION)
+        if version != CONFIG_VERSION:
+            raise ValueError(f"{cls.__name__}: config_version {version} != supported {CONFIG_VERSION}")
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(data) - set(names)
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown config keys {sorted(unknown)}")
+        kwargs = {}
+        for key, value in data.items():
+            if key == "encoder" and isinstance(value, dict):
+                value = EncoderConfig.from_dict(value)
+            elif isinstance(value, list):
+                value = tuple(value)
+            kwargs[key] = value
+        return cls(**kwargs)
+
+
+@dataclass
+class EncoderConfig(_DictMixin):
+    """NequIP-like atom encoder.
+
+    Attributes
+    ----------
+    n_elements : embedding table size (atomic numbers 0..n_elements-1)
+    n_scalars : channels of each l = 0 irrep
+    n_vectors : channels of each l > 0 irrep
+    l_max : highest angular momentum of the spherical harmonics and of the features
+    parity : keep both parities for every l (O(3) features); False keeps only (-1)^l (SO(3)-like features)
+    n_layers : interaction blocks
+    r_cut : atom–atom cutoff, Å
+    n_radial_basis : Bessel functions
+    cutoff_p : polynomial cutoff order
+    radial_hidden : hidden width of the radial MLP that makes tensor-product weights
+    avg_num_neighbors : normalisation of the neighbour sum, messages are divided by its square root
+    """
+
+    n_elements: int = 100
+    n_scalars: int = 32
+    n_vectors: int = 8
+    l_max: int = 2
+    parity: bool = True
+    n_layers: int = 3
+    r_cut: float = 4.0
+    n_radial_basis: int = 8
+    cutoff_p: int = 6
+    radial_hidden: int = 32
+    avg_num_neighbors: float = 20.0
+
+    def hidden_irreps(self) -> str:
+        """Irreps of the hidden features, e.g. ``32x0e+32x0o+8x1o+8x1e+8x2e+8x2o`` (as a string)."""
+        parts = []
+        for ell in range(self.l_max + 1):
+            mul = self.n_scalars if ell == 0 else self.n_vectors
+            natural = "e" if ell % 2 == 0 else "o"
+            other = "o" if natural == "e" else "e"
+            parts.append(f"{mul}x{ell}{natural}")
+            if self.parity:
+                parts.append(f"{mul}x{ell}{other}")
+        return "+".join(parts)
+
+
+@dataclass
+class ChargeDensityConfig(_DictMixin):
+    """Encoder + charge-density head (seed 000).
+
+    Attributes
+    ----------
+    encoder : EncoderConfig
+    probe_r_cut : probe–atom cutoff, Å
+    n_edge_layers : M probe-edge tensor-product layers (the last keeps scalars only), >= 1
+    n_edge_scalars : scalar width of the last edge layer (input of the logit and intensity MLPs)
+    mlp_hidden : hidden width of the logit and intensity MLPs
+    n_spin_channels : 1 (ρ) or 2 (ρ↑, ρ↓) outputs per probe
+    target : what the training data hold, ``"delta"`` (ρ - SAED) or ``"total"``; output in e/Å^3
+    chunk_size : probes per chunk in :func:`density_in_chunks`
+    """
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    probe_r_cut: float = 4.0
+    n_edge_layers: int = 2
+    n_edge_scalars: int = 32
+    mlp_hidden: int = 64
+    n_spin_channels: int = 1
+    target: str = "delta"
+    chunk_size: int = 100_000
+
+    def __post_init__(self):
+        if self.n_edge_layers < 1:
+            raise ValueError("n_edge_layers must be >= 1")
+        if self.n_spin_channels not in (1, 2):
+            raise ValueError("n_spin_channels must be 1 or 2")
+        if self.target not in ("delta", "total"):
+            raise ValueError("target must be 'delta' or 'total'")
+
+
+@dataclass
+class DosConfig(_DictMixin):
+    """Encoder + DOS head (seed 001).
+
+    Attributes
+    ----------
+    encoder : EncoderConfig
+    n_points : energy points of the DOS window (400 for (-10, 10) eV around E_F in DosNet)
+    n_spin : 1 or 2 spin channels of the output
+    energy_window : (E_min, E_max) in eV relative to the Fermi level; metadata for the data pipeline
+    pooling : ``"mean"`` (DosNet) or ``"sum"`` over the atoms of a structure
+    mlp_hidden : hidden width of the per-atom MLP
+    positive : softplus on the per-atom output (DOS >= 0)
+    """
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    n_points: int = 400
+    n_spin: int = 2
+    energy_window: tuple[float, float] = (-10.0, 10.0)
+    pooling: str = "mean"
+    mlp_hidden: int = 128
+    positive: bool = True
+
+    def __post_init__(self):
+        if self.pooling not in ("mean", "sum"):
+            raise ValueError("pooling must be 'mean' or 'sum'")
+        self.energy_window = tuple(self.energy_window)
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
+    """Number of (trainable) scalar parameters of a module."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,175 @@
+"""Charge-density model (seed 000): atom encoder + probe-edge head, and chunked prediction on grids."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from e3nn import o3
+from e3nn.nn import FullyConnectedNet
+from torch import nn
+from torch.nn import functional as F
+
+from . import keys as K
+from .config import ChargeDensityConfig
+from .encoder import AtomEncoder, GatedTensorProductBlock, IrrepsSequential, check_irreps
+from .graph import probe_edge_vectors, structure_batch
+from .neighbors import grid_positions, grid_probe_edges, probe_edges
+from .radial import BesselBasis, geometric_weight
+
+_LOG_TINY = math.log(1e-30)
+
+
+class DensityHead(nn.Module):
+    """Probe-edge head: ρ_k = Σ_i w_ik s_ik over atoms i within ``probe_r_cut`` of probe k.
+
+    Edge features start from the atom features, ``G⁰_ik = D_i``, and pass through ``n_edge_layers``
+    tensor-product layers with ``Y(r̂_ik)`` and radial weights, without aggregation; the last layer keeps
+    ``n_edge_scalars`` even scalars. Then
+
+    * ``w_geo,ik = 1 + u³(−6u² + 15u − 10)``, ``u = r_ik / probe_r_cut``;
+    * context ``g_k = Σ_i w_geo,ik G_ik``; logits ``l_ik = MLP([G_ik, g_k])``; intensity ``s_ik = MLP(G_ik)``;
+    * ``w_ik = w_geo,ik e^{l_ik} / (e^{b} + Σ_j w_geo,jk e^{l_jk})``: a softmax over the atoms of k with
+      ``log w_geo`` added to the logits, plus one background slot with learnable logit ``b`` and zero
+      intensity. Every term vanishes with ``w_geo`` (C² at the cutoff), so ρ stays C² when an atom enters or
+      leaves the sphere, including the last one, and a probe without atoms gets exactly 0.
+
+    ``forward(atom_features, batch)`` returns (n_probes, n_spin_channels) in the target's units (e/Å^3).
+    """
+
+    def __init__(self, config: ChargeDensityConfig, irreps_atom):
+        super().__init__()
+        enc = config.encoder
+        self.config = config
+        self.irreps_in = o3.Irreps(irreps_atom)
+        self.irreps_sh = o3.Irreps.spherical_harmonics(enc.l_max, p=-1)
+        self.sh = o3.SphericalHarmonics(self.irreps_sh, normalize=False, normalization="component")
+        self.radial = BesselBasis(config.probe_r_cut, enc.n_radial_basis, enc.cutoff_p)
+        layers, irreps = [], self.irreps_in
+        for m in range(config.n_edge_layers):
+            last = m == config.n_edge_layers - 1
+            target = f"{config.n_edge_scalars}x0e" if last else enc.hidden_irreps()
+            layer = GatedTensorProductBlock(irreps, self.irreps_sh, target, enc.n_radial_basis, enc.radial_hidden)
+            layers.append(layer)
+            irreps = layer.irreps_out
+        self.layers = IrrepsSequential(layers, self.irreps_in)
+        check_irreps(f"{config.n_edge_scalars}x0e", self.layers.irreps_out, "density head output")
+        self.irreps_out = o3.Irreps(f"{config.n_spin_channels}x0e")
+        c, h = config.n_edge_scalars, config.mlp_hidden
+        self.logit_mlp = FullyConnectedNet([2 * c, h, 1], F.silu)
+        self.intensity_mlp = FullyConnectedNet([c, h, config.n_spin_channels], F.silu)
+        self.background_logit = nn.Parameter(torch.zeros(()))
+
+    def forward(self, atom_features: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        check = atom_features.shape[-1] == self.irreps_in.dim
+        if not check:
+            raise ValueError(f"atom features have {atom_features.shape[-1]} columns, expected {self.irreps_in}")
+        n_probes = batch[K.PROBE_POSITIONS].shape[0]
+        k, i = batch[K.PROBE_EDGE_INDEX]
+        vec = probe_edge_vectors(batch)
+        r2 = (vec * vec).sum(-1)
+        r = torch.sqrt(r2.clamp(min=1e-24))
+        unit = vec / r[:, None]  # a probe on an atom gets the zero vector: Y_0 = 1, Y_l>0 = 0
+        r = torch.where(r2 > 1e-24, r, torch.zeros_like(r))
+        sh = self.sh(unit)
+        radial = self.radial(r)
+        w_geo = geometric_weight(r / self.config.probe_r_cut)
+
+        g = atom_features[i]
+        for layer in self.layers:
+            g = layer(g, sh, radial)
+        dt, dev = g.dtype, g.device
+        context = torch.zeros(n_probes, g.shape[1], dtype=dt, device=dev).index_add(0, k, g * w_geo[:, None])
+        logit = self.logit_mlp(torch.cat([g, context[k]], dim=-1)).squeeze(-1)
+        intensity = self.intensity_mlp(g)
+
+        # log-sum-exp shift per probe (cancels exactly; detached), including the background slot
+        b = self.background_logit.to(dt)
+        score = (logit + torch.log(w_geo.clamp(min=1e-30))).detach()
+        shift = torch.full((n_probes,), float(b.detach()), dtype=dt, device=dev)
+        shift = shift.scatter_reduce(0, k, score, reduce="amax", include_self=True)
+        unnorm = w_geo * torch.exp(logit - shift[k])
+        norm = torch.exp(b - shift).index_add(0, k, unnorm)
+        numer = torch.zeros(n_probes, intensity.shape[1], dtype=dt, device=dev)
+        numer = numer.index_add(0, k, unnorm[:, None] * intensity)
+        return numer / norm[:, None]
+
+
+class ChargeDensityModel(nn.Module):
+    """Encoder (once per structure) + density head (per probe). ``forward(batch) -> (n_probes, n_spin_channels)``."""
+
+    def __init__(self, config: ChargeDensityConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = AtomEncoder(config.encoder)
+        self.head = DensityHead(config, self.encoder.irreps_out)
+        self.irreps_out = self.head.irreps_out
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.head(self.encoder(batch), batch)
+
+
+@torch.no_grad()
+def density_in_chunks(
+    model: ChargeDensityModel,
+    positions,
+    atomic_numbers,
+    cell,
+    grid_shape: tuple[int, int, int] | None = None,
+    probe_positions=None,
+    chunk_size: int | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Predict the density of one structure on a full grid or at given points, in bounded memory.
+
+    The encoder runs once; probe edges are built chunk by chunk (grid: x-slabs via
+    :func:`~chgdata.models.neighbors.grid_probe_edges` on ``device``; points: cKDTree on the CPU).
+
+    Parameters
+    ----------
+    model : ChargeDensityModel
+    positions : (n_atoms, 3) Å; atomic_numbers : (n_atoms,); cell : (3, 3) Å, rows are lattice vectors
+    grid_shape : (n_x, n_y, n_z) of the points ``(n / N) @ cell``; or None with ``probe_positions`` given
+    probe_positions : (n_probes, 3) Å
+    chunk_size : probes per chunk (default ``model.config.chunk_size``); a grid chunk holds whole x-slices
+
+    Returns
+    -------
+    (n_x, n_y, n_z, n_spin_channels) tensor for a grid, (n_probes, n_spin_channels) for points; e/Å^3, on CPU.
+    """
+    if (grid_shape is None) == (probe_positions is None):
+        raise ValueError("give exactly one of grid_shape and probe_positions")
+    cfg = model.config
+    chunk_size = int(chunk_size or cfg.chunk_size)
+    dtype = dtype or next(model.parameters()).dtype
+    batch = structure_batch(positions, atomic_numbers, cell, cfg.encoder.r_cut, dtype=dtype, device=device)
+    features = model.encoder(batch)
+    pos_t, cell_t = batch[K.POSITIONS], batch[K.CELL][0]
+    outputs = []
+
+    def run(probes, edge_index, shift):
+        batch[K.PROBE_POSITIONS] = probes
+        batch[K.PROBE_BATCH] = torch.zeros(len(probes), dtype=torch.int64, device=probes.device)
+        batch[K.PROBE_EDGE_INDEX] = edge_index.to(probes.device)
+        batch[K.PROBE_EDGE_CELL_SHIFT] = shift.to(probes.device)
+        outputs.append(model.head(features, batch).cpu())
+
+    if grid_shape is not None:
+        nx, ny, nz = (int(n) for n in grid_shape)
+        slab = max(1, chunk_size // (ny * nz))
+        for x0 in range(0, nx, slab):
+            x_range = (x0, min(nx, x0 + slab))
+            probes = grid_positions(cell_t, (nx, ny, nz), x_range)
+            edge_index, shift = grid_probe_edges(pos_t, cell_t, (nx, ny, nz), cfg.probe_r_cut, x_range)
+            run(probes, edge_index, shift)
+        return torch.cat(outputs).reshape(nx, ny, nz, -1)
+
+    probes_np = np.asarray(probe_positions, np.float64).reshape(-1, 3)
+    pos_np, cell_np = np.asarray(positions, np.float64), np.asarray(cell, np.float64)
+    for start in range(0, len(probes_np), chunk_size):
+        chunk = probes_np[start : start + chunk_size]
+        edge_index, shift = probe_edges(chunk, pos_np, cell_np, cfg.probe_r_cut)
+        run(torch.tensor(chunk, dtype=dtype, device=device), torch.as_tensor(edge_index), torch.as_tensor(shift))
+    return torch.cat(outputs) if outputs else torch.zeros(0, cfg.n_spin_channels)

@@ -1,0 +1,164 @@
+"""NequIP-like equivariant atom encoder built from e3nn tensor products and gates."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from e3nn import o3
+from e3nn.nn import FullyConnectedNet, Gate
+from torch import nn
+from torch.nn import functional as F
+
+from . import keys as K
+from .config import EncoderConfig
+from .graph import edge_vectors
+from .radial import BesselBasis
+
+
+def _irreps(x, name: str) -> o3.Irreps:
+    try:
+        return o3.Irreps(x)
+    except Exception as err:  # e3nn raises ValueError/AssertionError on malformed strings
+        raise ValueError(f"{name}: cannot parse irreps {x!r}") from err
+
+
+def check_irreps(expected, got, where: str) -> None:
+    """Raise ``ValueError`` unless two irreps are identical (after simplification)."""
+    if o3.Irreps(expected).simplify() != o3.Irreps(got).simplify():
+        raise ValueError(f"{where}: irreps mismatch, expected {o3.Irreps(expected)} but got {o3.Irreps(got)}")
+
+
+def scalar_indices(irreps) -> torch.Tensor:
+    """Feature indices of the even scalars (0e) of ``irreps``, for invariant read-outs."""
+    idx = []
+    for (mul, ir), sl in zip(o3.Irreps(irreps), o3.Irreps(irreps).slices()):
+        if ir == o3.Irrep("0e"):
+            idx.extend(range(sl.start, sl.start + mul))
+    return torch.tensor(idx, dtype=torch.int64)
+
+
+class GatedTensorProductBlock(nn.Module):
+    """Tensor product with spherical harmonics, radial weights, self-interaction, gate (and residual).
+
+    ``out = Gate(Linear(m) + Linear_self(x))`` (+ ``x`` when ``irreps_in == irreps_out``), with
+    ``m = TP(x_j, Y(r̂_ij); w(radial_ij))`` summed over neighbours j and divided by ``sqrt(avg_num_neighbors)``
+    (message passing), or ``m = TP(x_e, Y_e; w_e)`` per edge when ``avg_num_neighbors`` is None (the
+    probe-edge layers of the density head, which never aggregate).
+
+    Parameters
+    ----------
+    irreps_in : input feature irreps
+    irreps_sh : spherical-harmonics irreps
+    irreps_target : wanted output irreps; those not reachable from ``irreps_in ⊗ irreps_sh`` are dropped
+    n_radial : radial basis size
+    radial_hidden : hidden width of the radial MLP
+    avg_num_neighbors : float or None (None: per-edge mode)
+
+    Attributes
+    ----------
+    irreps_in, irreps_out : o3.Irreps
+    """
+
+    def __init__(self, irreps_in, irreps_sh, irreps_target, n_radial: int, radial_hidden: int,
+                 avg_num_neighbors: float | None = None):
+        super().__init__()
+        self.irreps_in = _irreps(irreps_in, "irreps_in")
+        self.irreps_sh = _irreps(irreps_sh, "irreps_sh")
+        target = _irreps(irreps_target, "irreps_target").simplify()
+        self.avg_num_neighbors = avg_num_neighbors
+
+        reachable = {ir_out for _, ir_in in self.irreps_in for _, ir_sh in self.irreps_sh for ir_out in ir_in * ir_sh}
+        wanted = {ir for _, ir in target} | {o3.Irrep("0e")}
+        mid, instructions = [], []
+        for i, (mul, ir_in) in enumerate(self.irreps_in):
+            for j, (_, ir_sh) in enumerate(self.irreps_sh):
+                for ir_out in ir_in * ir_sh:
+                    if ir_out in wanted:
+                        instructions.append((i, j, len(mid), "uvu", True))
+                        mid.append((mul, ir_out))
+        mid = o3.Irreps(mid)
+        irreps_mid, perm, _ = mid.sort()
+        instructions = [(i, j, perm[k], mode, train) for i, j, k, mode, train in instructions]
+        self.tp = o3.TensorProduct(self.irreps_in, self.irreps_sh, irreps_mid, instructions,
+                                   shared_weights=False, internal_weights=False)
+        self.radial = FullyConnectedNet([n_radial, radial_hidden, self.tp.weight_numel], F.silu)
+
+        scalars = o3.Irreps([(m, ir) for m, ir in target if ir.l == 0 and ir in reachable])
+        gated = o3.Irreps([(m, ir) for m, ir in target if ir.l > 0 and ir in reachable])
+        if scalars.dim == 0:
+            raise ValueError(f"irreps_target {target} has no scalar reachable from {self.irreps_in} ⊗ {self.irreps_sh}")
+        self.gate = Gate(
+            scalars, [F.silu if ir.p == 1 else torch.tanh for _, ir in scalars],
+            o3.Irreps(f"{gated.num_irreps}x0e") if gated.num_irreps else o3.Irreps(""),
+            [torch.sigmoid] if gated.num_irreps else [],
+            gated,
+        )
+        self.linear = o3.Linear(irreps_mid, self.gate.irreps_in)
+        self.self_interaction = o3.Linear(self.irreps_in, self.gate.irreps_in)
+        self.irreps_out = self.gate.irreps_out
+        self.residual = self.irreps_out == self.irreps_in
+
+    def forward(self, x: torch.Tensor, sh: torch.Tensor, radial: torch.Tensor,
+                edge_index: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (n_nodes or n_edges, irreps_in.dim); sh: (n_edges, irreps_sh.dim); radial: (n_edges, n_radial)."""
+        if x.shape[-1] != self.irreps_in.dim:
+            raise ValueError(f"input has {x.shape[-1]} features, irreps_in {self.irreps_in} has {self.irreps_in.dim}")
+        weight = self.radial(radial)
+        if edge_index is None:
+            message = self.tp(x, sh, weight)
+        else:
+            receiver, sender = edge_index
+            edge_msg = self.tp(x[sender], sh, weight)
+            message = torch.zeros(x.shape[0], edge_msg.shape[1], dtype=x.dtype, device=x.device)
+            message = message.index_add(0, receiver, edge_msg) / math.sqrt(self.avg_num_neighbors)
+        out = self.gate(self.linear(message) + self.self_interaction(x))
+        return out + x if self.residual else out
+
+
+class IrrepsSequential(nn.ModuleList):
+    """List of layers whose ``irreps_out``/``irreps_in`` must chain; checked at construction (``ValueError``)."""
+
+    def __init__(self, layers, irreps_in=None):
+        super().__init__(layers)
+        prev = None if irreps_in is None else o3.Irreps(irreps_in)
+        for n, layer in enumerate(self):
+            if prev is not None:
+                check_irreps(layer.irreps_in, prev, f"layer {n} ({type(layer).__name__}) irreps_in")
+            prev = layer.irreps_out
+        self.irreps_in = self[0].irreps_in
+        self.irreps_out = self[-1].irreps_out
+
+
+class AtomEncoder(nn.Module):
+    """Element embedding followed by ``n_layers`` interaction blocks on the periodic atom graph.
+
+    ``forward(batch)`` reads ``POSITIONS, ATOMIC_NUMBERS, ATOM_BATCH, CELL, EDGE_INDEX, EDGE_CELL_SHIFT`` and
+    returns atom features ``D`` of shape (n_atoms, irreps_out.dim), equivariant under O(3).
+    """
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.config = config
+        self.irreps_sh = o3.Irreps.spherical_harmonics(config.l_max, p=-1)
+        self.irreps_in = o3.Irreps(f"{config.n_scalars}x0e")
+        self.embedding = nn.Embedding(config.n_elements, config.n_scalars)
+        self.sh = o3.SphericalHarmonics(self.irreps_sh, normalize=True, normalization="component")
+        self.radial = BesselBasis(config.r_cut, config.n_radial_basis, config.cutoff_p)
+        blocks, irreps = [], self.irreps_in
+        for _ in range(config.n_layers):
+            block = GatedTensorProductBlock(irreps, self.irreps_sh, config.hidden_irreps(), config.n_radial_basis,
+                                            config.radial_hidden, config.avg_num_neighbors)
+            blocks.append(block)
+            irreps = block.irreps_out
+        self.blocks = IrrepsSequential(blocks, self.irreps_in)
+        self.irreps_out = self.blocks.irreps_out
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        vec = edge_vectors(batch)
+        sh = self.sh(vec)
+        radial = self.radial(vec.norm(dim=-1))
+        x = self.embedding(batch[K.ATOMIC_NUMBERS])
+        for block in self.blocks:
+            x = block(x, sh, radial, batch[K.EDGE_INDEX])
+        return x

@@ -1,0 +1,57 @@
+"""Batch keys: the single contract between data loading, training, prediction and the models.
+
+A batch is a plain ``dict[str, torch.Tensor]`` holding one or more periodic structures concatenated along
+the atom axis (NequIP style). Geometry is never stored as Cartesian edge vectors: edges carry *integer*
+lattice shifts ``S`` so that rotating ``positions`` and ``cell`` together rotates every edge vector, and
+``positions`` may be anywhere (they need not be wrapped into the cell).
+
+Conventions
+-----------
+* Lattice vectors are the *rows* of ``cell`` (pymatgen ``Lattice.matrix``), in Å.
+* Atom edge ``e = (i, j)`` with shift ``S_e``: the neighbour image of ``j`` seen from ``i`` is at
+  ``positions[j] + S_e @ cell[b]``; the edge vector is ``r_ij = positions[j] + S_e @ cell[b] - positions[i]``.
+  Messages flow from ``j`` (sender) to ``i`` (receiver); the list is full (both directions present).
+* Probe edge ``e = (k, i)`` with shift ``S_e``: atom ``i``'s image at ``positions[i] + S_e @ cell[b]``; the
+  edge vector points from that image to the probe, ``r_ik = probe_positions[k] - positions[i] - S_e @ cell[b]``.
+* Densities are in e/Å^3 (CHGCAR values divided by the cell volume), DOS windows in states/eV as produced
+  by the data pipeline (normalised or not, the model does not care).
+"""
+
+from __future__ import annotations
+
+# ---- per atom --------------------------------------------------------------------------------------------
+POSITIONS = "positions"  # (n_atoms, 3) float, Cartesian, Å
+ATOMIC_NUMBERS = "atomic_numbers"  # (n_atoms,) int64, Z
+ATOM_BATCH = "batch"  # (n_atoms,) int64, index of the structure each atom belongs to
+
+# ---- per structure ---------------------------------------------------------------------------------------
+CELL = "cell"  # (n_struct, 3, 3) float, lattice vectors as rows, Å
+N_STRUCTURES = "n_structures"  # () int64, number of structures in the batch
+
+# ---- atom-atom edges -------------------------------------------------------------------------------------
+EDGE_INDEX = "edge_index"  # (2, n_edges) int64, rows (receiver i, sender j), within r_cut, full list
+EDGE_CELL_SHIFT = "edge_cell_shift"  # (n_edges, 3) int64 (or float holding integers), lattice shifts S
+
+# ---- probes (query points of the density) ----------------------------------------------------------------
+PROBE_POSITIONS = "probe_positions"  # (n_probes, 3) float, Cartesian, Å
+PROBE_BATCH = "probe_batch"  # (n_probes,) int64, index of the structure each probe belongs to
+PROBE_EDGE_INDEX = "probe_edge_index"  # (2, n_probe_edges) int64, rows (probe k, atom i), |r_ik| < r_cut
+PROBE_EDGE_CELL_SHIFT = "probe_edge_cell_shift"  # (n_probe_edges, 3) int64, lattice shifts S of atom i
+
+# ---- targets ---------------------------------------------------------------------------------------------
+TARGET_DENSITY = "target_density"  # (n_probes, n_spin_channels) float, e/Å^3 (Δρ or ρ; ↑,↓ when spin)
+TARGET_DOS = "target_dos"  # (n_struct, n_spin, n_points) float, DOS window on the model's energy grid
+
+ATOM_KEYS = (POSITIONS, ATOMIC_NUMBERS, ATOM_BATCH)
+STRUCTURE_KEYS = (CELL, TARGET_DOS)
+EDGE_KEYS = (EDGE_INDEX, EDGE_CELL_SHIFT)
+PROBE_KEYS = (PROBE_POSITIONS, PROBE_BATCH, TARGET_DENSITY)
+PROBE_EDGE_KEYS = (PROBE_EDGE_INDEX, PROBE_EDGE_CELL_SHIFT)
+
+# Index-valued keys and what they index into; used when concatenating structures into one batch.
+INDEX_OFFSETS = {
+    ATOM_BATCH: "structure",
+    PROBE_BATCH: "structure",
+    EDGE_INDEX: ("atom", "atom"),
+    PROBE_EDGE_INDEX: ("probe", "atom"),
+}

@@ -1,0 +1,121 @@
+"""Stores on an object store: ingest, build-delta and build-dos to ``s3://bucket/...`` on a real S3-protocol server
+(moto) on loopback, read back with :func:`chgdata.open_dataset`, equal to a local run; a SIGKILLed ingest resumes.
+
+Credentials and the endpoint come only from the environment, the way s3fs/botocore read them
+(``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL_S3``); nothing is passed to chgdata.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from chgdata import contract as C
+from chgdata import open_dataset
+from chgdata.store import Location, orphans, sha256_array
+from tests import test_cluster
+from tests.test_cluster import SUBSET, all_checksums, run_pipeline
+
+local_subset = test_cluster.local_subset  # the fixture (session-scoped: one local reference run)
+
+BUCKET = "chgdata-test"
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """A moto S3 server on a free loopback port, with dummy credentials in the environment; yields the endpoint."""
+    pytest.importorskip("s3fs")
+    server_mod = pytest.importorskip("moto.server")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL_S3": endpoint}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    try:
+        s3fs.S3FileSystem().mkdir(BUCKET)
+        yield endpoint
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        server.stop()
+
+
+def _s3_keys(url: str) -> list[str]:
+    loc = Location.parse(url)
+    loc.fs.invalidate_cache()
+    return loc.fs.find(loc.root) if loc.fs.exists(loc.root) else []
+
+
+def test_pipeline_on_s3_matches_local_run(s3_endpoint, local_subset):
+    calcs, local, reference = local_subset
+    url = f"s3://{BUCKET}/gpaw"
+    run_pipeline(url, calcs, workers=2, processes=True, reference=reference)  # worker processes write to S3
+    assert all_checksums(url) == all_checksums(local)
+    ds, lds = open_dataset(url), open_dataset(local)
+    assert ds.card["provenance"]["sources"] == ["vasp"] and ds.card["saed"]["materials"] == SUBSET
+    for mid in ds.material_ids:  # the bytes read back from S3 are the stored ones
+        rho = ds.density(mid).rho
+        assert sha256_array(rho) == ds.row(mid)[C.COL_RHO_SHA]
+        np.testing.assert_array_equal(rho, lds.density(mid).rho)
+    ids, win, energies = ds.dos_windows()
+    lids, lwin, _ = lds.dos_windows(ids)
+    np.testing.assert_array_equal(win, lwin)
+    assert not orphans(ds.loc)
+    keys = _s3_keys(url)
+    assert not any(k.endswith(C.LOCK) for k in keys)  # the lock is released
+    # a rerun resumes: nothing to do, nothing rewritten
+    run_pipeline(url, calcs, workers=1, processes=False, reference=reference)
+    assert _s3_keys(url) == keys
+
+
+def test_killed_ingest_on_s3_resumes(s3_endpoint, local_subset, tmp_path):
+    calcs, local, _ = local_subset
+    url = f"s3://{BUCKET}/killed"
+    exe = str(Path(sys.executable).parent / "chgdata")
+    cmd = [exe, "ingest", "--from-dir", str(calcs), "--store", url, "--workers", "1", "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        committed: list[str] = []
+        while time.time() < deadline and proc.poll() is None:
+            committed = [k for k in _s3_keys(url) if "/structures.parquet/" in k]
+            if committed:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "ingest finished before it could be killed"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert 0 < len(committed) < SUBSET
+    assert any(k.endswith(C.LOCK) for k in _s3_keys(url))  # the dead run's lock is left behind
+    before = open_dataset(url)
+    assert 0 < len(before) < SUBSET and len(set(before.material_ids)) == len(before)
+    # the rerun takes over the dead process's lock, sweeps its debris and finishes the rest, without duplicates
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert f"already in store {len(before)}" in res.stdout
+    after = open_dataset(url)
+    assert sorted(after.material_ids) == sorted(set(after.material_ids)) and len(after) == SUBSET
+    assert all_checksums(url)["index"] == all_checksums(local)["index"]
+    assert not orphans(after.loc)
+    assert not any(k.endswith(C.LOCK) for k in _s3_keys(url))
