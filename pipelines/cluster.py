@@ -22,7 +22,7 @@ def dask_client(workers: int = 2, scheduler: str | None = None, processes: bool 
             yield client
         return
     cluster = LocalCluster(n_workers=max(1, workers), threads_per_worker=1, processes=processes,
-                           memory_limit=memory_limit, dashboard_address=None)
+                           memory_limit=memory_limit, dashboard_address=":0")
     try:
         with Client(cluster) as client:
             yield client
