@@ -23,6 +23,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -222,7 +223,10 @@ def read_dos(path: str | Path, natoms: int | None = None) -> RawDos:
     if ".xml" in name:
         from pymatgen.io.vasp import Vasprun
 
-        vr = Vasprun(str(path), parse_potcar_file=False, parse_eigen=False, parse_projected_eigen=False)
+        try:
+            vr = Vasprun(str(path), parse_potcar_file=False, parse_eigen=False, parse_projected_eigen=False)
+        except Exception as exc:  # noqa: BLE001 - XML ParseError, zlib.error, ...: one line naming the file
+            raise ValueError(f"unreadable vasprun ({type(exc).__name__}: {str(exc)[:200]}): {path}") from None
         try:
             dos = vr.complete_dos
         except Exception:  # no structure / projections: fall back to the total DOS
@@ -234,8 +238,11 @@ def read_dos(path: str | Path, natoms: int | None = None) -> RawDos:
         from pymatgen.electronic_structure.dos import CompleteDos, Dos
 
         opener = gzip.open if name.endswith(".gz") else open
-        with opener(path, "rt") as fh:
-            d = json.load(fh)
+        try:
+            with opener(path, "rt") as fh:
+                d = json.load(fh)
+        except (ValueError, OSError, EOFError, zlib.error) as exc:  # JSONDecodeError, bad gzip, bad UTF-8
+            raise ValueError(f"not a readable JSON file ({type(exc).__name__}: {exc}): {path}") from None
         if not isinstance(d, dict) or "energies" not in d or "densities" not in d:
             raise ValueError(f"not a pymatgen DOS dict (no energies/densities): {path}")
         if d.get("structure") is not None:  # CompleteDos (MP/emmet files may lack "@class")

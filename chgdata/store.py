@@ -48,7 +48,7 @@ def sha256_array(values: np.ndarray) -> str:
 
 def new_partition_name(prefix: str = "p") -> str:
     """A partition name that no earlier or concurrent run can have used."""
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")  # sorts by time (µs): newest last
     return f"{prefix}-{stamp}-{uuid.uuid4().hex[:10]}"
 
 
@@ -413,6 +413,12 @@ def remove_orphans(loc: Location) -> list[str]:
     gone = orphans(loc)
     for name in gone:
         loc.fs.rm(loc.path(C.ARRAYS_DIR, name), recursive=True)
+    # raw-DOS fragments are named after their ingest partition; one without an index fragment is debris
+    index_parts = {os.path.basename(p)[: -len(".parquet")] for p in loc.list_fragments(C.INDEX)}
+    for path in loc.list_fragments(C.DOS_RAW):
+        if os.path.basename(path)[: -len(".parquet")] not in index_parts:
+            loc.fs.rm_file(path)
+            gone.append(f"{C.DOS_RAW}/{os.path.basename(path)}")
     for table in table_names(loc):
         base = loc.path(table)
         if loc.fs.exists(base):

@@ -13,12 +13,19 @@ Design
   most ``max_probes`` probes, shuffled per epoch and sharded across ranks (it is the distributed sampler).
 * :func:`make_loader` builds the ``DataLoader`` with ``spawn``/``forkserver`` workers: zarr v3 and ``fork``
   can deadlock, and each worker opens the store itself (the dataset pickles without an open store).
+* Speed: per-material static data (positions, Z, cell, atom edges as tensors) is computed once per process
+  and cached; grids of at most ``slice_max_points`` points are read as the material's contiguous slice once
+  and kept in a per-process LRU cache of at most ``cache_bytes`` (a coordinate selection on a small grid costs
+  as much as reading its chunk); larger grids use Zarr coordinate selection of the probes only.
+* The sampler yields ``(epoch, index)`` pairs, so persistent workers draw the right epoch's probes without
+  being told (``set_epoch`` on a dataset copy in a worker would not reach them).
 """
 
 from __future__ import annotations
 
 import math
 import multiprocessing
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -69,11 +76,31 @@ class _StoreBacked(torch.utils.data.Dataset):
         self.epoch = 0
         self.dtype = dtype
         self._ds = None
+        self._static: dict[int, dict[str, torch.Tensor]] = {}
 
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_ds"] = None
+        state["_static"] = {}
+        for k in ("_grid_cache", "_grid_cache_bytes"):
+            state.pop(k, None)
         return state
+
+    def _key(self, item) -> tuple[int, int]:
+        """``(epoch, index)`` from an int (current epoch) or an ``(epoch, index)`` pair from the sampler."""
+        if isinstance(item, tuple | list):
+            return int(item[0]), int(item[1])
+        return self.epoch, int(item)
+
+    def static_batch(self, index: int) -> dict[str, torch.Tensor]:
+        """Positions, Z, cell and atom edges of material ``index`` as a one-structure batch, cached per process."""
+        hit = self._static.get(index)
+        if hit is None:
+            pos, numbers, cell = self._structure(self.rows[index])
+            hit = structure_batch(pos, numbers, cell, self.r_cut, dtype=self.dtype)
+            hit["_cell64"] = torch.as_tensor(cell)  # float64 cell for probe positions (dropped from batches)
+            self._static[index] = hit
+        return {k: v for k, v in hit.items() if not k.startswith("_")}  # a new dict: callers add probes
 
     @property
     def ds(self):
@@ -90,12 +117,23 @@ class _StoreBacked(torch.utils.data.Dataset):
         return len(self.rows)
 
     def _structure(self, row) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        from pymatgen.core.periodic_table import Element
-
         cell = np.asarray(row[C.COL_LATTICE], np.float64).reshape(3, 3)
         frac = np.asarray(row[C.COL_FRAC], np.float64).reshape(-1, 3)
-        numbers = np.array([Element(s).Z for s in row[C.COL_SPECIES]], np.int64)
+        numbers = np.array([atomic_number(s) for s in row[C.COL_SPECIES]], np.int64)
         return frac @ cell, numbers, cell
+
+
+_Z: dict[str, int] = {}
+
+
+def atomic_number(symbol: str) -> int:
+    """Z of an element symbol (pymatgen lookup once per symbol and process)."""
+    z = _Z.get(symbol)
+    if z is None:
+        from pymatgen.core.periodic_table import Element
+
+        z = _Z[symbol] = int(Element(symbol).Z)
+    return z
 
 
 class DensityProbes(_StoreBacked):
@@ -104,11 +142,14 @@ class DensityProbes(_StoreBacked):
     ``target``: ``"delta"`` (ρ − ρ_SAED, needs build-delta) or ``"total"`` (ρ). ``n_spin_channels`` 2 gives
     (↑, ↓) = ((t + m)/2, (t − m)/2) with m the magnetisation (0 for non-spin materials); 1 gives t.
     ``probes``: probes per material per epoch (all points when the grid is smaller).
+    ``slice_max_points``: grids up to this many points are read whole (contiguous slice, cached in an LRU of
+    ``cache_bytes`` per process); larger grids read only the probes by coordinate selection (0: always that).
     """
 
     def __init__(self, store: str, material_ids: Sequence[str] | None = None, target: str = "delta",
                  probes: int = 1000, r_cut: float = 4.0, n_spin_channels: int = 1, seed: int = 0,
-                 dtype: torch.dtype = torch.float32):
+                 dtype: torch.dtype = torch.float32, slice_max_points: int = 1 << 21,
+                 cache_bytes: int = 512 << 20):
         super().__init__(store, material_ids, r_cut, seed, dtype)
         if target not in TARGET_ARRAYS:
             raise ValueError(f"density target must be one of {sorted(TARGET_ARRAYS)}, not {target!r}")
@@ -126,6 +167,8 @@ class DensityProbes(_StoreBacked):
         self.array = TARGET_ARRAYS[target]
         self.probes = int(probes)
         self.n_spin_channels = int(n_spin_channels)
+        self.slice_max_points = int(slice_max_points)
+        self.cache_bytes = int(cache_bytes)
 
     def _delta_ids(self) -> set[str]:
         t = self.ds.table(C.DELTA_INDEX)
@@ -134,35 +177,77 @@ class DensityProbes(_StoreBacked):
     def n_probes(self, index: int) -> int:
         return min(self.probes, int(self.rows[index][C.COL_NPOINTS]))
 
-    def sample_points(self, index: int) -> np.ndarray:
-        """Sorted flat grid indices drawn for item ``index`` in the current epoch."""
+    def sample_points(self, index: int, epoch: int | None = None) -> np.ndarray:
+        """Sorted flat grid indices drawn for item ``index`` in ``epoch`` (default: the current epoch)."""
         n = int(self.rows[index][C.COL_NPOINTS])
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = np.random.default_rng([self.seed, self.epoch if epoch is None else epoch, index])
         k = self.n_probes(index)
-        pts = rng.choice(n, size=k, replace=False) if k * 4 > n else np.unique(rng.integers(0, n, size=k))
-        return np.sort(pts)
+        if k >= n:
+            return np.arange(n)
+        return np.sort(rng.choice(n, size=k, replace=False, shuffle=False))  # exactly k distinct points
 
     def targets(self, index: int, points: np.ndarray) -> np.ndarray:
-        """(n_points, n_spin_channels) float64 targets at flat grid indices ``points``."""
+        """(n_points, n_spin_channels) float32 targets at flat grid indices ``points``."""
+        row = self.rows[index]
+        if int(row[C.COL_NPOINTS]) <= self.slice_max_points:
+            return self._cached_targets(index)[points]
+        return self._channels(index, points)
+
+    def _channels(self, index: int, points: np.ndarray | None) -> np.ndarray:
+        """Targets read from the store: at ``points`` (coordinate selection) or the whole grid (None)."""
         row = self.rows[index]
         mid = row[C.COL_ID]
-        t = self.ds.read_flat(self.array, mid, points=points).astype(np.float64)
+        t = np.asarray(self.ds.read_flat(self.array, mid, points=points), np.float32)
         if self.n_spin_channels == 1:
             return t[:, None]
-        m = (self.ds.read_flat(C.MAG, mid, C.COL_MAG_OFFSET, points=points).astype(np.float64)
-             if row.get(C.COL_MAG_OFFSET, -1) >= 0 else np.zeros_like(t))
-        return np.stack([(t + m) / 2, (t - m) / 2], axis=1)
+        if row.get(C.COL_MAG_OFFSET, -1) is not None and row.get(C.COL_MAG_OFFSET, -1) >= 0:
+            m = np.asarray(self.ds.read_flat(C.MAG, mid, C.COL_MAG_OFFSET, points=points), np.float32)
+        else:
+            m = np.zeros_like(t)
+        return np.stack([(t + m) * np.float32(0.5), (t - m) * np.float32(0.5)], axis=1)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def _cached_targets(self, index: int) -> np.ndarray:
+        """The whole (n, channels) target grid of a small material: one contiguous read, LRU-cached."""
+        if not hasattr(self, "_grid_cache"):
+            self._grid_cache: OrderedDict = OrderedDict()
+            self._grid_cache_bytes = 0
+        grid = self._grid_cache.get(index)
+        if grid is None:
+            grid = self._channels(index, None)
+            self._grid_cache[index] = grid
+            self._grid_cache_bytes += grid.nbytes
+            while self._grid_cache_bytes > self.cache_bytes and len(self._grid_cache) > 1:
+                _, old = self._grid_cache.popitem(last=False)
+                self._grid_cache_bytes -= old.nbytes
+        else:
+            self._grid_cache.move_to_end(index)
+        return grid
+
+    def _axes(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-axis position tables ``(n_a, 3)`` = ``arange(n_a)/n_a * cell[a]`` (cached): a grid point's
+        Cartesian position is the sum of three gathered rows."""
+        key = "_axes"
+        hit = self._static[index].get(key)
+        if hit is None:
+            cell = self._static[index]["_cell64"].numpy()
+            shape = self.rows[index][C.COL_GRID]
+            np_dtype = torch.empty(0, dtype=self.dtype).numpy().dtype
+            hit = tuple((np.arange(n)[:, None] / n * cell[a][None]).astype(np_dtype) for a, n in enumerate(shape))
+            self._static[index][key] = hit
+        return hit
+
+    def __getitem__(self, item) -> dict[str, torch.Tensor]:
+        epoch, index = self._key(item)
         row = self.rows[index]
-        pos, numbers, cell = self._structure(row)
-        points = self.sample_points(index)
-        shape = tuple(row[C.COL_GRID])
-        frac = np.stack(np.unravel_index(points, shape), axis=1) / np.asarray(shape, np.float64)
-        batch = structure_batch(pos, numbers, cell, self.r_cut, dtype=self.dtype)
-        batch[K.PROBE_POSITIONS] = torch.tensor(frac @ cell, dtype=self.dtype)
+        batch = self.static_batch(index)
+        ax, ay, az = self._axes(index)
+        points = self.sample_points(index, epoch)
+        _, ny, nz = row[C.COL_GRID]
+        ij, k = np.divmod(points, nz)
+        i, j = np.divmod(ij, ny)
+        batch[K.PROBE_POSITIONS] = torch.from_numpy(ax[i] + ay[j] + az[k])
         batch[K.PROBE_BATCH] = torch.zeros(len(points), dtype=torch.int64)
-        batch[K.TARGET_DENSITY] = torch.tensor(self.targets(index, points), dtype=self.dtype)
+        batch[K.TARGET_DENSITY] = torch.from_numpy(self.targets(index, points)).to(self.dtype)
         return batch
 
 
@@ -181,9 +266,9 @@ class DosWindows(_StoreBacked):
     def n_probes(self, index: int) -> int:
         return 0
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        pos, numbers, cell = self._structure(self.rows[index])
-        batch = structure_batch(pos, numbers, cell, self.r_cut, dtype=self.dtype)
+    def __getitem__(self, item) -> dict[str, torch.Tensor]:
+        _, index = self._key(item)
+        batch = self.static_batch(index)
         batch[K.TARGET_DOS] = torch.tensor(self.windows[index][None], dtype=self.dtype)
         return batch
 
@@ -192,7 +277,9 @@ class ProbeBudgetBatchSampler(Sampler[list[int]]):
     """Batches of ≤ ``batch_size`` structures and ≤ ``max_probes`` probes (a structure alone may exceed it).
 
     Shuffled per epoch from ``seed``; with ``world_size`` > 1 each rank takes every ``world_size``-th material
-    and all ranks yield the same number of batches (DistributedDataParallel needs that).
+    and all ranks yield the same number of batches (DistributedDataParallel needs that). Batches are lists of
+    ``(epoch, index)`` pairs (the datasets accept both those and plain indices). ``skip`` batches at the start
+    of the next epoch are left out (resuming in the middle of an epoch) and the count is then reset.
     """
 
     def __init__(self, sizes: Sequence[int], batch_size: int, max_probes: int | None = None, shuffle: bool = True,
@@ -206,6 +293,9 @@ class ProbeBudgetBatchSampler(Sampler[list[int]]):
         self.seed = seed
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
+        self.skip = 0
+        if max_probes is not None and max_probes < 1:
+            raise ValueError("max_probes must be >= 1")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -228,7 +318,8 @@ class ProbeBudgetBatchSampler(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         mine = self._batches(self.rank)
         n = min(len(self._batches(r)) for r in range(self.world_size)) if self.world_size > 1 else len(mine)
-        return iter(mine[:n])
+        skip, self.skip = self.skip, 0
+        return iter([[(self.epoch, i) for i in b] for b in mine[skip:n]])
 
     def __len__(self) -> int:
         return min(len(self._batches(r)) for r in range(self.world_size))
@@ -240,15 +331,20 @@ def _collate_list(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tenso
 
 def make_loader(dataset: _StoreBacked, batch_size: int, max_probes: int | None = None, workers: int = 0,
                 shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1,
-                start_method: str = "forkserver") -> DataLoader:
-    """DataLoader over ``dataset`` with a :class:`ProbeBudgetBatchSampler`; ``spawn``/``forkserver`` workers."""
+                start_method: str = "forkserver", pin_memory: bool = False,
+                prefetch_factor: int | None = None) -> DataLoader:
+    """DataLoader over ``dataset`` with a :class:`ProbeBudgetBatchSampler`; ``spawn``/``forkserver`` workers.
+
+    Collation happens in the workers; probe–atom edges are not built here (see :func:`attach_probe_edges`).
+    """
     if start_method not in ("spawn", "forkserver"):
         raise ValueError("zarr v3 and fork can deadlock: use start_method 'spawn' or 'forkserver'")
     sampler = ProbeBudgetBatchSampler([dataset.n_probes(i) for i in range(len(dataset))], batch_size,
                                       max_probes, shuffle, seed, rank, world_size)
     ctx = multiprocessing.get_context(start_method) if workers > 0 else None
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=_collate_list, num_workers=workers,
-                      multiprocessing_context=ctx, persistent_workers=workers > 0)
+                      multiprocessing_context=ctx, persistent_workers=workers > 0, pin_memory=pin_memory,
+                      prefetch_factor=prefetch_factor if workers > 0 else None)
 
 
 def attach_probe_edges(batch: dict[str, torch.Tensor], probe_r_cut: float,

@@ -79,7 +79,8 @@ class DensityHead(nn.Module):
         g = atom_features[i]
         for layer in self.layers:
             g = layer(g, sh, radial)
-        dt, dev = g.dtype, g.device
+        dt, dev = w_geo.dtype, g.device  # under autocast g may be bf16: weights and sums stay in w_geo's dtype
+        g = g.to(dt)
         context = torch.zeros(n_probes, g.shape[1], dtype=dt, device=dev).index_add(0, k, g * w_geo[:, None])
         logit = self.logit_mlp(torch.cat([g, context[k]], dim=-1)).squeeze(-1)
         intensity = self.intensity_mlp(g)

@@ -27,7 +27,7 @@ from . import keys as K
 from .graph import structure_batch
 from .neighbors import grid_positions, grid_probe_edges
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "default" / "model.pt"
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "default" / "density.pt"
 REFERENCE_KEY = "saed_reference"  # checkpoint entry: the SAED reference table as JSON text
 REFERENCE_FILE = "saed_reference.json"  # as pipelines.delta writes it into a store
 GENERIC_NAMES = {"POSCAR", "CONTCAR", "CHGCAR", "AECCAR0", "AECCAR2", "vasprun", "structure", "model"}
@@ -42,7 +42,7 @@ class PredictError(ValueError):
 
 
 def default_checkpoint() -> Path:
-    """The model shipped inside the package (``chgdata/models/default/model.pt``), or PredictError."""
+    """The model shipped inside the package (``chgdata/models/default/density.pt``), or PredictError."""
     if not DEFAULT_CHECKPOINT.is_file():
         raise PredictError(f"no default model is shipped with this chgdata yet (looked for {DEFAULT_CHECKPOINT}); "
                            "pass --checkpoint path/to/model.pt from a `chgdata train` run")

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from chgdata import contract as C
 
 from . import keys as K
 from .config import ChargeDensityConfig, DosConfig, EncoderConfig, count_parameters
-from .data import DensityProbes, DosWindows, attach_probe_edges, make_loader, make_splits
+from .data import DensityProbes, DosWindows, atomic_number, attach_probe_edges, make_loader, make_splits
 from .density import ChargeDensityModel, density_in_chunks
 from .dos import DosModel
 
@@ -65,6 +66,10 @@ class TrainConfig:
     val_every: int = 1  # epochs
     val_max_materials: int | None = None
     dos_variant: str = "normalised"
+    ckpt_every: int | None = None  # also checkpoint every N steps (always at the end of each epoch)
+    start_method: str = "forkserver"  # DataLoader workers: spawn | forkserver (never fork: zarr v3)
+    tensorboard: bool = True  # when the tensorboard package is installed
+    init_output_scale: bool = True  # rescale the density head's last layer to the targets' magnitude at start
     model: dict[str, Any] = field(default_factory=dict)  # ChargeDensityConfig / DosConfig overrides
 
     def __post_init__(self):
@@ -162,15 +167,14 @@ def validate_density(model: ChargeDensityModel, store: str, material_ids, target
                      chunk_size: int | None = None) -> dict[str, float]:
     """Full-grid NMAE (%) of the total density per material and its mean; also for the SAED baseline."""
     ds = chgdata.open_dataset(store)
-    from pymatgen.core.periodic_table import Element
-
+    model.eval()
     per, base = {}, {}
     for mid in material_ids:
         row = ds.row(mid)
         grid = ds.density(mid)
         cell = grid.lattice
         pos = np.asarray(row[C.COL_FRAC], np.float64).reshape(-1, 3) @ cell
-        z = [Element(s).Z for s in row[C.COL_SPECIES]]
+        z = [atomic_number(s) for s in row[C.COL_SPECIES]]
         pred = density_in_chunks(model, pos, z, cell, grid_shape=grid.rho.shape, chunk_size=chunk_size,
                                  device=device).double().numpy()
         pred_total = pred.sum(-1)  # (↑ + ↓) or the single channel
@@ -226,20 +230,50 @@ def load_checkpoint(path: str | os.PathLike, device="cpu", use_ema: bool = True)
     return model, ckpt
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train; returns the final metrics. Writes config, splits, metrics.csv and checkpoints to ``cfg.out``."""
+def _usable_ids(ds, target: str) -> list[str]:
+    if target == "dos":
+        have = ds.table(C.DOS_INDEX)
+        return sorted(set(have.column(C.COL_ID).to_pylist())) if have is not None else []
+    ids = sorted(r[C.COL_ID] for r in ds.index.select([C.COL_ID, C.COL_RHO_OFFSET]).to_pylist()
+                 if (r[C.COL_RHO_OFFSET] if r[C.COL_RHO_OFFSET] is not None else -1) >= 0)
+    if target == "delta":
+        have = ds.table(C.DELTA_INDEX)
+        done = set() if have is None else set(have.column(C.COL_ID).to_pylist())
+        if not done:
+            raise ValueError(f"{ds.url}: no Δρ in the store: run chgdata build-delta first (or --target total)")
+        ids = [m for m in ids if m in done]
+    return ids
+
+
+def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for pe, pm in zip(ema.parameters(), model.parameters()):
+            pe.lerp_(pm, 1 - decay)
+        for be, bm in zip(ema.buffers(), model.buffers()):
+            be.copy_(bm)
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
+          stop_after: int | None = None) -> dict[str, Any]:
+    """Train; returns the final metrics. Writes config, splits, metrics.csv and checkpoints to ``cfg.out``.
+
+    ``resume`` continues from ``out/last.pt`` (same step, epoch and batch within the epoch; model, optimiser,
+    scheduler, EMA and RNG states), so an interrupted run ends where an uninterrupted one would.
+    ``stop_after`` ends the process after that many optimiser steps *without* changing the schedule (it
+    writes a checkpoint first): the run is then continued with ``resume``; time-boxed jobs and tests use it.
+    """
     dist = _Dist(cfg.device)
-    device = torch.device(f"cuda:{dist.local_rank}" if cfg.device == "cuda" and dist.world > 1 else cfg.device)
-    torch.manual_seed(cfg.seed + dist.rank)
+    if cfg.device == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda: no CUDA device is visible")
+        device = torch.device(f"cuda:{dist.local_rank}")
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device(cfg.device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     ds = chgdata.open_dataset(cfg.store)
-    rows = ds.index.to_pylist()
-    if cfg.target == "dos":
-        have = ds.table(C.DOS_INDEX)
-        ids = sorted(set(have.column(C.COL_ID).to_pylist())) if have is not None else []
-    else:
-        ids = sorted(r[C.COL_ID] for r in rows if r.get(C.COL_RHO_OFFSET, -1) >= 0)
+    ids = _usable_ids(ds, cfg.target)
     if len(ids) < 2:
         raise ValueError(f"{cfg.store}: {len(ids)} materials usable for target {cfg.target!r}; need at least 2")
     split_path = out / "splits.json"
@@ -249,68 +283,112 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
         splits = make_splits(ids, cfg.split, cfg.split_seed)
         if not splits["val"]:
             splits["val"], splits["train"] = splits["train"][-1:], splits["train"][:-1]
-    n_spin = 2 if any(r[C.COL_SPIN] for r in rows if r[C.COL_ID] in set(ids)) else 1
+    id_set = set(ids)
+    spin = {r[C.COL_ID]: bool(r[C.COL_SPIN]) for r in ds.index.select([C.COL_ID, C.COL_SPIN]).to_pylist()}
+    n_spin = 2 if any(spin.get(m) for m in id_set) else 1
     model_cfg = _model_config(cfg, n_spin)
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts them)
     model = build_model(model_cfg).to(device)
+    r_cut = model_cfg.encoder.r_cut
+    dtype = next(model.parameters()).dtype  # the data follow the model (float32 unless the default changed)
     if cfg.target == "dos":
-        train_set = DosWindows(cfg.store, splits["train"], cfg.dos_variant, model_cfg.encoder.r_cut, cfg.seed)
-        val_set = DosWindows(cfg.store, splits["val"], cfg.dos_variant, model_cfg.encoder.r_cut, cfg.seed)
+        train_set = DosWindows(cfg.store, splits["train"], cfg.dos_variant, r_cut, cfg.seed, dtype)
+        val_set = DosWindows(cfg.store, splits["val"], cfg.dos_variant, r_cut, cfg.seed, dtype)
         val_loader = make_loader(val_set, cfg.batch_size, shuffle=False)
     else:
-        train_set = DensityProbes(cfg.store, splits["train"], cfg.target, cfg.probes, model_cfg.encoder.r_cut,
-                                  n_spin, cfg.seed)
+        train_set = DensityProbes(cfg.store, splits["train"], cfg.target, cfg.probes, r_cut, n_spin, cfg.seed,
+                                  dtype)
     loader = make_loader(train_set, cfg.batch_size, cfg.max_probes_per_batch, cfg.workers, True, cfg.seed,
-                         dist.rank, dist.world)
-    steps_per_epoch = max(1, len(loader.batch_sampler))
+                         dist.rank, dist.world, start_method=cfg.start_method, pin_memory=device.type == "cuda")
+    sampler = loader.batch_sampler
+    steps_per_epoch = max(1, len(sampler))
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
+    epochs = cfg.epochs if not cfg.max_steps else max(cfg.epochs, math.ceil(cfg.max_steps / steps_per_epoch))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(min(cfg.warmup_steps, total_steps // 4 + 1),
                                                               total_steps))
-    ema = copy.deepcopy(model).eval() if cfg.ema_decay else None
-    start_epoch, step = 0, 0
     last = out / "last.pt"
+    if cfg.init_output_scale and cfg.target != "dos" and not (resume and last.exists()):
+        meta_scale = _init_output_scale(model, train_set, cfg, model_cfg, device, dist)
+    else:
+        meta_scale = None
+    ema = copy.deepcopy(model).eval() if cfg.ema_decay else None
+    epoch, step, in_epoch = 0, 0, 0
     if resume and last.exists():
         ckpt = torch.load(last, map_location=device, weights_only=False)
+        if ckpt["model_config"] != model_cfg.to_dict():
+            raise ValueError(f"{last}: the checkpoint's model config differs from this run's; use another --out")
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         if ema is not None and ckpt.get("ema") is not None:
             ema.load_state_dict(ckpt["ema"])
-        start_epoch, step = ckpt["epoch"] + 1, ckpt["step"]
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        epoch, step, in_epoch = ckpt["epoch"], ckpt["step"], ckpt["batches_in_epoch"]
+        if in_epoch >= steps_per_epoch:
+            epoch, in_epoch = epoch + 1, 0
     net = model
     if dist.world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     use_amp = cfg.amp and device.type == "cuda"
+    amp_checked = False
     meta = {"config": dataclasses.asdict(cfg), "model_config": model_cfg.to_dict(),
-            "code_version": chgdata.__version__, "data_version": data_version(cfg.store),
-            "n_parameters": count_parameters(model), "torch": torch.__version__}
+            "code_version": code_version(), "data_version": data_version(cfg.store),
+            "n_parameters": count_parameters(model), "torch": torch.__version__, "world_size": dist.world,
+            "amp_used": use_amp, "init_output_scale": meta_scale}
+    meta["saed_reference_id"] = meta["data_version"]["saed_reference_id"]
     if dist.main:
         (out / "config.json").write_text(json.dumps(meta, indent=2, default=str))
         split_path.write_text(json.dumps(splits, indent=1))
     metrics_path = out / "metrics.csv"
-    writer = _tensorboard(out) if dist.main else None
-    final: dict[str, Any] = {}
-    from rich.progress import Progress
+    writer = _tensorboard(out) if dist.main and cfg.tensorboard else None
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
 
-    with Progress(disable=not (progress and dist.main), transient=True) as bar:
+    def checkpoint(row: dict[str, Any]) -> None:
+        if dist.main:
+            state = {"format": CHECKPOINT_FORMAT, **meta, "model": model.state_dict(),
+                     "ema": None if ema is None else ema.state_dict(), "optimizer": opt.state_dict(),
+                     "scheduler": sched.state_dict(), "epoch": epoch, "step": step,
+                     "batches_in_epoch": in_epoch, "metrics": row, "splits": splits,
+                     "rng": {"torch": torch.get_rng_state()}}
+            _save(last, state)
+        dist.barrier()
+
+    final: dict[str, Any] = {}
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    t_run = time.perf_counter()
+    stopped = False
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, disable=not (progress and dist.main), transient=True) as bar:
         task = bar.add_task("train", total=total_steps, completed=step)
-        for epoch in range(start_epoch, cfg.epochs):
-            if step >= total_steps:
-                break
+        while epoch < epochs and step < total_steps and not stopped:
             train_set.set_epoch(epoch)
-            loader.batch_sampler.set_epoch(epoch)
+            sampler.set_epoch(epoch)
+            sampler.skip = in_epoch
             net.train()
-            t0, probes, losses = time.perf_counter(), 0, []
+            t0, probes, losses, t_compute = time.perf_counter(), 0, [], 0.0
             for batch in loader:
+                tc = time.perf_counter()
                 batch = _batch_to(batch, device)
-                with torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext():
-                    if cfg.target == "dos":
-                        pred, target = net(batch), batch[K.TARGET_DOS]
-                    else:
-                        attach_probe_edges(batch, model_cfg.probe_r_cut)
-                        pred, target = net(batch), batch[K.TARGET_DENSITY]
-                        probes += target.shape[0]
-                    loss = _loss(pred.float(), target.float(), cfg.loss)
+                if cfg.target != "dos":
+                    attach_probe_edges(batch, model_cfg.probe_r_cut)
+                target = batch[K.TARGET_DOS if cfg.target == "dos" else K.TARGET_DENSITY]
+                try:
+                    with torch.autocast(device.type, dtype=torch.bfloat16) if use_amp else contextlib.nullcontext():
+                        loss = _loss(net(batch).float(), target.float(), cfg.loss)
+                except RuntimeError as exc:  # a layer that does not support bf16 autocast: go on in fp32
+                    if not use_amp or amp_checked:
+                        raise
+                    use_amp = False
+                    meta["amp_used"] = False
+                    warnings.warn(f"bf16 autocast failed ({str(exc).splitlines()[0]}); training in fp32",
+                                  stacklevel=1)
+                    loss = _loss(net(batch).float(), target.float(), cfg.loss)
+                amp_checked = True
+                if cfg.target != "dos":
+                    probes += target.shape[0]
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip:
@@ -318,45 +396,101 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
                 opt.step()
                 sched.step()
                 if ema is not None:
-                    with torch.no_grad():
-                        for pe, pm in zip(ema.parameters(), model.parameters()):
-                            pe.lerp_(pm, 1 - cfg.ema_decay)
-                losses.append(float(loss))
+                    _ema_update(ema, model, cfg.ema_decay)
+                losses.append(float(loss.detach()))
+                t_compute += time.perf_counter() - tc
                 step += 1
+                in_epoch += 1
                 bar.update(task, advance=1, description=f"epoch {epoch} loss {losses[-1]:.4g}")
-                if step >= total_steps:
+                if step >= total_steps or (stop_after is not None and step >= stop_after):
+                    stopped = step < total_steps
                     break
+                if cfg.ckpt_every and step % cfg.ckpt_every == 0:
+                    checkpoint({"step": step})
             wall = time.perf_counter() - t0
-            row = {"epoch": epoch, "step": step, "train_loss": dist.mean(float(np.mean(losses)), device),
+            row = {"epoch": epoch, "step": step,
+                   "train_loss": dist.mean(float(np.mean(losses)) if losses else float("nan"), device),
                    "lr": sched.get_last_lr()[0], "probes_per_s": dist.mean(probes / wall, device) * dist.world,
-                   "epoch_s": wall}
-            last_epoch = epoch == cfg.epochs - 1 or step >= total_steps
-            if dist.main and ((epoch + 1) % cfg.val_every == 0 or last_epoch):
-                eval_model = ema if ema is not None else model
-                if cfg.target == "dos":
-                    row.update(validate_dos(eval_model, val_loader, device))
-                else:
-                    vids = splits["val"][: cfg.val_max_materials] if cfg.val_max_materials else splits["val"]
-                    res = validate_density(eval_model, cfg.store, vids, cfg.target, device)
-                    res.pop("per_material")
-                    row.update(res)
+                   "epoch_s": wall, "wall_s": time.perf_counter() - t_run}
+            if device.type == "cuda":
+                row["peak_gpu_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+            end_of_run = step >= total_steps
+            if dist.main and not stopped and ((epoch + 1) % cfg.val_every == 0 or end_of_run):
+                row.update(_validate(cfg, ema if ema is not None else model, splits, device,
+                                     val_loader if cfg.target == "dos" else None))
             if dist.main:
                 _append_csv(metrics_path, row)
                 if writer is not None:
                     for k, v in row.items():
                         writer.add_scalar(k, v, step)
-                state = {"format": CHECKPOINT_FORMAT, **meta, "model": model.state_dict(),
-                         "ema": None if ema is None else ema.state_dict(), "optimizer": opt.state_dict(),
-                         "scheduler": sched.state_dict(), "epoch": epoch, "step": step, "metrics": row,
-                         "splits": splits}
-                _save(last, state)
+            checkpoint(row)
             final = row
-            dist.barrier()
-    if dist.main:
+            if in_epoch >= steps_per_epoch:
+                epoch, in_epoch = epoch + 1, 0
+    if dist.main and not stopped:
         _export_small(last, out / "model.pt")
+    if writer is not None:
+        writer.close()
+    if dist.world > 1:  # one line per rank: which ranks finished, at which step
+        (out / "ranks").mkdir(exist_ok=True)
+        (out / "ranks" / f"rank{dist.rank}.json").write_text(json.dumps(
+            {"rank": dist.rank, "world_size": dist.world, "step": step, "stopped_early": stopped}))
+    dist.barrier()
     if dist.world > 1:
         torch.distributed.destroy_process_group()
     return final
+
+
+@torch.no_grad()
+def _init_output_scale(model, train_set, cfg, model_cfg, device, dist) -> float:
+    """Data-dependent init: scale the intensity MLP's last layer so the initial predictions have the mean
+    magnitude of the targets (the head is linear in that layer's weights; a tenth of it for Δρ, so training
+    starts near the SAED baseline). Uses a fixed draw (not a training
+    batch), the same factor on every rank; returns the factor."""
+    from .graph import collate
+
+    n = min(len(train_set), max(cfg.batch_size, 4))
+    batch = _batch_to(collate([train_set[(10**6, i)] for i in range(n)]), device)
+    attach_probe_edges(batch, model_cfg.probe_r_cut)
+    model.eval()
+    pred = model(batch).double()
+    target = batch[K.TARGET_DENSITY].double()
+    factor = float(target.abs().mean() / pred.abs().mean().clamp(min=1e-12))
+    if cfg.target == "delta":  # start near Δ̂ = 0, i.e. at the SAED baseline, and learn the residual
+        factor *= 0.1
+    factor = dist.mean(min(max(factor, 1e-4), 1e4), device)
+    last_weight = list(model.head.intensity_mlp.parameters())[-1]
+    last_weight.mul_(factor)
+    model.train()
+    return factor
+
+
+def _validate(cfg: TrainConfig, model: nn.Module, splits, device, val_loader) -> dict[str, float]:
+    model.eval()
+    if cfg.target == "dos":
+        return validate_dos(model, val_loader, device)
+    vids = splits["val"][: cfg.val_max_materials] if cfg.val_max_materials else splits["val"]
+    res = validate_density(model, cfg.store, vids, cfg.target, device)
+    res.pop("per_material")
+    return res
+
+
+def code_version() -> str:
+    """Package version plus the git commit (and ``+dirty``) when running from a checkout."""
+    import subprocess
+
+    version = chgdata.__version__
+    try:
+        root = Path(__file__).resolve().parents[1]
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=5).stdout.strip()
+        if sha:
+            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=5).stdout.strip()
+            version += f"+g{sha}" + (".dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return version
 
 
 def _export_small(last: Path, path: Path) -> None:

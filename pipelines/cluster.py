@@ -33,12 +33,20 @@ def dask_client(workers: int = 2, scheduler: str | None = None, processes: bool 
 def run_tasks(client: Client, fn: Callable[..., dict], calls: Sequence[tuple[Any, ...]], label: str,
               weight: Callable[[tuple[Any, ...]], int] = lambda call: 1, show: bool = True) -> Iterable[dict]:
     """Submit ``fn(*call)`` for every call; yield results as they finish, with a progress bar on stderr."""
-    futures = {client.submit(fn, *call, pure=False): call for call in calls}
-    total = sum(weight(c) for c in calls)
+    futures = {client.submit(fn, *call, pure=False): i for i, call in enumerate(calls)}
+    for res in run_futures(futures, label, lambda i: weight(calls[i]), show):
+        yield from res.values()
+
+
+def run_futures(futures: dict, label: str, weight: Callable[[Any], int] = lambda key: 1,
+                show: bool = True) -> Iterable[dict]:
+    """Yield ``{key: result}`` for each future of ``{future: key}`` as it finishes, with a progress bar."""
+    total = sum(weight(k) for k in futures.values())
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, disable=not show, transient=False) as progress:
         bar = progress.add_task(label, total=total)
         for future in as_completed(futures):
+            key = futures[future]
             result = future.result()
-            progress.advance(bar, weight(futures[future]))
-            yield result
+            progress.advance(bar, weight(key))
+            yield {key: result}

@@ -200,8 +200,10 @@ def ingest_partition(url: str, partition: str, items: Sequence[Item], mp: MPSour
             done.append(item.material_id)
             if flag:
                 flagged[item.material_id] = flag
-        except (SourceError, ValueError, OSError, EOFError, KeyError) as exc:
-            reason = " ".join(str(exc).split()) or type(exc).__name__
+        except Exception as exc:  # noqa: BLE001 - one bad material must not stop the run: record it, go on
+            text = " ".join(str(exc).split())
+            known = isinstance(exc, SourceError | ValueError | OSError | EOFError | KeyError)
+            reason = text if known and text else f"{type(exc).__name__}: {text}"
             if mp is not None:
                 reason = mp.api_key.scrub(reason)
             commit.add_failure(item.material_id, "ingest", reason)

@@ -69,6 +69,9 @@ def discover(root: str | os.PathLike) -> tuple[list[LocalCalc], list[tuple[str, 
     wanted = set(CHGCAR_NAMES) | set(DOS_NAMES) | {n for v in AECCAR_NAMES.values() for n in v}
     for folder, _dirs, names in sorted(os.walk(root)):
         if not wanted.intersection(names):
+            if set(POSCAR_NAMES).intersection(names):  # a structure alone is no calculation: say so
+                bad.append((Path(folder).name, f"{folder}: structure file only: no CHGCAR, AECCAR0/2 or DOS file "
+                                               "(vasprun.xml, dos.json, complete_dos.json)"))
             continue
         folder = Path(folder)
         mid = folder.name
@@ -108,6 +111,23 @@ def _first_non_numeric(path: str, header) -> tuple[int, str] | None:
     return None
 
 
+def _gzip_error(path: str) -> str | None:
+    """Why a gzip file does not decompress cleanly (CRC, truncation, bad deflate data), or None."""
+    import gzip
+    import zlib
+
+    with open(path, "rb") as fh:
+        if fh.read(2) != b"\x1f\x8b":
+            return None
+    try:
+        with gzip.open(path, "rb") as fh:
+            while fh.read(1 << 24):
+                pass
+    except (OSError, EOFError, zlib.error) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
 def _read_volumetric(path: str, expect_natoms: int | None = None):
     """Parse a CHGCAR-format file with pymatgen after checking its header (clear one-line errors)."""
     from pymatgen.io.vasp.outputs import Chgcar
@@ -116,6 +136,8 @@ def _read_volumetric(path: str, expect_natoms: int | None = None):
     try:
         chg = Chgcar.from_file(path)
     except Exception as exc:  # pymatgen raises many kinds on bad text; name file and cause in one line
+        if (broken := _gzip_error(path)) is not None:
+            raise GridError(f"{path}: corrupt gzip stream ({broken})") from None
         count = re.search(r"Expected (\d+) values, got (\d+)", str(exc))
         bad = _first_non_numeric(path, header)
         if bad:
@@ -171,7 +193,10 @@ def load(calc: LocalCalc) -> MaterialRecord:
         ae = a0.data["total"] + a2.data["total"]
         structure = structure if structure is not None else a2.structure
     if structure is None and calc.dos:
-        structure = _dos_structure(calc.dos)
+        try:
+            structure = _dos_structure(calc.dos)
+        except Exception as exc:  # noqa: BLE001 - bad JSON/XML/gzip: one line naming the file
+            raise SourceError(f"{calc.dos}: unreadable DOS file ({type(exc).__name__}: {str(exc)[:200]})") from None
     dos = read_dos(calc.dos, natoms=None if structure is None else len(structure)) if calc.dos else None
     if structure is None and calc.poscar:
         from pymatgen.core import Structure

@@ -1,0 +1,52 @@
+"""``chgdata train``: train the charge-density (Δρ or total) or DOS model on a store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from chgdata.cli.common import QUIET, cli_errors, console, out
+
+
+def train(
+    store: str = typer.Option(None, "--store", "-s", help="Dataset directory or fsspec URL (built with "
+                              "build-delta for --target delta, build-dos for dos)."),
+    target: str = typer.Option(None, "--target", "-t", help="delta (ρ − ρ_SAED, default), total or dos."),
+    device: str = typer.Option(None, "--device", help="cpu or cuda (under torchrun: one GPU per process)."),
+    epochs: int = typer.Option(None, "--epochs", min=1, help="Passes over the training materials."),
+    max_steps: int = typer.Option(None, "--max-steps", min=1, help="Stop after this many optimiser steps."),
+    probes: int = typer.Option(None, "--probes", min=1, help="Random grid points per structure per step."),
+    max_probes_per_batch: int = typer.Option(None, "--max-probes-per-batch", min=1,
+                                             help="Cap on the probes of one batch (fewer structures then)."),
+    batch_size: int = typer.Option(None, "--batch-size", "-b", min=1, help="Structures per batch."),
+    lr: float = typer.Option(None, "--lr", help="Peak learning rate (AdamW, warm-up then cosine)."),
+    loss: str = typer.Option(None, "--loss", help="l1 or mse (default l1 for densities, mse for DOS)."),
+    ema: float = typer.Option(None, "--ema", help="EMA decay of the weights, e.g. 0.999 (default: off)."),
+    workers: int = typer.Option(None, "--workers", "-w", min=0, help="DataLoader worker processes (spawn)."),
+    seed: int = typer.Option(None, "--seed", help="Seed of weights, probe draws and batch order."),
+    run_dir: Path = typer.Option(None, "--out", "-o", help="Run directory (config, splits, metrics, checkpoints)."),
+    config: Path = typer.Option(None, "--config", "-c", exists=True, dir_okay=False,
+                                help="YAML or TOML file of TrainConfig fields; flags given here override it."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from RUN_DIR/last.pt."),
+    quiet: bool = QUIET,
+) -> None:
+    """Train a model on a store; writes RUN_DIR/{config.json,splits.json,metrics.csv,last.pt,model.pt}."""
+    from chgdata.models.train import TrainConfig
+    from chgdata.models.train import train as run_train
+
+    flags = {"store": store, "target": target, "device": device,
+             "epochs": epochs, "max_steps": max_steps, "probes": probes,
+             "max_probes_per_batch": max_probes_per_batch, "batch_size": batch_size, "lr": lr, "loss": loss,
+             "ema_decay": ema, "workers": workers, "seed": seed, "out": str(run_dir) if run_dir else None}
+    flags = {k: v for k, v in flags.items() if v is not None}
+    with cli_errors():
+        try:
+            cfg = TrainConfig.from_file(config, **flags) if config else TrainConfig(**flags)
+        except TypeError as exc:
+            raise ValueError(f"bad training options: {exc}") from None
+        final = run_train(cfg, resume=resume, progress=not quiet)
+    if final:
+        shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in final.items())
+        out.print(f"trained {cfg.target} → {cfg.out}: {shown}")
+    else:
+        console.print(f"nothing to do: {cfg.out} is already trained to step/epoch limits")
