@@ -110,7 +110,7 @@ class GatedTensorProductBlock(nn.Module):
         else:
             receiver, sender = edge_index
             edge_msg = self.tp(x[sender], sh, weight)
-            message = torch.zeros(x.shape[0], edge_msg.shape[1], dtype=x.dtype, device=x.device)
+            message = torch.zeros(x.shape[0], edge_msg.shape[1], dtype=edge_msg.dtype, device=x.device)
             message = message.index_add(0, receiver, edge_msg) / math.sqrt(self.avg_num_neighbors)
         out = self.gate(self.linear(message) + self.self_interaction(x))
         return out + x if self.residual else out

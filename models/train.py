@@ -11,7 +11,6 @@ full grid of the total density (for a Δ model ρ̂ = ρ_SAED + Δρ̂, so the e
 from __future__ import annotations
 
 import contextlib
-import copy
 import csv
 import dataclasses
 import json
@@ -249,8 +248,7 @@ def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     with torch.no_grad():
         for pe, pm in zip(ema.parameters(), model.parameters()):
             pe.lerp_(pm, 1 - decay)
-        for be, bm in zip(ema.buffers(), model.buffers()):
-            be.copy_(bm)
+        # buffers are constants here (e3nn's Clebsch–Gordan tables, codegen caches): nothing to average
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
@@ -312,7 +310,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         meta_scale = _init_output_scale(model, train_set, cfg, model_cfg, device, dist)
     else:
         meta_scale = None
-    ema = copy.deepcopy(model).eval() if cfg.ema_decay else None
+    ema = None
+    if cfg.ema_decay:  # built like the model (not deep-copied) so e3nn's generated buffers keep the same names
+        ema = build_model(model_cfg).to(device)
+        ema.load_state_dict(model.state_dict())
+        ema.eval()
     epoch, step, in_epoch = 0, 0, 0
     if resume and last.exists():
         ckpt = torch.load(last, map_location=device, weights_only=False)
@@ -429,6 +431,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
                 epoch, in_epoch = epoch + 1, 0
     if dist.main and not stopped:
         _export_small(last, out / "model.pt")
+        if cfg.target == "delta":  # a Δ model predicts ρ = SAED + Δρ̂: ship the reference table inside it
+            from .predict import attach_reference
+
+            attach_reference(out / "model.pt", cfg.store)
     if writer is not None:
         writer.close()
     if dist.world > 1:  # one line per rank: which ranks finished, at which step

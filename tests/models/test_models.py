@@ -22,7 +22,7 @@ from chgdata.models import (
     keys,
     structure_batch,
 )
-from conftest import CO_FCC, FECO, MIXED, SI, load_structure, small_density_config, small_dos_config, small_encoder
+from tests.models.conftest import CO_FCC, FECO, MIXED, SI, load_structure, small_density_config, small_dos_config, small_encoder
 from e3nn import o3
 
 pytestmark = pytest.mark.usefixtures("float64_models")

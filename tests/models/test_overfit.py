@@ -16,7 +16,7 @@ from chgdata.models import (
     grid_positions,
     structure_batch,
 )
-from conftest import FECO, GPAW, C, load_chgcar, small_encoder
+from tests.models.conftest import FECO, GPAW, C, load_chgcar, small_encoder
 
 
 def test_density_head_overfits_one_grid(float32_models, rng):
