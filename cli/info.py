@@ -56,10 +56,15 @@ def info(store: str = STORE, failures: int = typer.Option(20, help="How many fai
         out.print(h)
     fails = ds.failures
     if fails is not None and fails.num_rows:
-        have = set(ds.material_ids)
+        def ids(table):
+            t = ds.table(table)
+            return set() if t is None else set(t.column(C.COL_ID).to_pylist())
+
+        # a failure is resolved once a later run committed the material in that stage's table
+        done = {"ingest": set(ds.material_ids), "build-delta": ids(C.DELTA_INDEX), "build-dos": ids(C.DOS_INDEX)}
         latest = {}
         for r in fails.to_pylist():
-            if r["material_id"] not in have:
+            if r["material_id"] not in done.get(r["stage"], set()):
                 latest[(r["material_id"], r["stage"])] = r
         f = Table(title=f"failures ({len(latest)} unresolved)")
         for col in ("material_id", "stage", "reason"):

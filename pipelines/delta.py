@@ -46,6 +46,7 @@ from chgdata.store import (
     locked,
     read_table,
     register_table_schema,
+    remove_orphans,
     sha256_array,
     update_card,
     utcnow,
@@ -221,6 +222,7 @@ def run_build_delta(store: str, *, reference: str | None = None, workers: int = 
     report = DeltaReport()
     with locked(store, owner="chgdata build-delta") as loc, contextlib.ExitStack() as stack:
         ds = chgdata.open_dataset(store)
+        remove_orphans(loc)
         parts = _grid_rows(ds)
         if not parts:
             raise StoreError(f"{store}: no material with a valence density (run chgdata ingest first)")

@@ -43,6 +43,7 @@ from chgdata.store import (
     new_partition_name,
     read_table,
     register_table_schema,
+    remove_orphans,
     update_card,
     utcnow,
 )
@@ -207,21 +208,6 @@ def _fragment_partition(path: str) -> str:
     return os.path.basename(path)[: -len(".parquet")]
 
 
-def _dos_orphans(loc: Location) -> list[str]:
-    """build-dos partition arrays that no dos.parquet row references (debris of killed build-dos tasks)."""
-    refs: set[str] = set()
-    t = read_table(loc, DOS_TABLE)
-    if t is not None:
-        refs.update(t.column(C.COL_PARTITION).to_pylist())
-    out = []
-    for array in DOS_ARRAYS:
-        base = loc.path(C.ARRAYS_DIR, array)
-        if loc.fs.exists(base):
-            out += [f"{array}/{os.path.basename(p)}" for p in loc.fs.ls(base, detail=False)
-                    if loc.fs.isdir(p) and os.path.basename(p) not in refs]
-    return sorted(out)
-
-
 def _raw_sources(loc: Location) -> dict[str, str]:
     """material_id → the dos_raw fragment committed with its index row (fragment name = ingest partition).
 
@@ -286,9 +272,7 @@ def run_build_dos(store: str, *, sigma: float = 0.1, emin: float = -10.0, emax: 
                 raise StoreError(
                     f"{store} already holds DOS windows built with {have.describe()}; this run asks for "
                     f"{params.describe()}. Rerun with the stored parameters to resume, or build into a fresh store")
-        for name in _dos_orphans(loc):
-            loc.fs.rm(loc.path(C.ARRAYS_DIR, name), recursive=True)
-            report.orphans_removed.append(name)
+        report.orphans_removed = remove_orphans(loc)
         # done = a window smeared from the raw DOS of the material's current ingest partition (a re-ingested
         # material has a newer raw DOS, and its old window is stale)
         done = set() if table is None else {(r[C.COL_ID], r.get("source_partition")) for r in table.select(
