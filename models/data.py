@@ -36,7 +36,7 @@ from chgdata import contract as C
 
 from . import keys as K
 from .graph import collate, structure_batch
-from .neighbors import _images_near_box, reciprocal_lengths
+from .neighbors import images_near_box, reciprocal_lengths
 
 #: What each density target reads from the store.
 TARGET_ARRAYS = {"delta": C.DELTA, "total": C.RHO}
@@ -367,7 +367,7 @@ def attach_probe_edges(batch: dict[str, torch.Tensor], probe_r_cut: float,
         cell_np = cell.detach().cpu().double().numpy()
         inv = torch.linalg.inv(cell.double())
         frac = (pos[a_idx].double() @ inv).cpu().numpy()
-        atom, img_shift = _images_near_box(frac, np.zeros(3), np.ones(3), probe_r_cut * reciprocal_lengths(cell_np))
+        atom, img_shift = images_near_box(frac, np.zeros(3), np.ones(3), probe_r_cut * reciprocal_lengths(cell_np))
         atom_t = a_idx[torch.as_tensor(atom, device=dev)]
         img_shift_t = torch.as_tensor(img_shift, device=dev)
         images = pos[atom_t].double() + img_shift_t.double() @ cell.double()

@@ -53,7 +53,7 @@ def atom_edges(positions: np.ndarray, cell: np.ndarray, r_cut: float) -> tuple[n
     return edge_index, edge_cell_shift
 
 
-def _images_near_box(frac: np.ndarray, lo: np.ndarray, hi: np.ndarray, delta: np.ndarray):
+def images_near_box(frac: np.ndarray, lo: np.ndarray, hi: np.ndarray, delta: np.ndarray):
     """Integer shifts S for each atom such that ``frac + S`` lies in ``[lo - delta, hi + delta]`` per axis."""
     s_min = np.floor(lo - delta - frac.max(0)).astype(np.int64)
     s_max = np.ceil(hi + delta - frac.min(0)).astype(np.int64)
@@ -94,7 +94,7 @@ def probe_edges(
     t_probe = np.floor(probe_positions @ inv).astype(np.int64)
     wrapped = probe_positions - t_probe @ cell
     delta = r_cut * reciprocal_lengths(cell)
-    atom, shifts = _images_near_box(positions @ inv, np.zeros(3), np.ones(3), delta)
+    atom, shifts = images_near_box(positions @ inv, np.zeros(3), np.ones(3), delta)
     images = positions[atom] + shifts @ cell
     pairs = cKDTree(wrapped).sparse_distance_matrix(cKDTree(images), r_cut, output_type="ndarray")
     pairs = pairs[pairs["v"] < r_cut]
@@ -164,7 +164,7 @@ def grid_probe_edges(
     delta = r_cut * torch.linalg.norm(inv, dim=0)
     lo = torch.tensor([x0 / grid_shape[0], 0.0, 0.0], device=dev, dtype=dt)
     hi = torch.stack([(x1 - 1) / nf[0], (nf[1] - 1) / nf[1], (nf[2] - 1) / nf[2]])
-    atom_np, shifts_np = _images_near_box(
+    atom_np, shifts_np = images_near_box(
         (positions @ inv).detach().cpu().double().numpy(),
         lo.cpu().double().numpy(),
         hi.detach().cpu().double().numpy(),
