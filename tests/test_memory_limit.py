@@ -44,8 +44,15 @@ def test_material_over_worker_memory_is_refused_before_reading(tmp_path):
     npts = write_tiled_chgcar(GPAW / "gpaw-0001" / "CHGCAR.gz", calcs / "huge" / "CHGCAR", TILE)
     assert read_chgcar_header(calcs / "huge" / "CHGCAR").n_points == npts
     assert npts * PARSE_BYTES_PER_POINT > 300e6
-    with LocalCluster(n_workers=1, threads_per_worker=1, memory_limit="300MB", dashboard_address=None) as cluster, \
+    import dask
+
+    # the limit is what chgdata's guard reads; Dask's own pause/terminate policies are off so that the worker's
+    # baseline (imports alone are ~250 MB) cannot get it killed before the guard is exercised
+    no_policies = {f"distributed.worker.memory.{k}": False for k in ("target", "spill", "pause", "terminate")}
+    with dask.config.set(no_policies), \
+            LocalCluster(n_workers=1, threads_per_worker=1, memory_limit="300MB", dashboard_address=":0") as cluster, \
             Client(cluster) as client:
+        assert set(client.run(lambda: dask.config.get("distributed.worker.memory.terminate")).values()) == {False}
         report = run_ingest(str(tmp_path / "s"), from_dir=str(calcs), client=client, progress=False)
     assert report.committed == ["small"]
     why = report.failed["huge"]
