@@ -38,6 +38,7 @@ def text_mb(files) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
+    ap.add_argument("--out", default=None, help="also write the table to this markdown file")
     args = ap.parse_args()
     from chgdata.pipelines.ingest import run_ingest
 
@@ -58,28 +59,42 @@ def main() -> None:
     from chgdata.pipelines.cluster import dask_client
 
     def warm(_):  # what a long-running worker has already done: import the readers
-        import chgdata.dos  # noqa: F401
-        import chgdata.sources.vasp_dir  # noqa: F401
         from pymatgen.io.vasp import outputs  # noqa: F401
 
-    for workers in (1, 2):
-        with tempfile.TemporaryDirectory() as tmp:
-            t0 = time.perf_counter()
-            with dask_client(workers) as client:
-                client.run(warm, None)
-                t = time.perf_counter()
-                for root in roots:
-                    rep = run_ingest(f"{tmp}/{root.name}", from_dir=str(root), client=client, progress=False)
-                    assert not rep.failed, rep.failed
-                rows.append(("chgdata ingest (running cluster)", workers, time.perf_counter() - t))
-            rows.append(("chgdata ingest incl. cluster start-up", workers, time.perf_counter() - t0))
+        import chgdata.dos  # noqa: F401
+        import chgdata.sources.vasp_dir  # noqa: F401
+
+    with tempfile.TemporaryDirectory() as tmp:
+        # the same files as the parse-only baseline: each calculation folder with its volumetric files only
+        same = Path(tmp) / "volumetric"
+        for f in map(Path, files):
+            dest = same / f.parent.parent.name / f.parent.name
+            dest.mkdir(parents=True, exist_ok=True)
+            (dest / f.name).symlink_to(f)
+        for label, tree in (("chgdata ingest, same files", same), ("chgdata ingest, whole folders (+ DOS files)",
+                                                                    Path(args.data))):
+            for workers in (1, 2):
+                t0 = time.perf_counter()
+                with dask_client(workers) as client:
+                    client.run(warm, None)
+                    t = time.perf_counter()
+                    for root in ("gpaw", "vasp"):
+                        store = f"{tmp}/{label[-5:]}-{workers}-{root}"
+                        rep = run_ingest(store, from_dir=str(tree / root), client=client, progress=False)
+                        assert not rep.failed, rep.failed
+                    rows.append((f"{label} (running cluster)", workers, time.perf_counter() - t))
+                rows.append((f"{label}, cluster start-up included", workers, time.perf_counter() - t0))
     base = {w: s for name, w, s in rows if name.startswith("pymatgen")}
-    print(f"{len(files)} volumetric files, {mb:.1f} MB of CHGCAR text; {platform.processor() or platform.machine()}, "
-          f"{mp.cpu_count()} cores")
-    print(f"| what | workers | seconds | MB/s | ratio to parse-only (same workers) |")
-    print("|---|---|---|---|---|")
-    for name, w, s in rows:
-        print(f"| {name} | {w} | {s:.2f} | {mb / s:.1f} | {base[w] / s:.2f} |")
+    lines = [f"{len(files)} volumetric files (CHGCAR, AECCAR0/2), {mb:.1f} MB of text; "
+             f"{platform.processor() or platform.machine()}, {mp.cpu_count()} cores", "",
+             "| what | workers | seconds | MB/s of CHGCAR text | ratio to parse-only (same workers) |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {name} | {w} | {s:.2f} | {mb / s:.1f} | {base[w] / s:.2f} |" for name, w, s in rows]
+    print("\n".join(lines))
+    if args.out:
+        Path(args.out).write_text("# Ingest throughput (`bench/ingest.py`)\n\n"
+                                  f"Command: `python bench/ingest.py --out {args.out}`; {time.strftime('%Y-%m-%d')}."
+                                  "\n\n" + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
