@@ -2,8 +2,8 @@
 
 Commit protocol (DESIGN.md §3): a task writes its partition arrays first, then its raw-DOS and failures
 fragments, and its index fragment last, by an atomic rename. A material exists iff an index row names it, so a
-killed task leaves at most an orphaned partition that no index row points to; :meth:`StoreWriter.orphans` lists
-them and :meth:`StoreWriter.remove_orphans` deletes them under the store lock.
+killed task leaves at most an orphaned partition that no index row points to; :func:`orphans` lists
+them and :func:`remove_orphans` deletes them under the store lock.
 
 Paths are local directories or fsspec URLs (``s3://bucket/prefix``); credentials come from fsspec's own
 environment/config and are never stored.
@@ -357,14 +357,14 @@ class PartitionCommit:
         for table, rows in self.extra_tables.items():
             if rows:
                 self._write(table, rows)
-        if self.failures:
-            self._write(C.FAILURES, self.failures)
+        if self.failures:  # a log: its own fragment per commit, never replacing another stage's failures
+            self._write(C.FAILURES, self.failures, f"{self.partition}-{uuid.uuid4().hex[:8]}")
         if self.rows:  # the commit point
             self._write(self.index_table, self.rows)
 
-    def _write(self, table: str, rows: list[dict[str, Any]]) -> None:
+    def _write(self, table: str, rows: list[dict[str, Any]], name: str | None = None) -> None:
         data = _table_bytes(_rows_to_table(table, rows))
-        self.loc.write_bytes_atomic(self.loc.path(table, f"{self.partition}.parquet"), data)
+        self.loc.write_bytes_atomic(self.loc.path(table, f"{name or self.partition}.parquet"), data)
 
 
 def committed_ids(url: str | os.PathLike, table: str = C.INDEX) -> set[str]:
@@ -414,7 +414,8 @@ def remove_orphans(loc: Location) -> list[str]:
     for name in gone:
         loc.fs.rm(loc.path(C.ARRAYS_DIR, name), recursive=True)
     # raw-DOS fragments are named after their ingest partition; one without an index fragment is debris
-    index_parts = {os.path.basename(p)[: -len(".parquet")] for p in loc.list_fragments(C.INDEX)}
+    index = read_table(loc, C.INDEX)
+    index_parts = set() if index is None else set(index.column(C.COL_PARTITION).to_pylist())
     for path in loc.list_fragments(C.DOS_RAW):
         if os.path.basename(path)[: -len(".parquet")] not in index_parts:
             loc.fs.rm_file(path)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from chgdata.references import ReferenceTable
+from chgdata.store import Location
 
 from . import keys as K
 from .graph import structure_batch
@@ -65,9 +66,10 @@ def attach_reference(checkpoint_path: str | os.PathLike, table: ReferenceTable |
     when the checkpoint records one. Returns the checkpoint path.
     """
     path = Path(checkpoint_path)
-    if not isinstance(table, ReferenceTable):
-        p = Path(table)
-        table = ReferenceTable.load(p / REFERENCE_FILE if p.is_dir() else p)
+    if not isinstance(table, ReferenceTable):  # a JSON file, or a store (local or fsspec URL) holding one
+        loc = Location.parse(table)
+        path_in = loc.root if loc.fs.isfile(loc.root) else loc.path(REFERENCE_FILE)
+        table = ReferenceTable.from_json(loc.fs.cat_file(path_in).decode())
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     want = (ckpt.get("data_version") or {}).get("saed_reference_id")
     if want and want != table.id:

@@ -17,6 +17,7 @@ target is the stored ``mag`` unchanged; only the total density gets a Δ.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -95,7 +96,8 @@ def fit_partition(url: str, rows: Sequence[dict[str, Any]], seed: int, n_points:
     for row in rows:
         lattice, frac, species = _geometry(row)
         rho = ds.read_flat(C.RHO, row[C.COL_ID]).reshape(row[C.COL_GRID])
-        rng = np.random.default_rng([seed, int.from_bytes(row[C.COL_ID].encode()[:8].ljust(8, b"\0"), "little")])
+        id_hash = int.from_bytes(hashlib.sha256(row[C.COL_ID].encode()).digest()[:8], "little")
+        rng = np.random.default_rng([seed, id_hash])
         parts.append(material_normal_equations(lattice, frac, species, rho, rng, n_points=n_points,
                                                material_id=row[C.COL_ID]))
     return sum_normal_equations(parts) if parts else None
@@ -180,8 +182,6 @@ def fit_reference(store: str, client, parts: dict[str, list[dict]], seed: int = 
 
 def data_digest(rows) -> str:
     """A name for the fitted data that is the same for the same densities: sha256 over (id, rho checksum)."""
-    import hashlib
-
     h = hashlib.sha256()
     for r in sorted(rows, key=lambda r: r[C.COL_ID]):
         h.update(f"{r[C.COL_ID]}:{r[C.COL_RHO_SHA]};".encode())

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -217,13 +218,12 @@ def _doc_get(doc: Any, name: str) -> Any:
     return doc.get(name) if isinstance(doc, dict) else getattr(doc, name, None)
 
 
-def current_task_id(mp: MPSource, material_id: str) -> str | None:
+def current_task_id(mp: MPSource, mpr, material_id: str) -> str | None:
     """Task id of MP's current charge density of ``material_id``, from the charge-density metadata only (no grid
     download): ``MPRester().materials.chgcar.search(material_ids=[...], fields=["task_id", "last_updated"])``,
     the most recently updated document. None when MP has no charge density for it."""
-    with mp.client_factory(mp.api_key) as mpr:
-        docs = mp._call("charge-density task id", material_id, lambda: mpr.materials.chgcar.search(
-            material_ids=[material_id], fields=["task_id", "last_updated"]))
+    docs = mp._call("charge-density task id", material_id, lambda: mpr.materials.chgcar.search(
+        material_ids=[material_id], fields=["task_id", "last_updated"]))
     docs = [d for d in docs or [] if _doc_get(d, "task_id") is not None]
     if not docs:
         return None
@@ -233,18 +233,23 @@ def current_task_id(mp: MPSource, material_id: str) -> str | None:
 
 def changed_mp_materials(index, items: Sequence[Item], mp: MPSource | None) -> dict[str, tuple[str | None, str]]:
     """Committed MP items whose current charge-density task differs from the indexed one: {id: (old, new)}.
-    An id whose current task cannot be fetched keeps its committed version."""
+    An id whose current task cannot be fetched keeps its committed version (one client for the whole check)."""
     if mp is None or index is None or not items:
         return {}
     stored = dict(zip(index.column(C.COL_ID).to_pylist(), index.column(C.COL_TASK_ID).to_pylist()))
     changed = {}
-    for it in items:
-        try:
-            now = current_task_id(mp, it.material_id)
-        except SourceError:
-            continue
-        if now is not None and now != stored.get(it.material_id):
-            changed[it.material_id] = (stored.get(it.material_id), now)
+    try:
+        with mp.client_factory(mp.api_key) as mpr:
+            for it in items:
+                try:
+                    now = current_task_id(mp, mpr, it.material_id)
+                except SourceError:
+                    continue
+                if now is not None and now != stored.get(it.material_id):
+                    changed[it.material_id] = (stored.get(it.material_id), now)
+    except Exception as exc:  # noqa: BLE001 - no client (no key, no network): keep the committed versions
+        warnings.warn(mp.api_key.scrub(f"cannot check Materials Project for updated charge densities "
+                                       f"({type(exc).__name__}: {exc}); committed versions kept"), stacklevel=2)
     return changed
 
 

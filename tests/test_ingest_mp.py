@@ -161,3 +161,12 @@ def test_missing_key_is_a_clear_failure(tmp_path, monkeypatch):
     monkeypatch.delenv("MP_API_KEY", raising=False)
     report = run_ingest(str(tmp_path / "s"), mp_ids=["mp-149"], workers=1, processes=False, progress=False)
     assert "no Materials Project API key" in report.failed["mp-149"]
+
+
+def test_dos_missing_at_mp_keeps_density_but_dos_errors_fail_the_material(tmp_path):
+    flaky = {("dos", "mp-1001"): [MPRestError("REST query returned with error status code 404: DOS not found")],
+             ("dos", "mp-1002"): [MPRestError("error status code 502 Bad Gateway")] * 5}
+    report = _run(tmp_path / "s", ["mp-1001", "mp-1002"], flaky, retries=1)
+    assert report.committed == ["mp-1001"] and "502" in report.failed["mp-1002"]
+    row = open_dataset(tmp_path / "s").row("mp-1001")
+    assert not row[C.COL_HAS_DOS] and row[C.COL_RHO_OFFSET] >= 0

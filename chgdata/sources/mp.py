@@ -21,6 +21,10 @@ from chgdata.store import utcnow
 HTTP_RETRYABLE = re.compile(r"(status code|HTTP|status)\D{0,3}(429|5\d\d)\b|Too Many Requests", re.I)
 
 
+#: How a missing document is worded (HTTP 404 or mp-api's "not found"/"No DOS" messages).
+NOT_FOUND = re.compile(r"status code\D{0,3}404|\b404\b|not found|no (dos|data|document)", re.I)
+
+
 class Secret:
     """A string that never shows itself in repr/str, logs, tracebacks or pickled task graphs' reprs."""
 
@@ -116,8 +120,10 @@ class MPSource:
             task_id = task_doc.get("task_id") if isinstance(task_doc, dict) else getattr(task_doc, "task_id", None)
             try:
                 dos = self._call("DOS", mid, lambda: mpr.get_dos_by_material_id(mid))
-            except SourceError:
-                dos = None  # many MP materials have a density but no DOS: keep the density
+            except SourceError as exc:  # MP has no DOS for many materials: keep the density; other errors fail
+                if not NOT_FOUND.search(str(exc)):
+                    raise
+                dos = None
         from chgdata.dos import from_pymatgen
 
         got_formula = chgcar.structure.composition.reduced_formula
