@@ -325,9 +325,6 @@ class ProbeBudgetBatchSampler(Sampler[list[int]]):
         return min(len(self._batches(r)) for r in range(self.world_size))
 
 
-def _collate_list(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    return collate(items)
-
 
 def make_loader(dataset: _StoreBacked, batch_size: int, max_probes: int | None = None, workers: int = 0,
                 shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1,
@@ -342,7 +339,7 @@ def make_loader(dataset: _StoreBacked, batch_size: int, max_probes: int | None =
     sampler = ProbeBudgetBatchSampler([dataset.n_probes(i) for i in range(len(dataset))], batch_size,
                                       max_probes, shuffle, seed, rank, world_size)
     ctx = multiprocessing.get_context(start_method) if workers > 0 else None
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=_collate_list, num_workers=workers,
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
                       multiprocessing_context=ctx, persistent_workers=workers > 0, pin_memory=pin_memory,
                       prefetch_factor=prefetch_factor if workers > 0 else None)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from e3nn import o3
@@ -17,8 +15,6 @@ from .encoder import AtomEncoder, GatedTensorProductBlock, IrrepsSequential, che
 from .graph import probe_edge_vectors, structure_batch
 from .neighbors import grid_positions, grid_probe_edges, probe_edges
 from .radial import BesselBasis, geometric_weight
-
-_LOG_TINY = math.log(1e-30)
 
 
 class DensityHead(nn.Module):

@@ -42,11 +42,6 @@ PROBE_EDGE_CELL_SHIFT = "probe_edge_cell_shift"  # (n_probe_edges, 3) int64, lat
 TARGET_DENSITY = "target_density"  # (n_probes, n_spin_channels) float, e/Å^3 (Δρ or ρ; ↑,↓ when spin)
 TARGET_DOS = "target_dos"  # (n_struct, n_spin, n_points) float, DOS window on the model's energy grid
 
-ATOM_KEYS = (POSITIONS, ATOMIC_NUMBERS, ATOM_BATCH)
-STRUCTURE_KEYS = (CELL, TARGET_DOS)
-EDGE_KEYS = (EDGE_INDEX, EDGE_CELL_SHIFT)
-PROBE_KEYS = (PROBE_POSITIONS, PROBE_BATCH, TARGET_DENSITY)
-PROBE_EDGE_KEYS = (PROBE_EDGE_INDEX, PROBE_EDGE_CELL_SHIFT)
 
 # Index-valued keys and what they index into; used when concatenating structures into one batch.
 INDEX_OFFSETS = {

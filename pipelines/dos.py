@@ -52,7 +52,6 @@ DOS_TABLE = Dataset.DOS_TABLE
 DOS_ABS = Dataset.DOS_VARIANTS["absolute"]
 DOS_NORM = Dataset.DOS_VARIANTS["normalised"]
 DOS_ENERGY = "dos_energy"
-DOS_ARRAYS = (DOS_ABS, DOS_NORM, DOS_ENERGY)
 STAGE = "build-dos"
 
 #: A build-dos partition holds at most this many windows (2 x 400 float32 each: 3.2 kB per variant).

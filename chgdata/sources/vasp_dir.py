@@ -45,8 +45,6 @@ class LocalCalc:
     def files(self) -> list[str]:
         return [p for p in (self.chgcar, self.aeccar0, self.aeccar2, self.dos, self.poscar) if p]
 
-    def size_bytes(self) -> int:
-        return sum(os.path.getsize(p) for p in self.files)
 
     def grid_points(self) -> int:
         """Declared grid points (0 when there is no readable CHGCAR header): used to size partitions."""
