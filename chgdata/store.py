@@ -493,6 +493,7 @@ class Dataset:
             raise StoreError(f"no dataset at {self.loc.url}")
         self._zstore = self.loc.zarr_store(read_only=True)
         self._rows: dict[str, dict[str, Any]] | None = None
+        self._arrays: dict[str, zarr.Array] = {}
         self._index: pa.Table | None = None
 
     @property
@@ -533,7 +534,11 @@ class Dataset:
             raise KeyError(f"material {material_id!r} is not in {self.url}") from None
 
     def array(self, array: str, partition: str) -> zarr.Array:
-        return zarr.open_array(self._zstore, path=f"{array}/{partition}", mode="r")
+        """A partition array, opened once per Dataset (its metadata is not re-read on every material)."""
+        key = f"{array}/{partition}"
+        if key not in self._arrays:
+            self._arrays[key] = zarr.open_array(self._zstore, path=key, mode="r")
+        return self._arrays[key]
 
     def read_flat(self, array: str, material_id: str, offset_column: str | None = None,
                   points: np.ndarray | None = None) -> np.ndarray:

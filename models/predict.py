@@ -8,7 +8,6 @@ grid whose probe edges are built on the device (:func:`predict_grid`).
 
 from __future__ import annotations
 
-import gzip
 import math
 import os
 import re
@@ -192,25 +191,9 @@ def grid_for_spacing(lattice: np.ndarray, spacing: float = 0.1) -> tuple[int, in
 
 def grid_of_chgcar(path: str | os.PathLike) -> tuple[int, int, int]:
     """The (nx, ny, nz) of a CHGCAR/PARCHG/AECCAR file, read from its header (gzip allowed)."""
-    p = Path(path)
-    opener = gzip.open if p.suffix == ".gz" else open
-    with opener(p, "rt") as fh:
-        lines = [fh.readline() for _ in range(8)]
-        counts = lines[6].split()
-        if not all(c.isdigit() for c in counts):  # VASP 4: no species line
-            counts = lines[5].split()
-            lines.append("")
-        natoms = sum(int(c) for c in counts)
-        line = lines[7]
-        if line.strip()[:1].lower() == "s":  # selective dynamics
-            line = fh.readline()
-        for _ in range(natoms):
-            fh.readline()
-        for _ in range(5):
-            dims = fh.readline().split()
-            if len(dims) == 3 and all(d.isdigit() for d in dims):
-                return tuple(int(d) for d in dims)
-    raise PredictError(f"{path}: no grid dimensions found after the structure")
+    from chgdata.grid import read_chgcar_header
+
+    return read_chgcar_header(path).grid_shape
 
 
 def parse_grid(text: str) -> tuple[int, int, int]:
