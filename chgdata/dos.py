@@ -408,3 +408,23 @@ def smear_window(
         natoms=int(raw.natoms),
         spin_polarized=bool(raw.spin_polarized),
     )
+
+
+def raw_from_row(r: dict[str, Any]) -> RawDos:
+    """A validated RawDos from a dos_raw.parquet row; ValueError with a one-line reason if unusable."""
+    mid = r.get("material_id")
+    if r.get("efermi") is None:
+        raise ValueError("raw DOS has no Fermi energy (efermi is null)")
+    if not r.get("energies") or not r.get("dos_up"):
+        raise ValueError("raw DOS is empty (no energies or densities)")
+    spin = bool(r.get("spin_polarized"))
+    if spin and not r.get("dos_down"):
+        raise ValueError("raw DOS is flagged spin-polarised but has no spin-down densities")
+    dens = [r["dos_up"], r["dos_down"]] if spin else [r["dos_up"]]
+    if any(x is None for ch in dens for x in ch) or any(x is None for x in r["energies"]):
+        raise ValueError("raw DOS contains null values")
+    if len({len(ch) for ch in dens}) != 1:
+        raise ValueError(f"raw DOS spin channels differ in length ({', '.join(str(len(ch)) for ch in dens)})")
+    return RawDos(energies=np.asarray(r["energies"], dtype=np.float64), densities=np.asarray(dens, dtype=np.float64),
+                  efermi=float(r["efermi"]), natoms=int(r.get("natoms") or 0), spin_polarized=spin,
+                  source=f"{mid} in dos_raw.parquet")

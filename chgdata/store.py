@@ -605,7 +605,7 @@ class Dataset:
 
     def raw_dos(self, material_id: str):
         """The raw DOS kept at ingest (:class:`chgdata.dos.RawDos`, validated; ValueError if unusable)."""
-        from chgdata.dos import RawDos
+        from chgdata.dos import raw_from_row
 
         partition = self.row(material_id)[C.COL_PARTITION]
         path = self.loc.path(C.DOS_RAW, f"{partition}.parquet")
@@ -615,11 +615,7 @@ class Dataset:
             t = pq.read_table(fh, filters=[(C.COL_ID, "==", material_id)])
         if t.num_rows == 0:
             raise KeyError(f"material {material_id!r} has no raw DOS in {self.url}")
-        r = t.to_pylist()[0]
-        dens = [r["dos_up"]] + ([r["dos_down"]] if r["spin_polarized"] else [])
-        return RawDos(energies=np.asarray(r["energies"], dtype=np.float64), densities=np.asarray(dens, dtype=float),
-                      efermi=r["efermi"], natoms=r["natoms"], spin_polarized=r["spin_polarized"],
-                      source=f"{material_id} ({C.DOS_RAW})")
+        return raw_from_row(t.to_pylist()[0])
 
     def structure(self, material_id: str):
         """The pymatgen Structure of one material."""

@@ -119,21 +119,8 @@ class _StoreBacked(torch.utils.data.Dataset):
     def _structure(self, row) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         cell = np.asarray(row[C.COL_LATTICE], np.float64).reshape(3, 3)
         frac = np.asarray(row[C.COL_FRAC], np.float64).reshape(-1, 3)
-        numbers = np.array([atomic_number(s) for s in row[C.COL_SPECIES]], np.int64)
+        numbers = np.asarray(row[C.COL_Z], np.int64)
         return frac @ cell, numbers, cell
-
-
-_Z: dict[str, int] = {}
-
-
-def atomic_number(symbol: str) -> int:
-    """Z of an element symbol (pymatgen lookup once per symbol and process)."""
-    z = _Z.get(symbol)
-    if z is None:
-        from pymatgen.core.periodic_table import Element
-
-        z = _Z[symbol] = int(Element(symbol).Z)
-    return z
 
 
 class DensityProbes(_StoreBacked):

@@ -28,10 +28,11 @@ from torch import nn
 
 import chgdata
 from chgdata import contract as C
+from chgdata.metrics import nmae
 
 from . import keys as K
 from .config import ChargeDensityConfig, DosConfig, EncoderConfig, count_parameters
-from .data import DensityProbes, DosWindows, atomic_number, attach_probe_edges, make_loader, make_splits
+from .data import DensityProbes, DosWindows, attach_probe_edges, make_loader, make_splits
 from .density import ChargeDensityModel, density_in_chunks
 from .dos import DosModel
 
@@ -173,16 +174,15 @@ def validate_density(model: ChargeDensityModel, store: str, material_ids, target
         grid = ds.density(mid)
         cell = grid.lattice
         pos = np.asarray(row[C.COL_FRAC], np.float64).reshape(-1, 3) @ cell
-        z = [atomic_number(s) for s in row[C.COL_SPECIES]]
-        pred = density_in_chunks(model, pos, z, cell, grid_shape=grid.rho.shape, chunk_size=chunk_size,
+        pred = density_in_chunks(model, pos, row[C.COL_Z], cell, grid_shape=grid.rho.shape, chunk_size=chunk_size,
                                  device=device).double().numpy()
         pred_total = pred.sum(-1)  # (↑ + ↓) or the single channel
         rho = grid.rho.astype(np.float64)
         if target == "delta":
             saed = ds.read_flat(C.SAED, mid).reshape(rho.shape).astype(np.float64)
             pred_total = pred_total + saed
-            base[mid] = 100 * np.abs(saed - rho).sum() / np.abs(rho).sum()
-        per[mid] = 100 * np.abs(pred_total - rho).sum() / np.abs(rho).sum()
+            base[mid] = nmae(saed, rho)
+        per[mid] = nmae(pred_total, rho)
     out = {"val_nmae": float(np.mean(list(per.values()))) if per else float("nan")}
     if base:
         out["val_nmae_saed"] = float(np.mean(list(base.values())))

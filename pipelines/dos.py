@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 import chgdata
 from chgdata import contract as C
-from chgdata.dos import DosWindow, RawDos, smear_window
+from chgdata.dos import DosWindow, raw_from_row, smear_window
 from chgdata.store import (
     Dataset,
     Location,
@@ -120,26 +120,6 @@ def dos_checksum(absolute: np.ndarray, normalised: np.ndarray) -> str:
     h = hashlib.sha256(np.ascontiguousarray(absolute, dtype="<f4").tobytes())
     h.update(np.ascontiguousarray(normalised, dtype="<f4").tobytes())
     return h.hexdigest()
-
-
-def raw_from_row(r: dict[str, Any]) -> RawDos:
-    """A validated RawDos from a dos_raw.parquet row; ValueError with a one-line reason if unusable."""
-    mid = r.get(C.COL_ID)
-    if r.get("efermi") is None:
-        raise ValueError("raw DOS has no Fermi energy (efermi is null)")
-    if not r.get("energies") or not r.get("dos_up"):
-        raise ValueError("raw DOS is empty (no energies or densities)")
-    spin = bool(r.get("spin_polarized"))
-    if spin and not r.get("dos_down"):
-        raise ValueError("raw DOS is flagged spin-polarised but has no spin-down densities")
-    dens = [r["dos_up"], r["dos_down"]] if spin else [r["dos_up"]]
-    if any(x is None for ch in dens for x in ch) or any(x is None for x in r["energies"]):
-        raise ValueError("raw DOS contains null values")
-    if len({len(ch) for ch in dens}) != 1:
-        raise ValueError(f"raw DOS spin channels differ in length ({', '.join(str(len(ch)) for ch in dens)})")
-    return RawDos(energies=np.asarray(r["energies"], dtype=np.float64), densities=np.asarray(dens, dtype=np.float64),
-                  efermi=float(r["efermi"]), natoms=int(r.get("natoms") or 0), spin_polarized=spin,
-                  source=f"{mid} in {C.DOS_RAW}")
 
 
 def _row(mid: str, partition: str, row: int, w: DosWindow, p: WindowParams, source: str) -> dict[str, Any]:

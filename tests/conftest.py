@@ -17,25 +17,24 @@ def need_shared() -> None:
         pytest.skip(f"shared data not found at {SHARED_DATA}")
 
 
-@pytest.fixture(scope="session")
-def vasp_store(tmp_path_factory) -> str:
-    """All of ../shared/data/vasp ingested through the local process cluster."""
+def _ingested(tmp_path_factory, root: Path) -> str:
+    """``root`` ingested into a fresh store through the local process cluster (no failures allowed)."""
     need_shared()
     from chgdata.pipelines.ingest import run_ingest
 
-    store = str(tmp_path_factory.mktemp("stores") / "vasp")
-    report = run_ingest(store, from_dir=str(VASP), workers=2, progress=False)
+    store = str(tmp_path_factory.mktemp("stores") / root.name)
+    report = run_ingest(store, from_dir=str(root), workers=2, progress=False)
     assert not report.failed, report.failed
     return store
+
+
+@pytest.fixture(scope="session")
+def vasp_store(tmp_path_factory) -> str:
+    """All of ../shared/data/vasp, ingested once per session."""
+    return _ingested(tmp_path_factory, VASP)
 
 
 @pytest.fixture(scope="session")
 def gpaw_store(tmp_path_factory) -> str:
-    """All of ../shared/data/gpaw ingested through the local process cluster."""
-    need_shared()
-    from chgdata.pipelines.ingest import run_ingest
-
-    store = str(tmp_path_factory.mktemp("stores") / "gpaw")
-    report = run_ingest(store, from_dir=str(GPAW), workers=2, progress=False)
-    assert not report.failed, report.failed
-    return store
+    """All of ../shared/data/gpaw, ingested once per session."""
+    return _ingested(tmp_path_factory, GPAW)
