@@ -72,17 +72,20 @@ def _rows(out: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def run_target(scale: dict, store: str, target: str, work: Path, device: str) -> dict:
-    budget = scale["budget"][target]
-    calib = work / f"{target}-calibration"
-    shutil.rmtree(calib, ignore_errors=True)
-    steps_c = min(CALIBRATION_STEPS, scale["max_steps"])
-    t0 = time.perf_counter()
-    train(_config(scale, store, target, calib, device, 10**6), progress=False, stop_after=steps_c)
-    rows = _rows(calib)
-    s_per_step = sum(float(r["epoch_s"]) for r in rows) / max(1, int(rows[-1]["step"]))
-    max_steps = int(max(10, min(scale["max_steps"], 0.85 * budget / s_per_step)))
-    calib_s = time.perf_counter() - t0
+def run_target(scale: dict, store: str, target: str, work: Path, device: str, steps: int | None = None) -> dict:
+    """Train one target; ``steps`` fixes the step count, else a calibration run sizes it to the time budget."""
+    s_per_step, calib_s, max_steps = None, 0.0, steps
+    if steps is None:
+        budget = scale["budget"][target]
+        calib = work / f"{target}-calibration"
+        shutil.rmtree(calib, ignore_errors=True)
+        steps_c = min(CALIBRATION_STEPS, scale["max_steps"])
+        t0 = time.perf_counter()
+        train(_config(scale, store, target, calib, device, 10**6), progress=False, stop_after=steps_c)
+        rows = _rows(calib)
+        s_per_step = sum(float(r["epoch_s"]) for r in rows) / max(1, int(rows[-1]["step"]))
+        max_steps = int(max(10, min(scale["max_steps"], 0.85 * budget / s_per_step)))
+        calib_s = time.perf_counter() - t0
     out = work / target
     shutil.rmtree(out, ignore_errors=True)
     if device == "cuda":
@@ -156,9 +159,15 @@ def main(argv=None) -> int:
     ap.add_argument("--scale", choices=sorted(SCALES), default=None, help="gpu (default), cpu or smoke")
     ap.add_argument("--device", default=None, help="override the scale's device")
     ap.add_argument("--budget-scale", type=float, default=1.0, help="multiply every target's time budget")
+    ap.add_argument("--steps", default="", help="fixed steps per target instead of a time budget, "
+                    "e.g. delta=6000,total=3000,dos=2000 (targets not named keep the budget)")
     ap.add_argument("--install-default", action="store_true",
                     help="copy the delta EMA checkpoint to models/default/density.pt (the packaged default)")
     args = ap.parse_args(argv)
+    try:
+        args.steps = {k.strip(): int(v) for k, v in (kv.split("=") for kv in args.steps.split(",") if kv.strip())}
+    except ValueError:
+        ap.error(f"--steps: expected target=N pairs, got {args.steps!r}")
     scale_name = "smoke" if args.smoke else (args.scale or "gpu")
     scale = json.loads(json.dumps(SCALES[scale_name]))
     scale["budget"] = {k: v * args.budget_scale for k, v in scale["budget"].items()}
@@ -176,7 +185,7 @@ def main(argv=None) -> int:
     results = []
     for target in [t.strip() for t in args.targets.split(",") if t.strip()]:
         print(f"[{time.perf_counter() - t0:6.0f} s] training {target} ({scale_name}, {device})", flush=True)
-        r = run_target(scale, args.store, target, work, device)
+        r = run_target(scale, args.store, target, work, device, args.steps.get(target))
         print(json.dumps(r), flush=True)
         results.append(r)
     default_model = None

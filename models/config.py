@@ -97,6 +97,8 @@ class ChargeDensityConfig(_DictMixin):
     n_spin_channels : 1 (ρ) or 2 (ρ↑, ρ↓) outputs per probe
     target : what the training data hold, ``"delta"`` (ρ - SAED) or ``"total"``; output in e/Å^3
     chunk_size : probes per chunk in :func:`density_in_chunks`
+    output_scale : e/Å^3 per unit of the intensity MLP's output (training sets it to the targets' mean
+        magnitude, so the network works with O(1) numbers and Adam's steps stay relative to the weights)
     """
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -107,8 +109,11 @@ class ChargeDensityConfig(_DictMixin):
     n_spin_channels: int = 1
     target: str = "delta"
     chunk_size: int = 100_000
+    output_scale: float = 1.0
 
     def __post_init__(self):
+        if not self.output_scale > 0:
+            raise ValueError("output_scale must be > 0")
         if self.n_edge_layers < 1:
             raise ValueError("n_edge_layers must be >= 1")
         if self.n_spin_channels not in (1, 2):

@@ -77,6 +77,7 @@ class _StoreBacked(torch.utils.data.Dataset):
         self.dtype = dtype
         self._ds = None
         self._static: dict[int, dict[str, torch.Tensor]] = {}
+        self.probe_r_cut: float | None = None  # set by DensityProbes: batches then carry the atom images
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -99,6 +100,11 @@ class _StoreBacked(torch.utils.data.Dataset):
             pos, numbers, cell = self._structure(self.rows[index])
             hit = structure_batch(pos, numbers, cell, self.r_cut, dtype=self.dtype)
             hit["_cell64"] = torch.as_tensor(cell)  # float64 cell for probe positions (dropped from batches)
+            if self.probe_r_cut is not None:  # the images attach_probe_edges needs, made here in the worker
+                atom, shift = atom_images(pos, cell, self.probe_r_cut)
+                hit[K.IMAGE_ATOM] = torch.as_tensor(atom, dtype=torch.int64)
+                hit[K.IMAGE_SHIFT] = torch.as_tensor(shift, dtype=torch.int64).reshape(-1, 3)
+                hit[K.IMAGE_BATCH] = torch.zeros(len(atom), dtype=torch.int64)
             self._static[index] = hit
         return {k: v for k, v in hit.items() if not k.startswith("_")}  # a new dict: callers add probes
 
@@ -131,13 +137,20 @@ class DensityProbes(_StoreBacked):
     ``probes``: probes per material per epoch (all points when the grid is smaller).
     ``slice_max_points``: grids up to this many points are read whole (contiguous slice, cached in an LRU of
     ``cache_bytes`` per process); larger grids read only the probes by coordinate selection (0: always that).
+    ``probe_r_cut`` (Å): also return the atom images :func:`attach_probe_edges` needs (built here, in the
+    loader's workers, instead of on the training device's host thread).
+    ``weighting``: ``"nmae"`` adds ``PROBE_WEIGHT`` ∝ 1 / ρ̄_material with ρ̄ = N_electrons / V (e/Å³), mean 1
+    over the materials, so a weighted L1 over a material's probes estimates its NMAE term (the validation
+    metric weighs every material equally, whatever its density); ``"none"`` leaves the probes unweighted.
     """
 
     def __init__(self, store: str, material_ids: Sequence[str] | None = None, target: str = "delta",
                  probes: int = 1000, r_cut: float = 4.0, n_spin_channels: int = 1, seed: int = 0,
                  dtype: torch.dtype = torch.float32, slice_max_points: int = 1 << 21,
-                 cache_bytes: int = 512 << 20):
+                 cache_bytes: int = 512 << 20, weighting: str = "none",
+                 probe_r_cut: float | None = None):
         super().__init__(store, material_ids, r_cut, seed, dtype)
+        self.probe_r_cut = None if probe_r_cut is None else float(probe_r_cut)
         if target not in TARGET_ARRAYS:
             raise ValueError(f"density target must be one of {sorted(TARGET_ARRAYS)}, not {target!r}")
         if probes < 1:
@@ -150,12 +163,28 @@ class DensityProbes(_StoreBacked):
             lacking = [m for m in self.material_ids if m not in have]
             if lacking:
                 raise ValueError(f"no Δρ for {lacking[:5]} ({len(lacking)} materials): run chgdata build-delta")
+        if weighting not in ("none", "nmae"):
+            raise ValueError(f"probe weighting must be 'none' or 'nmae', not {weighting!r}")
+        self.weighting = weighting
+        self.weights = self._material_weights() if weighting == "nmae" else None
         self.target = target
         self.array = TARGET_ARRAYS[target]
         self.probes = int(probes)
         self.n_spin_channels = int(n_spin_channels)
         self.slice_max_points = int(slice_max_points)
         self.cache_bytes = int(cache_bytes)
+
+    def _material_weights(self) -> np.ndarray:
+        """Weights ∝ 1 / ρ̄_material, ρ̄ = N_electrons / V (e/Å³), with mean 1 over the materials."""
+        mean = []
+        for r in self.rows:
+            volume = abs(np.linalg.det(np.asarray(r[C.COL_LATTICE], np.float64).reshape(3, 3)))
+            mean.append(float(r[C.COL_NELECT]) / volume)
+        mean = np.asarray(mean)
+        if not np.all(np.isfinite(mean) & (mean > 0)):
+            bad = [m for m, v in zip(self.material_ids, mean) if not (np.isfinite(v) and v > 0)]
+            raise ValueError(f"weighting 'nmae' needs a positive electron count per material: {bad[:5]}")
+        return (1.0 / mean) / np.mean(1.0 / mean)
 
     def _delta_ids(self) -> set[str]:
         t = self.ds.table(C.DELTA_INDEX)
@@ -235,6 +264,8 @@ class DensityProbes(_StoreBacked):
         batch[K.PROBE_POSITIONS] = torch.from_numpy(ax[i] + ay[j] + az[k])
         batch[K.PROBE_BATCH] = torch.zeros(len(points), dtype=torch.int64)
         batch[K.TARGET_DENSITY] = torch.from_numpy(self.targets(index, points)).to(self.dtype)
+        if self.weights is not None:
+            batch[K.PROBE_WEIGHT] = torch.full((len(points),), float(self.weights[index]), dtype=self.dtype)
         return batch
 
 
@@ -331,43 +362,79 @@ def make_loader(dataset: _StoreBacked, batch_size: int, max_probes: int | None =
                       prefetch_factor=prefetch_factor if workers > 0 else None)
 
 
-def attach_probe_edges(batch: dict[str, torch.Tensor], probe_r_cut: float,
-                       chunk: int = 65536) -> dict[str, torch.Tensor]:
-    """Add probe–atom edges (all periodic images within ``probe_r_cut``) to ``batch``, on its device.
+def atom_images(positions: np.ndarray, cell: np.ndarray, probe_r_cut: float) -> tuple[np.ndarray, np.ndarray]:
+    """Atom images ``(atom, shift)`` that can lie within ``probe_r_cut`` (Å) of a point of the cell [0, 1)³."""
+    cell = np.asarray(cell, np.float64)
+    frac = np.asarray(positions, np.float64).reshape(-1, 3) @ np.linalg.inv(cell)
+    return images_near_box(frac, np.zeros(3), np.ones(3), probe_r_cut * reciprocal_lengths(cell))
 
-    For each structure, the atom images that can reach the cell are listed once (CPU, tiny), then distances
-    probe × image are computed in torch in chunks of ``chunk`` probes. Probes may lie anywhere (wrapped).
+
+def _image_keys(batch: dict[str, torch.Tensor], probe_r_cut: float) -> dict[str, torch.Tensor]:
+    """Image lists of every structure of ``batch``, made on the host (used when the loader did not add them)."""
+    pos = batch[K.POSITIONS].detach().double().cpu().numpy()
+    cells = batch[K.CELL].detach().double().cpu().numpy()
+    abatch = batch[K.ATOM_BATCH].cpu().numpy()
+    atoms, shifts, owners = [], [], []
+    for s, cell in enumerate(cells):
+        a_idx = np.flatnonzero(abatch == s)
+        atom, shift = atom_images(pos[a_idx], cell, probe_r_cut)
+        atoms.append(a_idx[atom])
+        shifts.append(shift)
+        owners.append(np.full(len(atom), s))
+    dev = batch[K.POSITIONS].device
+    return {K.IMAGE_ATOM: torch.as_tensor(np.concatenate(atoms), dtype=torch.int64, device=dev),
+            K.IMAGE_SHIFT: torch.as_tensor(np.concatenate(shifts).reshape(-1, 3), dtype=torch.int64, device=dev),
+            K.IMAGE_BATCH: torch.as_tensor(np.concatenate(owners), dtype=torch.int64, device=dev)}
+
+
+def attach_probe_edges(batch: dict[str, torch.Tensor], probe_r_cut: float,
+                       block: int = 1 << 24) -> dict[str, torch.Tensor]:
+    """Add probe–atom edges (all periodic images within ``probe_r_cut``, Å) to ``batch``, on its device.
+
+    Every probe is wrapped into its cell and compared with the atom images of its structure that can reach
+    the cell (``IMAGE_*`` keys, made by the loader's workers when it knows the cutoff, else here on the host).
+    The probe × image distance blocks of all structures are thresholded and flattened into one mask with a
+    single ``nonzero``, so a batch costs two host synchronisations whatever its number of structures.
+    ``block`` bounds the probe × image pairs held at once. Probes may lie anywhere.
     """
-    pos, cell_all = batch[K.POSITIONS], batch[K.CELL]
-    probes, pbatch, abatch = batch[K.PROBE_POSITIONS], batch[K.PROBE_BATCH], batch[K.ATOM_BATCH]
-    dev = probes.device
-    edges, shifts = [], []
-    for s in range(cell_all.shape[0]):
-        p_idx = torch.nonzero(pbatch == s).reshape(-1)
-        a_idx = torch.nonzero(abatch == s).reshape(-1)
-        if len(p_idx) == 0 or len(a_idx) == 0:
-            continue
-        cell = cell_all[s]
-        cell_np = cell.detach().cpu().double().numpy()
-        inv = torch.linalg.inv(cell.double())
-        frac = (pos[a_idx].double() @ inv).cpu().numpy()
-        atom, img_shift = images_near_box(frac, np.zeros(3), np.ones(3), probe_r_cut * reciprocal_lengths(cell_np))
-        atom_t = a_idx[torch.as_tensor(atom, device=dev)]
-        img_shift_t = torch.as_tensor(img_shift, device=dev)
-        images = pos[atom_t].double() + img_shift_t.double() @ cell.double()
-        p_all = probes[p_idx].double()
-        t_probe = torch.floor(p_all @ inv)
-        wrapped = p_all - t_probe @ cell.double()
-        for start in range(0, len(p_idx), chunk):
-            w = wrapped[start:start + chunk]
-            d2 = torch.cdist(w, images).square_()
-            k, j = torch.nonzero(d2 < probe_r_cut ** 2, as_tuple=True)
-            edges.append(torch.stack([p_idx[start + k], atom_t[j]]))
-            shifts.append(img_shift_t[j] + t_probe[start + k].long())
-    if edges:
-        batch[K.PROBE_EDGE_INDEX] = torch.cat(edges, dim=1)
-        batch[K.PROBE_EDGE_CELL_SHIFT] = torch.cat(shifts)
-    else:
+    if not all(k in batch for k in (K.IMAGE_ATOM, K.IMAGE_SHIFT, K.IMAGE_BATCH)):
+        batch.update(_image_keys(batch, probe_r_cut))
+    pos, cells = batch[K.POSITIONS].double(), batch[K.CELL].double()
+    probes, pbatch = batch[K.PROBE_POSITIONS].double(), batch[K.PROBE_BATCH]
+    img_atom, img_shift, img_batch = batch[K.IMAGE_ATOM], batch[K.IMAGE_SHIFT], batch[K.IMAGE_BATCH]
+    dev, n_s = probes.device, cells.shape[0]
+
+    p_order = torch.sort(pbatch, stable=True).indices  # probes grouped by structure (collate already does)
+    i_order = torch.sort(img_batch, stable=True).indices
+    counts = torch.stack([torch.bincount(pbatch, minlength=n_s), torch.bincount(img_batch, minlength=n_s)])
+    (n_p, n_i) = counts.tolist()  # host sync 1: the block shapes
+    t_probe = torch.floor(torch.einsum("kj,kji->ki", probes, torch.linalg.inv(cells)[pbatch]))
+    wrapped = probes - torch.einsum("kj,kji->ki", t_probe, cells[pbatch])
+    images = pos[img_atom] + torch.einsum("kj,kji->ki", img_shift.double(), cells[img_batch])
+
+    masks, blocks = [], []  # blocks: (first flat index, first sorted probe, first sorted image, n images)
+    flat = p0 = i0 = 0
+    for s in range(n_s):
+        if n_p[s] and n_i[s]:
+            step = max(1, block // n_i[s])
+            img_s = images[i_order[i0:i0 + n_i[s]]]
+            for start in range(0, n_p[s], step):
+                w = wrapped[p_order[p0 + start:p0 + min(n_p[s], start + step)]]
+                masks.append((torch.cdist(w, img_s) < probe_r_cut).reshape(-1))
+                blocks.append((flat, p0 + start, i0, n_i[s]))
+                flat += w.shape[0] * n_i[s]
+        p0, i0 = p0 + n_p[s], i0 + n_i[s]
+    if not masks:
         batch[K.PROBE_EDGE_INDEX] = torch.zeros((2, 0), dtype=torch.int64, device=dev)
         batch[K.PROBE_EDGE_CELL_SHIFT] = torch.zeros((0, 3), dtype=torch.int64, device=dev)
+        return batch
+    hit = torch.nonzero(torch.cat(masks)).reshape(-1)  # host sync 2: the number of edges
+    table = torch.tensor(blocks, dtype=torch.int64, device=dev)
+    first, p_first, i_first, width = table[torch.searchsorted(table[:, 0].contiguous(), hit, right=True) - 1].T
+    local = hit - first
+    row = local // width
+    k = p_order[p_first + row]
+    j = i_order[i_first + local - row * width]
+    batch[K.PROBE_EDGE_INDEX] = torch.stack([k, img_atom[j]])
+    batch[K.PROBE_EDGE_CELL_SHIFT] = img_shift[j] + t_probe[k].long()
     return batch

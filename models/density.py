@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from e3nn import o3
@@ -73,13 +77,13 @@ class DensityHead(nn.Module):
         w_geo = geometric_weight(r / self.config.probe_r_cut)
 
         g = atom_features[i]
-        for layer in self.layers:
-            g = layer(g, sh, radial)
+        for m, layer in enumerate(self.layers):  # the first layer's self-interaction is per atom, then gathered
+            g = layer(g, sh, radial, self_term=layer.self_interaction(atom_features)[i] if m == 0 else None)
         dt, dev = w_geo.dtype, g.device  # under autocast g may be bf16: weights and sums stay in w_geo's dtype
         g = g.to(dt)
         context = torch.zeros(n_probes, g.shape[1], dtype=dt, device=dev).index_add(0, k, g * w_geo[:, None])
         logit = self.logit_mlp(torch.cat([g, context[k]], dim=-1)).squeeze(-1)
-        intensity = self.intensity_mlp(g)
+        intensity = self.intensity_mlp(g) * self.config.output_scale
 
         # log-sum-exp shift per probe (cancels exactly; detached), including the background slot
         b = self.background_logit.to(dt)
@@ -105,6 +109,75 @@ class ChargeDensityModel(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.head(self.encoder(batch), batch)
+
+
+@dataclass
+class GridTiming:
+    """Seconds spent on the atom graph + encoder, the probe graph, and the head (device-synchronised)."""
+
+    encoder_s: float = 0.0
+    graph_s: float = 0.0
+    head_s: float = 0.0
+    chunks: int = 0
+    probe_edges: int = 0
+
+    @property
+    def total_s(self) -> float:
+        return self.encoder_s + self.graph_s + self.head_s
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def predict_grid(model, positions, atomic_numbers, cell, grid_shape: Sequence[int], chunk_size: int | None = None,
+                 device: str | torch.device = "cpu", callback: Callable[[int, int], None] | None = None,
+                 timing: GridTiming | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Model output on the full grid, (nx, ny, nz, n_channels) on the CPU in the model's dtype, e/Å³.
+
+    The encoder runs once; the head runs over x-slabs of about ``chunk_size`` points whose probe edges come
+    from :func:`~chgdata.models.neighbors.grid_probe_edges` on ``device``. ``callback(done_points,
+    total_points)`` reports progress, ``timing`` collects per-stage seconds. Output is written into one
+    preallocated CPU array, so peak host memory is one grid, not two.
+    """
+    device = torch.device(device)
+    cfg = model.config
+    chunk_size = int(chunk_size or cfg.chunk_size)
+    dtype = dtype or next(model.parameters()).dtype
+    nx, ny, nz = (int(n) for n in grid_shape)
+    t0 = time.perf_counter()
+    batch = structure_batch(positions, atomic_numbers, cell, cfg.encoder.r_cut, dtype=dtype, device=device)
+    features = model.encoder(batch)
+    _sync(device)
+    if timing is not None:
+        timing.encoder_s += time.perf_counter() - t0
+    pos_t, cell_t = batch[K.POSITIONS], batch[K.CELL][0]
+    out = torch.empty((nx, ny, nz, cfg.n_spin_channels), dtype=dtype)
+    slab = max(1, chunk_size // (ny * nz))
+    for x0 in range(0, nx, slab):
+        x_range = (x0, min(nx, x0 + slab))
+        t1 = time.perf_counter()
+        probes = grid_positions(cell_t, (nx, ny, nz), x_range)
+        edge_index, shift = grid_probe_edges(pos_t, cell_t, (nx, ny, nz), cfg.probe_r_cut, x_range)
+        _sync(device)
+        t2 = time.perf_counter()
+        batch[K.PROBE_POSITIONS] = probes
+        batch[K.PROBE_BATCH] = torch.zeros(len(probes), dtype=torch.int64, device=device)
+        batch[K.PROBE_EDGE_INDEX] = edge_index.to(device)
+        batch[K.PROBE_EDGE_CELL_SHIFT] = shift.to(device)
+        res = model.head(features, batch)
+        out[x_range[0]:x_range[1]] = res.to(dtype).cpu().reshape(x_range[1] - x_range[0], ny, nz, -1)
+        t3 = time.perf_counter()
+        if timing is not None:
+            timing.graph_s += t2 - t1
+            timing.head_s += t3 - t2
+            timing.chunks += 1
+            timing.probe_edges += int(edge_index.shape[1])
+        if callback is not None:
+            callback(x_range[1] * ny * nz, nx * ny * nz)
+    return out
 
 
 @torch.no_grad()
@@ -141,32 +214,19 @@ def density_in_chunks(
     cfg = model.config
     chunk_size = int(chunk_size or cfg.chunk_size)
     dtype = dtype or next(model.parameters()).dtype
+    if grid_shape is not None:
+        return predict_grid(model, positions, atomic_numbers, cell, grid_shape, chunk_size, device, dtype=dtype)
     batch = structure_batch(positions, atomic_numbers, cell, cfg.encoder.r_cut, dtype=dtype, device=device)
     features = model.encoder(batch)
-    pos_t, cell_t = batch[K.POSITIONS], batch[K.CELL][0]
     outputs = []
-
-    def run(probes, edge_index, shift):
-        batch[K.PROBE_POSITIONS] = probes
-        batch[K.PROBE_BATCH] = torch.zeros(len(probes), dtype=torch.int64, device=probes.device)
-        batch[K.PROBE_EDGE_INDEX] = edge_index.to(probes.device)
-        batch[K.PROBE_EDGE_CELL_SHIFT] = shift.to(probes.device)
-        outputs.append(model.head(features, batch).cpu())
-
-    if grid_shape is not None:
-        nx, ny, nz = (int(n) for n in grid_shape)
-        slab = max(1, chunk_size // (ny * nz))
-        for x0 in range(0, nx, slab):
-            x_range = (x0, min(nx, x0 + slab))
-            probes = grid_positions(cell_t, (nx, ny, nz), x_range)
-            edge_index, shift = grid_probe_edges(pos_t, cell_t, (nx, ny, nz), cfg.probe_r_cut, x_range)
-            run(probes, edge_index, shift)
-        return torch.cat(outputs).reshape(nx, ny, nz, -1)
-
     probes_np = np.asarray(probe_positions, np.float64).reshape(-1, 3)
     pos_np, cell_np = np.asarray(positions, np.float64), np.asarray(cell, np.float64)
     for start in range(0, len(probes_np), chunk_size):
         chunk = probes_np[start : start + chunk_size]
         edge_index, shift = probe_edges(chunk, pos_np, cell_np, cfg.probe_r_cut)
-        run(torch.tensor(chunk, dtype=dtype, device=device), torch.as_tensor(edge_index), torch.as_tensor(shift))
+        batch[K.PROBE_POSITIONS] = torch.tensor(chunk, dtype=dtype, device=device)
+        batch[K.PROBE_BATCH] = torch.zeros(len(chunk), dtype=torch.int64, device=device)
+        batch[K.PROBE_EDGE_INDEX] = torch.as_tensor(edge_index).to(device)
+        batch[K.PROBE_EDGE_CELL_SHIFT] = torch.as_tensor(shift).to(device)
+        outputs.append(model.head(features, batch).cpu())
     return torch.cat(outputs) if outputs else torch.zeros(0, cfg.n_spin_channels)

@@ -100,8 +100,12 @@ class GatedTensorProductBlock(nn.Module):
         self.residual = self.irreps_out == self.irreps_in
 
     def forward(self, x: torch.Tensor, sh: torch.Tensor, radial: torch.Tensor,
-                edge_index: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (n_nodes or n_edges, irreps_in.dim); sh: (n_edges, irreps_sh.dim); radial: (n_edges, n_radial)."""
+                edge_index: torch.Tensor | None = None, self_term: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (n_nodes or n_edges, irreps_in.dim); sh: (n_edges, irreps_sh.dim); radial: (n_edges, n_radial).
+
+        ``self_term``: ``self_interaction(x)`` when the caller has it cheaper (per-edge mode on gathered atom
+        features: the linear map is applied once per atom and gathered, instead of once per edge).
+        """
         if x.shape[-1] != self.irreps_in.dim:
             raise ValueError(f"input has {x.shape[-1]} features, irreps_in {self.irreps_in} has {self.irreps_in.dim}")
         weight = self.radial(radial)
@@ -112,7 +116,7 @@ class GatedTensorProductBlock(nn.Module):
             edge_msg = self.tp(x[sender], sh, weight)
             message = torch.zeros(x.shape[0], edge_msg.shape[1], dtype=edge_msg.dtype, device=x.device)
             message = message.index_add(0, receiver, edge_msg) / math.sqrt(self.avg_num_neighbors)
-        out = self.gate(self.linear(message) + self.self_interaction(x))
+        out = self.gate(self.linear(message) + (self.self_interaction(x) if self_term is None else self_term))
         return out + x if self.residual else out
 
 

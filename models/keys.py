@@ -37,9 +37,15 @@ PROBE_POSITIONS = "probe_positions"  # (n_probes, 3) float, Cartesian, Å
 PROBE_BATCH = "probe_batch"  # (n_probes,) int64, index of the structure each probe belongs to
 PROBE_EDGE_INDEX = "probe_edge_index"  # (2, n_probe_edges) int64, rows (probe k, atom i), |r_ik| < r_cut
 PROBE_EDGE_CELL_SHIFT = "probe_edge_cell_shift"  # (n_probe_edges, 3) int64, lattice shifts S of atom i
+# atom images that can lie within the probe cutoff of a point of their cell (optional: made by the loader so
+# that the device builds probe edges without asking the host; see data.attach_probe_edges)
+IMAGE_ATOM = "image_atom"  # (n_images,) int64, atom of each image
+IMAGE_SHIFT = "image_shift"  # (n_images, 3) int64, lattice shift S of the image
+IMAGE_BATCH = "image_batch"  # (n_images,) int64, structure of each image
 
 # ---- targets ---------------------------------------------------------------------------------------------
 TARGET_DENSITY = "target_density"  # (n_probes, n_spin_channels) float, e/Å^3 (Δρ or ρ; ↑,↓ when spin)
+PROBE_WEIGHT = "probe_weight"  # (n_probes,) float, loss weight of each probe (mean 1 over the training set)
 TARGET_DOS = "target_dos"  # (n_struct, n_spin, n_points) float, DOS window on the model's energy grid
 
 
@@ -49,4 +55,6 @@ INDEX_OFFSETS = {
     PROBE_BATCH: "structure",
     EDGE_INDEX: ("atom", "atom"),
     PROBE_EDGE_INDEX: ("probe", "atom"),
+    IMAGE_ATOM: "atom",
+    IMAGE_BATCH: "structure",
 }

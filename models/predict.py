@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +22,7 @@ import torch
 from chgdata.references import ReferenceTable
 from chgdata.store import Location
 
-from . import keys as K
-from .graph import structure_batch
-from .neighbors import grid_positions, grid_probe_edges
+from .density import GridTiming, predict_grid
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "default" / "density.pt"
 REFERENCE_KEY = "saed_reference"  # checkpoint entry: the SAED reference table as JSON text
@@ -204,75 +201,6 @@ def parse_grid(text: str) -> tuple[int, int, int]:
 
 
 # ----------------------------------------------------------------------------------------------- engine
-
-
-@dataclass
-class GridTiming:
-    """Seconds spent on the atom graph + encoder, the probe graph, and the head (device-synchronised)."""
-
-    encoder_s: float = 0.0
-    graph_s: float = 0.0
-    head_s: float = 0.0
-    chunks: int = 0
-    probe_edges: int = 0
-
-    @property
-    def total_s(self) -> float:
-        return self.encoder_s + self.graph_s + self.head_s
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@torch.no_grad()
-def predict_grid(model, positions, atomic_numbers, cell, grid_shape: Sequence[int], chunk_size: int | None = None,
-                 device: str | torch.device = "cpu", callback: Callable[[int, int], None] | None = None,
-                 timing: GridTiming | None = None) -> torch.Tensor:
-    """Model output on the full grid, (nx, ny, nz, n_channels) float32 on the CPU, e/Å³.
-
-    Same computation as :func:`chgdata.models.density.density_in_chunks` (encoder once, head over x-slabs of
-    about ``chunk_size`` points with edges from ``grid_probe_edges`` on the device), plus a progress
-    ``callback(done_points, total_points)`` and optional per-stage ``timing``. Output is written into one
-    preallocated CPU array, so peak host memory is one grid, not two.
-    """
-    device = torch.device(device)
-    cfg = model.config
-    chunk_size = int(chunk_size or cfg.chunk_size)
-    dtype = next(model.parameters()).dtype
-    nx, ny, nz = (int(n) for n in grid_shape)
-    t0 = time.perf_counter()
-    batch = structure_batch(positions, atomic_numbers, cell, cfg.encoder.r_cut, dtype=dtype, device=device)
-    features = model.encoder(batch)
-    _sync(device)
-    if timing is not None:
-        timing.encoder_s += time.perf_counter() - t0
-    pos_t, cell_t = batch[K.POSITIONS], batch[K.CELL][0]
-    out = torch.empty((nx, ny, nz, cfg.n_spin_channels), dtype=torch.float32)
-    slab = max(1, chunk_size // (ny * nz))
-    for x0 in range(0, nx, slab):
-        x_range = (x0, min(nx, x0 + slab))
-        t1 = time.perf_counter()
-        probes = grid_positions(cell_t, (nx, ny, nz), x_range)
-        edge_index, shift = grid_probe_edges(pos_t, cell_t, (nx, ny, nz), cfg.probe_r_cut, x_range)
-        _sync(device)
-        t2 = time.perf_counter()
-        batch[K.PROBE_POSITIONS] = probes
-        batch[K.PROBE_BATCH] = torch.zeros(len(probes), dtype=torch.int64, device=device)
-        batch[K.PROBE_EDGE_INDEX] = edge_index.to(device)
-        batch[K.PROBE_EDGE_CELL_SHIFT] = shift.to(device)
-        res = model.head(features, batch)
-        out[x_range[0]:x_range[1]] = res.float().cpu().reshape(x_range[1] - x_range[0], ny, nz, -1)
-        t3 = time.perf_counter()
-        if timing is not None:
-            timing.graph_s += t2 - t1
-            timing.head_s += t3 - t2
-            timing.chunks += 1
-            timing.probe_edges += int(edge_index.shape[1])
-        if callback is not None:
-            callback(x_range[1] * ny * nz, nx * ny * nz)
-    return out
 
 
 @dataclass

@@ -37,6 +37,7 @@ from .density import ChargeDensityModel, density_in_chunks
 from .dos import DosModel
 
 CHECKPOINT_FORMAT = 1
+LOG_EVERY = 25  # steps between progress-bar loss readings (each one is a device synchronisation)
 
 
 @dataclass
@@ -56,6 +57,7 @@ class TrainConfig:
     weight_decay: float = 1e-6
     warmup_steps: int = 50
     loss: str | None = None  # l1 | mse (default: l1 for densities, as ChargE3Net; mse for DOS, as DosNet)
+    weighting: str = "nmae"  # density probes: nmae (each material weighs as in the validation NMAE) | none
     grad_clip: float = 1.0
     ema_decay: float | None = None
     amp: bool = True  # bf16 autocast on CUDA
@@ -69,7 +71,7 @@ class TrainConfig:
     ckpt_every: int | None = None  # also checkpoint every N steps (always at the end of each epoch)
     start_method: str = "forkserver"  # DataLoader workers: spawn | forkserver (never fork: zarr v3)
     tensorboard: bool = True  # when the tensorboard package is installed
-    init_output_scale: bool = True  # rescale the density head's last layer to the targets' magnitude at start
+    init_output_scale: bool = True  # set the density head's output_scale to the targets' mean |value| at start
     model: dict[str, Any] = field(default_factory=dict)  # ChargeDensityConfig / DosConfig overrides
 
     def __post_init__(self):
@@ -158,8 +160,10 @@ def _batch_to(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def _loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
-    return (pred - target).abs().mean() if kind == "l1" else (pred - target).square().mean()
+def _loss(pred: torch.Tensor, target: torch.Tensor, kind: str, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean L1 or squared error; ``weight`` (n_rows,) multiplies each row's error (mean 1 over the data)."""
+    err = (pred - target).abs() if kind == "l1" else (pred - target).square()
+    return err.mean() if weight is None else (err * weight[:, None].to(err.dtype)).mean()
 
 
 @torch.no_grad()
@@ -285,17 +289,22 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     spin = {r[C.COL_ID]: bool(r[C.COL_SPIN]) for r in ds.index.select([C.COL_ID, C.COL_SPIN]).to_pylist()}
     n_spin = 2 if any(spin.get(m) for m in id_set) else 1
     model_cfg = _model_config(cfg, n_spin)
-    torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts them)
-    model = build_model(model_cfg).to(device)
     r_cut = model_cfg.encoder.r_cut
-    dtype = next(model.parameters()).dtype  # the data follow the model (float32 unless the default changed)
+    dtype = torch.get_default_dtype()  # the data follow the model (float32 unless the default changed)
     if cfg.target == "dos":
         train_set = DosWindows(cfg.store, splits["train"], cfg.dos_variant, r_cut, cfg.seed, dtype)
         val_set = DosWindows(cfg.store, splits["val"], cfg.dos_variant, r_cut, cfg.seed, dtype)
         val_loader = make_loader(val_set, cfg.batch_size, shuffle=False)
     else:
         train_set = DensityProbes(cfg.store, splits["train"], cfg.target, cfg.probes, r_cut, n_spin, cfg.seed,
-                                  dtype)
+                                  dtype, weighting=cfg.weighting, probe_r_cut=model_cfg.probe_r_cut)
+        if cfg.init_output_scale and "output_scale" not in cfg.model:
+            model_cfg.output_scale = target_scale(train_set)
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts them)
+    model = build_model(model_cfg).to(device)
+    if cfg.target == "delta" and cfg.init_output_scale and not (resume and (out / "last.pt").exists()):
+        with torch.no_grad():  # start near Δρ̂ = 0, i.e. at the SAED baseline, and learn the residual
+            list(model.head.intensity_mlp.parameters())[-1].mul_(0.1)
     loader = make_loader(train_set, cfg.batch_size, cfg.max_probes_per_batch, cfg.workers, True, cfg.seed,
                          dist.rank, dist.world, start_method=cfg.start_method, pin_memory=device.type == "cuda")
     sampler = loader.batch_sampler
@@ -306,10 +315,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(min(cfg.warmup_steps, total_steps // 4 + 1),
                                                               total_steps))
     last = out / "last.pt"
-    if cfg.init_output_scale and cfg.target != "dos" and not (resume and last.exists()):
-        meta_scale = _init_output_scale(model, train_set, cfg, model_cfg, device, dist)
-    else:
-        meta_scale = None
     ema = None
     if cfg.ema_decay:  # built like the model (not deep-copied) so e3nn's generated buffers keep the same names
         ema = build_model(model_cfg).to(device)
@@ -337,7 +342,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     meta = {"config": dataclasses.asdict(cfg), "model_config": model_cfg.to_dict(),
             "code_version": code_version(), "data_version": data_version(cfg.store),
             "n_parameters": count_parameters(model), "torch": torch.__version__, "world_size": dist.world,
-            "amp_used": use_amp, "init_output_scale": meta_scale}
+            "amp_used": use_amp}
     meta["saed_reference_id"] = meta["data_version"]["saed_reference_id"]
     if dist.main:
         (out / "config.json").write_text(json.dumps(meta, indent=2, default=str))
@@ -370,16 +375,16 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             sampler.set_epoch(epoch)
             sampler.skip = in_epoch
             net.train()
-            t0, probes, losses, t_compute = time.perf_counter(), 0, [], 0.0
+            t0, probes = time.perf_counter(), 0
+            loss_sum, n_losses = torch.zeros((), dtype=torch.float64, device=device), 0  # summed on the device
             for batch in loader:
-                tc = time.perf_counter()
                 batch = _batch_to(batch, device)
                 if cfg.target != "dos":
                     attach_probe_edges(batch, model_cfg.probe_r_cut)
                 target = batch[K.TARGET_DOS if cfg.target == "dos" else K.TARGET_DENSITY]
                 try:
                     with torch.autocast(device.type, dtype=torch.bfloat16) if use_amp else contextlib.nullcontext():
-                        loss = _loss(net(batch).float(), target.float(), cfg.loss)
+                        loss = _loss(net(batch).float(), target.float(), cfg.loss, batch.get(K.PROBE_WEIGHT))
                 except RuntimeError as exc:  # a layer that does not support bf16 autocast: go on in fp32
                     if not use_amp or amp_checked:
                         raise
@@ -387,7 +392,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
                     meta["amp_used"] = False
                     warnings.warn(f"bf16 autocast failed ({str(exc).splitlines()[0]}); training in fp32",
                                   stacklevel=1)
-                    loss = _loss(net(batch).float(), target.float(), cfg.loss)
+                    loss = _loss(net(batch).float(), target.float(), cfg.loss, batch.get(K.PROBE_WEIGHT))
                 amp_checked = True
                 if cfg.target != "dos":
                     probes += target.shape[0]
@@ -399,19 +404,23 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
                 sched.step()
                 if ema is not None:
                     _ema_update(ema, model, cfg.ema_decay)
-                losses.append(float(loss.detach()))
-                t_compute += time.perf_counter() - tc
+                loss_sum += loss.detach()
+                n_losses += 1
                 step += 1
                 in_epoch += 1
-                bar.update(task, advance=1, description=f"epoch {epoch} loss {losses[-1]:.4g}")
+                if step % LOG_EVERY == 0 or step == 1:  # reading the loss waits for the device: not every step
+                    bar.update(task, description=f"epoch {epoch} loss {float(loss.detach()):.4g}")
+                bar.update(task, advance=1)
                 if step >= total_steps or (stop_after is not None and step >= stop_after):
                     stopped = step < total_steps
                     break
                 if cfg.ckpt_every and step % cfg.ckpt_every == 0:
                     checkpoint({"step": step})
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)  # the queued steps belong to this epoch's time
             wall = time.perf_counter() - t0
             row = {"epoch": epoch, "step": step,
-                   "train_loss": dist.mean(float(np.mean(losses)) if losses else float("nan"), device),
+                   "train_loss": dist.mean(float(loss_sum) / n_losses if n_losses else float("nan"), device),
                    "lr": sched.get_last_lr()[0], "probes_per_s": dist.mean(probes / wall, device) * dist.world,
                    "epoch_s": wall, "wall_s": time.perf_counter() - t_run}
             if device.type == "cuda":
@@ -447,28 +456,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     return final
 
 
-@torch.no_grad()
-def _init_output_scale(model, train_set, cfg, model_cfg, device, dist) -> float:
-    """Data-dependent init: scale the intensity MLP's last layer so the initial predictions have the mean
-    magnitude of the targets (the head is linear in that layer's weights; a tenth of it for Δρ, so training
-    starts near the SAED baseline). Uses a fixed draw (not a training
-    batch), the same factor on every rank; returns the factor."""
-    from .graph import collate
-
-    n = min(len(train_set), max(cfg.batch_size, 4))
-    batch = _batch_to(collate([train_set[(10**6, i)] for i in range(n)]), device)
-    attach_probe_edges(batch, model_cfg.probe_r_cut)
-    model.eval()
-    pred = model(batch).double()
-    target = batch[K.TARGET_DENSITY].double()
-    factor = float(target.abs().mean() / pred.abs().mean().clamp(min=1e-12))
-    if cfg.target == "delta":  # start near Δ̂ = 0, i.e. at the SAED baseline, and learn the residual
-        factor *= 0.1
-    factor = dist.mean(min(max(factor, 1e-4), 1e4), device)
-    last_weight = list(model.head.intensity_mlp.parameters())[-1]
-    last_weight.mul_(factor)
-    model.train()
-    return factor
+def target_scale(train_set: DensityProbes, n_materials: int = 32) -> float:
+    """Mean |target| (e/Å³) over a fixed probe draw (epoch 10⁶) of up to ``n_materials`` training materials
+    spread over the set: the head's ``output_scale``. Deterministic, so every rank and a resume agree."""
+    picks = np.unique(np.linspace(0, len(train_set) - 1, min(n_materials, len(train_set))).round().astype(int))
+    values = np.concatenate([train_set[(10**6, int(i))][K.TARGET_DENSITY].double().abs().numpy().ravel()
+                             for i in picks])
+    scale = float(values.mean()) if values.size else 1.0
+    return scale if scale > 0 else 1.0
 
 
 def _validate(cfg: TrainConfig, model: nn.Module, splits, device, val_loader) -> dict[str, float]:

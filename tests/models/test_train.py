@@ -25,10 +25,15 @@ from chgdata.models.data import (  # noqa: E402
     DensityProbes,
     DosWindows,
     ProbeBudgetBatchSampler,
+    attach_probe_edges,
     make_loader,
     make_splits,
 )
+from chgdata.models.graph import collate  # noqa: E402
+from chgdata.models.neighbors import probe_edges  # noqa: E402
 from chgdata.models.train import TrainConfig, load_checkpoint, train  # noqa: E402
+
+from chgdata import contract as C  # noqa: E402
 
 GPAW = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "gpaw"
 # single-element materials only: valence counts must be determinable from the subset (BN alone is ambiguous)
@@ -113,6 +118,46 @@ def test_probe_budget_and_probe_reads(store):
             torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
 
 
+def _edge_set(batch) -> set[tuple[int, ...]]:
+    ei, shift = batch[K.PROBE_EDGE_INDEX].numpy(), batch[K.PROBE_EDGE_CELL_SHIFT].numpy()
+    return set(map(tuple, np.concatenate([ei.T, shift], axis=1).tolist()))
+
+
+@pytest.mark.parametrize("block", [1 << 24, 997])
+def test_attach_probe_edges_match_the_kdtree_path(store, block):
+    """Batched device-side probe edges == per-structure cKDTree edges, for probes anywhere in space, with
+    the loader's atom images or without them, and with distance blocks smaller than one structure."""
+    ds = DensityProbes(store, target="total", probes=300, seed=2, probe_r_cut=3.5)
+    batch = collate([ds[i] for i in range(len(ds))])
+    rng = np.random.default_rng(5)
+    moved = batch[K.PROBE_POSITIONS].double() + torch.from_numpy(rng.normal(0, 9.0, (len(batch[K.PROBE_BATCH]), 3)))
+    batch[K.PROBE_POSITIONS] = moved.float()
+    expected = set()
+    probes, pos = (batch[k].double().numpy() for k in (K.PROBE_POSITIONS, K.POSITIONS))
+    pb, ab = batch[K.PROBE_BATCH].numpy(), batch[K.ATOM_BATCH].numpy()
+    for s in range(len(ds)):
+        p, a = np.flatnonzero(pb == s), np.flatnonzero(ab == s)
+        ei, shift = probe_edges(probes[p], pos[a], batch[K.CELL][s].double().numpy(), 3.5)
+        expected |= set(map(tuple, np.concatenate([np.stack([p[ei[0]], a[ei[1]]]).T, shift], 1).tolist()))
+    with_images = attach_probe_edges(dict(batch), 3.5, block=block)
+    without = attach_probe_edges({k: v for k, v in batch.items() if not k.startswith("image")}, 3.5, block=block)
+    assert len(expected) > 10 * len(pb)
+    assert _edge_set(with_images) == expected == _edge_set(without)
+
+
+def test_nmae_weighting(store):
+    ds = DensityProbes(store, target="delta", probes=50, weighting="nmae")
+    mean = np.array([r[C.COL_NELECT] / abs(np.linalg.det(np.reshape(r[C.COL_LATTICE], (3, 3)))) for r in ds.rows])
+    np.testing.assert_allclose(ds.weights, (1 / mean) / np.mean(1 / mean))
+    assert ds.weights.mean() == pytest.approx(1.0) and ds.weights.std() > 0.1  # C and the metals differ
+    item = ds[3]
+    np.testing.assert_allclose(item[K.PROBE_WEIGHT].numpy(), ds.weights[3], rtol=1e-6)
+    assert item[K.PROBE_WEIGHT].shape == (50,)
+    assert K.PROBE_WEIGHT not in DensityProbes(store, target="delta", probes=50)[3]
+    with pytest.raises(ValueError, match="weighting"):
+        DensityProbes(store, target="delta", weighting="uniform")
+
+
 def test_workers_spawn_give_the_same_batches(store):
     ds = DensityProbes(store, target="total", probes=64, n_spin_channels=2, seed=5)
 
@@ -145,7 +190,8 @@ def test_delta_training_loss_goes_down_and_checkpoint_metadata(store, tmp_path):
     # with it (the default) the first epoch already starts near the SAED baseline
     scaled = train(_cfg(store, tmp_path / "scaled", epochs=1, probes=120, val_every=100), progress=False)
     assert scaled["train_loss"] < 0.5 * float(rows[0]["train_loss"])
-    assert 0 < torch.load(tmp_path / "scaled" / "last.pt", weights_only=False)["init_output_scale"] < 1
+    scale = torch.load(tmp_path / "scaled" / "last.pt", weights_only=False)["model_config"]["output_scale"]
+    assert 1e-4 < scale < 0.5  # mean |Δρ| (e/Å³) of the training probes
     assert 0 < final["val_nmae"] < 1e4 and 0 < final["val_nmae_saed"] < 100
     splits = json.loads((out / "splits.json").read_text())
     assert not set(splits["train"]) & set(splits["val"]) and len(splits["train"]) == 8
