@@ -216,6 +216,12 @@ def read_dos(path: str | Path, natoms: int | None = None) -> RawDos:
     JSON files hold ``CompleteDos.as_dict()`` (GPAW set, MP, emmet) or ``Dos.as_dict()``; a plain ``Dos`` has
     no structure, so ``natoms`` must then be given. Energies are absolute eV, densities states/eV/cell.
     """
+    return read_dos_and_structure(path, natoms)[0]
+
+
+def read_dos_and_structure(path: str | Path, natoms: int | None = None):
+    """:func:`read_dos` plus the structure stored with the DOS (vasprun's final structure, a CompleteDos
+    JSON's structure, None for a plain Dos), from one parse of the file."""
     path = Path(path)
     name = path.name.lower()
     if not path.is_file():
@@ -231,9 +237,8 @@ def read_dos(path: str | Path, natoms: int | None = None) -> RawDos:
             dos = vr.complete_dos
         except Exception:  # no structure / projections: fall back to the total DOS
             dos = vr.tdos
-        if natoms is None:
-            natoms = len(vr.final_structure)
-        return from_pymatgen(dos, natoms=natoms, source=str(path))
+        structure = vr.final_structure
+        return from_pymatgen(dos, natoms=len(structure) if natoms is None else natoms, source=str(path)), structure
     if ".json" in name:
         from pymatgen.electronic_structure.dos import CompleteDos, Dos
 
@@ -250,7 +255,7 @@ def read_dos(path: str | Path, natoms: int | None = None) -> RawDos:
             dos = CompleteDos.from_dict(d)
         else:
             dos = Dos.from_dict(d)
-        return from_pymatgen(dos, natoms=natoms, source=str(path))
+        return from_pymatgen(dos, natoms=natoms, source=str(path)), getattr(dos, "structure", None)
     raise ValueError(f"unknown DOS file type (want vasprun*.xml[.gz] or *.json[.gz]): {path}")
 
 

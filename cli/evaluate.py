@@ -46,8 +46,10 @@ def evaluate(
                 ("wasserstein_up_eV", "W₁ ↑ eV", "{:.3f}"), ("wasserstein_down_eV", "W₁ ↓ eV", "{:.3f}"),
                 ("abs_mae", "MAE states/eV/atom", "{:.4f}")]
     cols = [c for c in cols if any(c[0] in r for r in rows)]
-    for _, title, _ in cols:
-        table.add_column(title, justify="right")
+    for key, title, _ in cols:  # ids are never cut: the other headers fold instead
+        ident = key == "material_id"
+        table.add_column(title, justify="left" if ident else "right", no_wrap=ident,
+                         min_width=max((len(str(r.get(key, ""))) for r in rows), default=0) if ident else None)
     for r in rows:
         table.add_row(*[fmt.format(r[k]) if k in r else "" for k, _, fmt in cols])
     out.print(table)

@@ -154,26 +154,9 @@ def _read_volumetric(path: str, expect_natoms: int | None = None):
     return chg, header
 
 
-def _dos_structure(path: str):
-    """The structure stored with a DOS: CompleteDos JSON ``structure`` or vasprun's final structure (or None)."""
-    from pymatgen.core import Structure
-
-    if ".json" in path:
-        import gzip
-        import json
-
-        with (gzip.open(path, "rt") if path.endswith(".gz") else open(path)) as fh:
-            d = json.load(fh)
-        return Structure.from_dict(d["structure"]) if isinstance(d, dict) and d.get("structure") else None
-    from pymatgen.io.vasp import Vasprun
-
-    vr = Vasprun(path, parse_dos=False, parse_eigen=False, parse_potcar_file=False, parse_projected_eigen=False)
-    return vr.final_structure
-
-
 def load(calc: LocalCalc) -> MaterialRecord:
     """Read one calculation folder into a :class:`MaterialRecord` (raises SourceError/GridError/ValueError)."""
-    from chgdata.dos import read_dos
+    from chgdata.dos import read_dos, read_dos_and_structure
 
     structure = None
     total = diff = ae = None
@@ -190,12 +173,14 @@ def load(calc: LocalCalc) -> MaterialRecord:
             raise GridError(f"{calc.folder}: AECCAR0 grid {h0.grid_shape} differs from AECCAR2 {h2.grid_shape}")
         ae = a0.data["total"] + a2.data["total"]
         structure = structure if structure is not None else a2.structure
-    if structure is None and calc.dos:
+    dos = None
+    if calc.dos and structure is None:  # the structure comes with the DOS: one parse of the file for both
         try:
-            structure = _dos_structure(calc.dos)
+            dos, structure = read_dos_and_structure(calc.dos)
         except Exception as exc:  # noqa: BLE001 - bad JSON/XML/gzip: one line naming the file
             raise SourceError(f"{calc.dos}: unreadable DOS file ({type(exc).__name__}: {str(exc)[:200]})") from None
-    dos = read_dos(calc.dos, natoms=None if structure is None else len(structure)) if calc.dos else None
+    elif calc.dos:
+        dos = read_dos(calc.dos, natoms=len(structure))
     if structure is None and calc.poscar:
         from pymatgen.core import Structure
 
