@@ -21,6 +21,8 @@ def train(
     batch_size: int = typer.Option(None, "--batch-size", "-b", min=1, help="Structures per batch."),
     lr: float = typer.Option(None, "--lr", help="Peak learning rate (AdamW, warm-up then cosine)."),
     loss: str = typer.Option(None, "--loss", help="l1 or mse (default l1 for densities, mse for DOS)."),
+    weighting: str = typer.Option(None, "--weighting", help="Density probes: nmae (default; every material "
+                                  "weighs as in the validation NMAE, ∝ 1/mean density) or none."),
     ema: float = typer.Option(None, "--ema", help="EMA decay of the weights, e.g. 0.999 (default: off)."),
     workers: int = typer.Option(None, "--workers", "-w", min=0, help="DataLoader worker processes (spawn)."),
     seed: int = typer.Option(None, "--seed", help="Seed of weights, probe draws and batch order."),
@@ -37,7 +39,8 @@ def train(
     flags = {"store": store, "target": target, "device": device,
              "epochs": epochs, "max_steps": max_steps, "probes": probes,
              "max_probes_per_batch": max_probes_per_batch, "batch_size": batch_size, "lr": lr, "loss": loss,
-             "ema_decay": ema, "workers": workers, "seed": seed, "out": str(run_dir) if run_dir else None}
+             "weighting": weighting, "ema_decay": ema, "workers": workers, "seed": seed,
+             "out": str(run_dir) if run_dir else None}
     flags = {k: v for k, v in flags.items() if v is not None}
     with cli_errors():
         try:

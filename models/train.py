@@ -80,6 +80,8 @@ class TrainConfig:
         self.loss = self.loss or ("mse" if self.target == "dos" else "l1")
         if self.loss not in ("l1", "mse"):
             raise ValueError(f"loss must be l1 or mse, not {self.loss!r}")
+        if self.weighting not in ("nmae", "none"):
+            raise ValueError(f"weighting must be nmae or none, not {self.weighting!r}")
         self.split = tuple(self.split)
 
     @classmethod
@@ -338,6 +340,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     if dist.world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     use_amp = cfg.amp and device.type == "cuda"
+    loss_unit = float(getattr(model_cfg, "output_scale", 1.0))  # densities: the loss in units of the targets' scale
     amp_checked = False
     meta = {"config": dataclasses.asdict(cfg), "model_config": model_cfg.to_dict(),
             "code_version": code_version(), "data_version": data_version(cfg.store),
@@ -397,7 +400,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
                 if cfg.target != "dos":
                     probes += target.shape[0]
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss / loss_unit).backward()  # gradients of O(1) numbers: Adam's ε stays negligible
                 if cfg.grad_clip:
                     nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 opt.step()

@@ -263,7 +263,9 @@ def test_ddp_gloo_two_processes_and_cli_config(store, tmp_path):
     assert ckpt["config"]["max_steps"] == 2 and (out / "model.pt").exists()
 
 
-def test_cli_errors_are_one_line(store, tmp_path):
-    res = subprocess.run([sys.executable, "-m", "chgdata.cli.main", "train", "--store", store, "--target", "rho",
+@pytest.mark.parametrize("flags", [["--target", "rho"], ["--weighting", "uniform"]])
+def test_cli_errors_are_one_line(store, tmp_path, flags):
+    res = subprocess.run([sys.executable, "-m", "chgdata.cli.main", "train", "--store", store, *flags,
                           "--out", str(tmp_path / "x")], capture_output=True, text=True, timeout=60)
     assert res.returncode == 1 and res.stderr.strip().startswith("error:") and len(res.stderr.splitlines()) == 1
+    assert flags[1] in res.stderr
