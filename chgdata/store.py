@@ -284,8 +284,14 @@ class StoreLock:
                 raise StoreError(f"store {self.loc.url} was locked by another writer just now") from exc
             with os.fdopen(fd, "w") as fh:
                 json.dump(info, fh)
-        else:
-            self.loc.fs.pipe_file(self.path, json.dumps(info).encode())
+        else:  # object stores: conditional create (S3 If-None-Match: *), so of two racing writers one fails
+            if holder is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    self.loc.fs.rm_file(self.path)
+            try:
+                self.loc.fs.pipe_file(self.path, json.dumps(info).encode(), mode="create")
+            except FileExistsError as exc:
+                raise StoreError(f"store {self.loc.url} was locked by another writer just now") from exc
         if (self._holder() or {}).get("token") != self.token:
             raise StoreError(f"store {self.loc.url} was locked by another writer just now")
 

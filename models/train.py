@@ -189,10 +189,13 @@ def validate_density(model: ChargeDensityModel, store: str, material_ids, target
             pred_total = pred_total + saed
             base[mid] = nmae(saed, rho)
         per[mid] = nmae(pred_total, rho)
+    return {**_nmae_means(per, base), "per_material": per, "per_material_saed": base}
+
+
+def _nmae_means(per: dict[str, float], base: dict[str, float]) -> dict[str, float]:
     out = {"val_nmae": float(np.mean(list(per.values()))) if per else float("nan")}
     if base:
         out["val_nmae_saed"] = float(np.mean(list(base.values())))
-    out["per_material"] = per
     return out
 
 
@@ -429,9 +432,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             if device.type == "cuda":
                 row["peak_gpu_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
             end_of_run = step >= total_steps
-            if dist.main and not stopped and ((epoch + 1) % cfg.val_every == 0 or end_of_run):
+            if not stopped and ((epoch + 1) % cfg.val_every == 0 or end_of_run):
                 row.update(_validate(cfg, ema if ema is not None else model, splits, device,
-                                     val_loader if cfg.target == "dos" else None))
+                                     val_loader if cfg.target == "dos" else None, dist))
             if dist.main:
                 _append_csv(metrics_path, row)
                 if writer is not None:
@@ -469,14 +472,20 @@ def target_scale(train_set: DensityProbes, n_materials: int = 32) -> float:
     return scale if scale > 0 else 1.0
 
 
-def _validate(cfg: TrainConfig, model: nn.Module, splits, device, val_loader) -> dict[str, float]:
+def _validate(cfg: TrainConfig, model: nn.Module, splits, device, val_loader, dist: _Dist) -> dict[str, float]:
+    """Validation metrics; full-grid density validation is shared out over the ranks (every rank calls this)."""
     model.eval()
-    if cfg.target == "dos":
+    if cfg.target == "dos":  # a few hundred windows: every rank computes the same numbers
         return validate_dos(model, val_loader, device)
     vids = splits["val"][: cfg.val_max_materials] if cfg.val_max_materials else splits["val"]
-    res = validate_density(model, cfg.store, vids, cfg.target, device)
-    res.pop("per_material")
-    return res
+    res = validate_density(model, cfg.store, vids[dist.rank::dist.world], cfg.target, device)
+    per, base = res["per_material"], res["per_material_saed"]
+    if dist.world > 1:
+        parts: list = [None] * dist.world
+        torch.distributed.all_gather_object(parts, (per, base))
+        per = {k: v for p, _ in parts for k, v in p.items()}
+        base = {k: v for _, b in parts for k, v in b.items()}
+    return _nmae_means(per, base)
 
 
 def code_version() -> str:

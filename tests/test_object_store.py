@@ -7,6 +7,7 @@ Credentials and the endpoint come only from the environment, the way s3fs/botoco
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -119,3 +120,23 @@ def test_killed_ingest_on_s3_resumes(s3_endpoint, local_subset, tmp_path):
     assert all_checksums(url)["index"] == all_checksums(local)["index"]
     assert not orphans(after.loc)
     assert not any(k.endswith(C.LOCK) for k in _s3_keys(url))
+
+
+def test_object_store_lock_is_a_conditional_create(s3_endpoint, monkeypatch):
+    """Two writers that both saw no lock: S3's If-None-Match create lets exactly one of them through."""
+    from chgdata.store import StoreError, StoreLock
+
+    loc = Location.parse(f"s3://{BUCKET}/lock-race")
+    first, second = StoreLock(loc, "first"), StoreLock(loc, "second")
+    first.acquire()
+    with pytest.raises(StoreError, match="locked by 'first'"):
+        second.acquire()  # sees the live holder
+    monkeypatch.setattr(StoreLock, "_holder", lambda self: None)  # as if it had looked just before `first` wrote
+    with pytest.raises(StoreError, match="locked by another writer just now"):
+        second.acquire()
+    monkeypatch.undo()
+    assert json.loads(loc.fs.cat_file(first.path))["owner"] == "first"  # the holder's lock is untouched
+    first.release()
+    second.acquire()
+    second.release()
+    assert not loc.fs.exists(first.path)

@@ -31,7 +31,7 @@ from chgdata.models.data import (  # noqa: E402
 )
 from chgdata.models.graph import collate  # noqa: E402
 from chgdata.models.neighbors import probe_edges  # noqa: E402
-from chgdata.models.train import TrainConfig, load_checkpoint, train  # noqa: E402
+from chgdata.models.train import TrainConfig, load_checkpoint, train, validate_density  # noqa: E402
 
 from chgdata import contract as C  # noqa: E402
 
@@ -250,7 +250,7 @@ def test_ddp_gloo_two_processes_and_cli_config(store, tmp_path):
     out = tmp_path / "ddp"
     conf = tmp_path / "train.yaml"
     conf.write_text(f"store: {store}\ntarget: delta\nprobes: 50\nbatch_size: 4\nepochs: 3\nlr: 1.0e-3\n"
-                    f"val_max_materials: 1\ntensorboard: false\nmodel: {json.dumps(TINY)}\n")
+                    f"val_max_materials: 3\nsplit: [0.6, 0.4, 0.0]\ntensorboard: false\nmodel: {json.dumps(TINY)}\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "chgdata.cli.main", "train", "--config", str(conf), "--max-steps", "2", "--out", str(out), "-q"]
@@ -261,6 +261,13 @@ def test_ddp_gloo_two_processes_and_cli_config(store, tmp_path):
     ckpt = torch.load(out / "last.pt", weights_only=False)
     assert ckpt["step"] == 2 and ckpt["world_size"] == 2 and ckpt["config"]["probes"] == 50  # file + flag
     assert ckpt["config"]["max_steps"] == 2 and (out / "model.pt").exists()
+    # validation was shared out over the two ranks (2 + 1 materials) and gathered: same as one process
+    model, _ = load_checkpoint(out / "model.pt")
+    alone = validate_density(model, store, json.loads((out / "splits.json").read_text())["val"][:3], "delta", "cpu")
+    logged = _metrics(out)[-1]
+    assert float(logged["val_nmae"]) == pytest.approx(alone["val_nmae"], rel=1e-9)
+    assert float(logged["val_nmae_saed"]) == pytest.approx(alone["val_nmae_saed"], rel=1e-9)
+    assert len(alone["per_material"]) == 3
 
 
 @pytest.mark.parametrize("flags", [["--target", "rho"], ["--weighting", "uniform"]])
