@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCALES = {
     # encoder / head sizes, probes per structure, structures per batch, budgets in seconds per target
     "gpu": {"model": {"encoder": {"n_scalars": 48, "n_vectors": 12, "l_max": 2, "n_layers": 3},
-                      "n_edge_layers": 1, "n_edge_scalars": 32, "mlp_hidden": 64},
+                      "n_edge_layers": 1, "n_edge_scalars": 32, "mlp_hidden": 64, "probe_r_cut": 3.0},
             "dos_model": {"encoder": {"n_scalars": 48, "n_vectors": 12, "l_max": 2, "n_layers": 3},
                           "mlp_hidden": 128},
             # large batches: the head's kernels only fill a GPU at ~10⁵ probes per step (H200 forward: 0.35 M
@@ -43,7 +43,7 @@ SCALES = {
             "probes": 8000, "batch": 32, "max_probes": 262144, "budget": {"delta": 240, "total": 120, "dos": 45},
             "max_steps": 6000, "lr": 3e-3, "ema": 0.999, "workers": 4, "device": "cuda"},
     "cpu": {"model": {"encoder": {"n_scalars": 16, "n_vectors": 4, "l_max": 2, "n_layers": 2, "radial_hidden": 16},
-                      "n_edge_layers": 1, "n_edge_scalars": 16, "mlp_hidden": 32},
+                      "n_edge_layers": 1, "n_edge_scalars": 16, "mlp_hidden": 32, "probe_r_cut": 3.0},
             "dos_model": {"encoder": {"n_scalars": 8, "n_vectors": 2, "l_max": 1, "n_layers": 1},
                           "mlp_hidden": 32},
             "probes": 200, "batch": 8, "max_probes": None, "budget": {"delta": 200, "total": 200, "dos": 60},

