@@ -82,6 +82,7 @@ class GatedTensorProductBlock(nn.Module):
         instructions = [(i, j, perm[k], mode, train) for i, j, k, mode, train in instructions]
         self.tp = o3.TensorProduct(self.irreps_in, self.irreps_sh, irreps_mid, instructions,
                                    shared_weights=False, internal_weights=False)
+        self.scalar_paths = _scalar_paths(self.tp)
         self.radial = FullyConnectedNet([n_radial, radial_hidden, self.tp.weight_numel], F.silu)
 
         scalars = o3.Irreps([(m, ir) for m, ir in target if ir.l == 0 and ir in reachable])
@@ -110,7 +111,8 @@ class GatedTensorProductBlock(nn.Module):
             raise ValueError(f"input has {x.shape[-1]} features, irreps_in {self.irreps_in} has {self.irreps_in.dim}")
         weight = self.radial(radial)
         if edge_index is None:
-            message = self.tp(x, sh, weight)
+            message = self.tp(x, sh, weight) if self.scalar_paths is None else _scalar_tp(self.scalar_paths, x, sh,
+                                                                                         weight)
         else:
             receiver, sender = edge_index
             edge_msg = self.tp(x[sender], sh, weight)
@@ -118,6 +120,44 @@ class GatedTensorProductBlock(nn.Module):
             message = message.index_add(0, receiver, edge_msg) / math.sqrt(self.avg_num_neighbors)
         out = self.gate(self.linear(message) + (self.self_interaction(x) if self_term is None else self_term))
         return out + x if self.residual else out
+
+
+def _scalar_paths(tp: o3.TensorProduct) -> list[tuple] | None:
+    """Slices and constants of a TP whose every path is ``l ⊗ l → 0e`` in "uvu" mode (a head layer that keeps
+    scalars only), or None. Each path is then ``out_u = c · w_u · Σ_m x_{u,m} Y_m``; the constant ``c`` is read
+    off e3nn's own TP once (float64), so the fast form stays e3nn's normalisation by construction."""
+    ins = tp.instructions
+    if not ins or any(i.connection_mode != "uvu" or tp.irreps_out[i.i_out].ir != o3.Irrep("0e")
+                      or tp.irreps_in1[i.i_in1].ir.l != tp.irreps_in2[i.i_in2].ir.l for i in ins):
+        return None
+    s1, s2, so = tp.irreps_in1.slices(), tp.irreps_in2.slices(), tp.irreps_out.slices()
+    rng = torch.Generator().manual_seed(0)
+    x = torch.randn(4, tp.irreps_in1.dim, generator=rng, dtype=torch.float64)
+    y = torch.randn(4, tp.irreps_in2.dim, generator=rng, dtype=torch.float64)
+    w = torch.randn(4, tp.weight_numel, generator=rng, dtype=torch.float64)
+    with torch.no_grad():
+        ref = tp.to(torch.float64)(x, y, w)
+        tp.to(torch.get_default_dtype())
+    paths, w0 = [], 0
+    for i in ins:
+        mul, dim = tp.irreps_in1[i.i_in1].mul, tp.irreps_in1[i.i_in1].ir.dim
+        path = [s1[i.i_in1], mul, dim, s2[i.i_in2], slice(w0, w0 + mul), so[i.i_out], 1.0]
+        w0 += mul
+        plain = _scalar_path(path, x, y, w)
+        path[-1] = float((ref[:, so[i.i_out]] * plain).sum() / (plain * plain).sum())
+        paths.append(tuple(path))
+    return paths
+
+
+def _scalar_path(path, x, y, w) -> torch.Tensor:
+    xs, mul, dim, ys, ws, _, c = path
+    dot = torch.einsum("eum,em->eu", x[:, xs].reshape(-1, mul, dim), y[:, ys])
+    return c * w[:, ws] * dot
+
+
+def _scalar_tp(paths, x: torch.Tensor, sh: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The scalar-only TP of :func:`_scalar_paths`: per-channel dot products, no Clebsch–Gordan tensors."""
+    return torch.cat([_scalar_path(p, x, sh, weight) for p in paths], dim=-1)
 
 
 class IrrepsSequential(nn.ModuleList):

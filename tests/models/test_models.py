@@ -162,3 +162,22 @@ def test_configs_round_trip_and_validate():
     clone.load_state_dict(model.state_dict())
     assert count_parameters(model) == count_parameters(clone) > 1000
     assert EncoderConfig(l_max=1, parity=False).hidden_irreps() == "32x0e+8x1o"
+
+
+@pytest.mark.parametrize("l_max", [1, 2, 3])
+def test_scalar_only_head_layer_fast_path_equals_e3nn(l_max, rng):
+    """A probe-edge layer that keeps scalars takes the per-channel dot-product path; it equals e3nn's TP."""
+    sh_irreps = o3.Irreps.spherical_harmonics(l_max, p=-1)
+    hidden = EncoderConfig(n_scalars=6, n_vectors=3, l_max=l_max).hidden_irreps()
+    block = GatedTensorProductBlock(hidden, sh_irreps, "5x0e", 8, 16)
+    assert block.scalar_paths is not None and len(block.scalar_paths) == l_max + 1
+    x = torch.as_tensor(rng.normal(size=(50, block.irreps_in.dim)))
+    sh = o3.spherical_harmonics(sh_irreps, torch.as_tensor(rng.normal(size=(50, 3))), normalize=True,
+                                normalization="component")
+    radial = torch.as_tensor(rng.uniform(size=(50, 8)))
+    fast = block(x, sh, radial)
+    paths, block.scalar_paths = block.scalar_paths, None  # e3nn's generic TensorProduct
+    torch.testing.assert_close(fast, block(x, sh, radial), rtol=1e-12, atol=1e-12)
+    block.scalar_paths = paths
+    # layers with vector outputs (the encoder's, a first head layer of two) keep e3nn's TP
+    assert GatedTensorProductBlock(hidden, sh_irreps, hidden, 8, 16).scalar_paths is None
