@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The GPU figures of BENCHMARKS.md in one device call (about 9 minutes on one H100 or H200):
+# full-grid inference of the shipped model (bench/predict.py) and the delta/total/DOS training runs
+# (bench/train_gpu.py), reports written to $OUT.
+#
+# The device image has torch + CUDA, e3nn, pyarrow and typer but not zarr, pymatgen or vesin, and Python 3.12.
+# Prepare here (CPU machine), then carry `.whl` and the store:
+#   pip download --only-binary=:all: --python-version 3.12 --no-deps -d .whl zarr numcodecs donfig \
+#       google-crc32c vesin pymatgen pymatgen-core monty spglib ruamel.yaml ruamel.yaml.clib orjson \
+#       palettable uncertainties bibtexparser
+#   pip wheel --no-deps -w .whl .                      # this checkout as a wheel (rebuild after every change)
+#   chgdata run --from-dir ../shared/data/gpaw --store .gpu/gpaw
+# and on the device:  bash bench/gpu_session.sh .gpu/gpaw     (carry: .whl, .gpu; timeout_s 600)
+set -euo pipefail
+STORE=${1:-.gpu/gpaw}
+REPORTS=${OUT:-bench/results/gpu-run}
+mkdir -p "$REPORTS"
+if compgen -G ".whl/*.whl" > /dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$REPORTS/device.txt"
+# 20-atom cell (and the others) on 0.1 Å grids; a failure here must not cost the training runs
+timeout 150 python3 bench/predict.py --device cuda --checkpoint models/default/density.pt \
+    --out "$REPORTS/predict_gpu.md" || echo "bench/predict.py failed or timed out" >&2
+python3 bench/train_gpu.py --store "$STORE" --out /tmp/train-work --report "$REPORTS/train_gpu.md"
+cp /tmp/train-work/train_gpu.json "$REPORTS/"
