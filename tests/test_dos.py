@@ -20,8 +20,7 @@ from chgdata.dos import (
     smear_window,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DATA = REPO_ROOT.parent / "shared" / "data"
+from tests.conftest import SHARED_DATA as DATA
 
 
 def _shared_dos_files() -> list[Path]:

@@ -22,28 +22,13 @@ from chgdata.references import (
 )
 from chgdata.saed import saed_density
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
-GPAW = DATA / "gpaw"
-VASP_CHGCARS = ["Si_static", "Al_fcc", "Fe_bcc_spin", "Fe_bcc_nospin", "Li_bcc_spin", "Li_bcc_nospin", "NaCl",
-                "TiPt_slab_adsorbate"]
+from tests.conftest import GPAW, VASP_CHGCARS, chgcar_material
+from tests.conftest import material_counts as _counts
+from tests.conftest import SHARED_DATA as DATA
 
 
 def _load(chgcar: Path) -> dict:
-    from pymatgen.io.vasp import Chgcar
-
-    c = Chgcar.from_file(str(chgcar))
-    s = c.structure
-    rho = c.data["total"] / s.volume
-    return {
-        "id": chgcar.parent.name, "lattice": s.lattice.matrix, "frac": s.frac_coords,
-        "species": [site.specie.symbol for site in s], "rho": rho, "volume": s.volume,
-        "n_electrons": float(c.data["total"].mean()),
-    }
-
-
-def _counts(m: dict) -> MaterialCounts:
-    return MaterialCounts(m["id"], {e: m["species"].count(e) for e in set(m["species"])}, m["n_electrons"])
+    return chgcar_material(chgcar, chgcar.parent.name)
 
 
 @pytest.fixture(scope="module")

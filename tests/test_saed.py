@@ -10,7 +10,6 @@ import pytest
 
 from chgdata.references import (
     DEFAULT_SIGMAS,
-    MaterialCounts,
     ReferenceTable,
     material_normal_equations,
     solve_reference,
@@ -19,22 +18,12 @@ from chgdata.references import (
 )
 from chgdata.saed import find_user_reference, saed_at_points, saed_density, user_reference_density
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
-VASP_CHGCARS = ["Si_static", "Al_fcc", "Fe_bcc_spin", "Fe_bcc_nospin", "Li_bcc_spin", "Li_bcc_nospin", "NaCl",
-                "TiPt_slab_adsorbate"]
+from tests.conftest import SHARED_DATA as DATA
+from tests.conftest import VASP_CHGCARS, chgcar_material, material_counts
 
 
 def _load(chgcar: Path) -> dict:
-    from pymatgen.io.vasp import Chgcar
-
-    c = Chgcar.from_file(str(chgcar))
-    s = c.structure
-    return {
-        "id": f"{chgcar.parent.parent.name}/{chgcar.parent.name}", "lattice": s.lattice.matrix,
-        "frac": s.frac_coords, "species": [site.specie.symbol for site in s], "rho": c.data["total"] / s.volume,
-        "volume": s.volume, "n_electrons": float(c.data["total"].mean()),
-    }
+    return chgcar_material(chgcar, f"{chgcar.parent.parent.name}/{chgcar.parent.name}")
 
 
 def _dataset(name: str) -> list[dict]:
@@ -47,9 +36,7 @@ def _dataset(name: str) -> list[dict]:
 
 
 def _fitted(mats: list[dict], version: str) -> ReferenceTable:
-    val = valence_counts(
-        [MaterialCounts(m["id"], {e: m["species"].count(e) for e in set(m["species"])}, m["n_electrons"]) for m in mats]
-    )
+    val = valence_counts([material_counts(m) for m in mats])
     parts = [material_normal_equations(m["lattice"], m["frac"], m["species"], m["rho"], np.random.default_rng([5, i]),
                                        n_points=2048, material_id=m["id"]) for i, m in enumerate(mats)]
     return solve_reference(sum_normal_equations(parts), val, dataset_version=version)

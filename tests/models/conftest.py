@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,9 +13,7 @@ pytest.importorskip("vesin")
 
 from chgdata.models import ChargeDensityConfig, DosConfig, EncoderConfig  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DATA = REPO_ROOT.parent / "shared" / "data"
-GPAW = DATA / "gpaw"
+from tests.conftest import GPAW  # noqa: E402
 
 SI = "gpaw-0001"  # Si2 diamond, 24^3 grid
 C = "gpaw-0008"  # C2 diamond, 15^3 grid (small, for the overfit test)

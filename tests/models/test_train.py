@@ -34,8 +34,8 @@ from chgdata.models.neighbors import probe_edges  # noqa: E402
 from chgdata.models.train import TrainConfig, load_checkpoint, train, validate_density  # noqa: E402
 
 from chgdata import contract as C  # noqa: E402
+from tests.conftest import GPAW  # noqa: E402
 
-GPAW = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "gpaw"
 # single-element materials only: valence counts must be determinable from the subset (BN alone is ambiguous)
 SUBSET = ["gpaw-0008", "gpaw-0009", "gpaw-0010", "gpaw-0011", "gpaw-0031", "gpaw-0032", "gpaw-0033",
           "gpaw-0124", "gpaw-0133", "gpaw-0152"]
