@@ -99,12 +99,12 @@ def run_target(scale: dict, store: str, target: str, work: Path, device: str, st
     wall = time.perf_counter() - t0
     rows = _rows(out)
     steady = rows[1:] or rows  # the first epoch carries start-up (workers, kernels)
-    steps = int(rows[-1]["step"])
+    done = int(rows[-1]["step"])
     train_s = sum(float(r["epoch_s"]) for r in rows)
     probes_per_s = (sum(float(r["probes_per_s"]) * float(r["epoch_s"]) for r in steady)
                     / max(1e-9, sum(float(r["epoch_s"]) for r in steady)))
-    result = {"target": target, "steps": steps, "calibration_s_per_step": s_per_step, "calibration_wall_s": calib_s,
-              "train_s": train_s, "wall_s": wall, "steps_per_s": steps / max(train_s, 1e-9),
+    result = {"target": target, "steps": done, "calibration_s_per_step": s_per_step, "calibration_wall_s": calib_s,
+              "train_s": train_s, "wall_s": wall, "steps_per_s": done / max(train_s, 1e-9),
               "probes_per_s": probes_per_s if target != "dos" else None,
               "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None,
               "final_train_loss": float(rows[-1]["train_loss"]),

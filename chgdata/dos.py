@@ -219,7 +219,7 @@ def read_dos(path: str | Path, natoms: int | None = None) -> RawDos:
     return read_dos_and_structure(path, natoms)[0]
 
 
-def read_dos_and_structure(path: str | Path, natoms: int | None = None):
+def read_dos_and_structure(path: str | Path, natoms: int | None = None) -> tuple[RawDos, Any]:
     """:func:`read_dos` plus the structure stored with the DOS (vasprun's final structure, a CompleteDos
     JSON's structure, None for a plain Dos), from one parse of the file."""
     path = Path(path)

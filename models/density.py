@@ -211,11 +211,11 @@ def density_in_chunks(
     """
     if (grid_shape is None) == (probe_positions is None):
         raise ValueError("give exactly one of grid_shape and probe_positions")
+    if grid_shape is not None:
+        return predict_grid(model, positions, atomic_numbers, cell, grid_shape, chunk_size, device, dtype=dtype)
     cfg = model.config
     chunk_size = int(chunk_size or cfg.chunk_size)
     dtype = dtype or next(model.parameters()).dtype
-    if grid_shape is not None:
-        return predict_grid(model, positions, atomic_numbers, cell, grid_shape, chunk_size, device, dtype=dtype)
     batch = structure_batch(positions, atomic_numbers, cell, cfg.encoder.r_cut, dtype=dtype, device=device)
     features = model.encoder(batch)
     outputs = []

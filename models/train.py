@@ -475,8 +475,8 @@ def target_scale(train_set: DensityProbes, n_materials: int = 32) -> float:
 def _validate(cfg: TrainConfig, model: nn.Module, splits, device, val_loader, dist: _Dist) -> dict[str, float]:
     """Validation metrics; full-grid density validation is shared out over the ranks (every rank calls this)."""
     model.eval()
-    if cfg.target == "dos":  # a few hundred windows: every rank computes the same numbers
-        return validate_dos(model, val_loader, device)
+    if cfg.target == "dos":  # a few hundred windows: rank 0 alone (it writes the metrics)
+        return validate_dos(model, val_loader, device) if dist.main else {}
     vids = splits["val"][: cfg.val_max_materials] if cfg.val_max_materials else splits["val"]
     res = validate_density(model, cfg.store, vids[dist.rank::dist.world], cfg.target, device)
     per, base = res["per_material"], res["per_material_saed"]
