@@ -32,6 +32,7 @@ FAILURES = "failures.parquet"
 DOS_RAW = "dos_raw.parquet"
 DELTA_INDEX = "delta.parquet"  # build-delta: one row per material with saed/delta (same partitions as rho)
 DOS_INDEX = "dos.parquet"  # build-dos: one row per material with DOS windows
+SPLITS_TABLE = "splits.parquet"  # chgdata split: material_id, group, split (train|val|test)
 CARD = "dataset.yaml"
 LOCK = ".chgdata.lock"
 ARRAYS_DIR = "arrays"
@@ -66,5 +67,6 @@ COL_AE_SHA = "rho_ae_sha256"
 COL_FILES = "input_files"  # paths (local) or MP endpoints the material came from
 COL_RETRIEVED = "retrieved_at"  # ISO 8601 UTC
 COL_STATUS = "status"  # "ok" | "flagged: <reason>"
+COL_PROTOTYPE = "prototype"  # structure prototype as the source records it (GPAW meta.json), else None
 
 FAIL_COLUMNS = ("material_id", "stage", "reason", "time")

@@ -132,7 +132,7 @@ INDEX_SCHEMA = pa.schema([
     (C.COL_PARTITION, pa.string()), (C.COL_RHO_OFFSET, pa.int64()), (C.COL_MAG_OFFSET, pa.int64()),
     (C.COL_AE_OFFSET, pa.int64()), (C.COL_RHO_SHA, pa.string()), (C.COL_MAG_SHA, pa.string()),
     (C.COL_AE_SHA, pa.string()), (C.COL_INPUT_SHA, pa.string()), (C.COL_FILES, pa.list_(pa.string())),
-    (C.COL_RETRIEVED, pa.string()), (C.COL_STATUS, pa.string()),
+    (C.COL_RETRIEVED, pa.string()), (C.COL_STATUS, pa.string()), (C.COL_PROTOTYPE, pa.string()),
 ])
 
 #: Raw DOS as ingested (absolute energies in eV, states/eV/cell; non-spin data has dos_down null).
@@ -530,6 +530,23 @@ class Dataset:
 
     def __len__(self) -> int:
         return self.index.num_rows
+
+    def splits(self) -> dict[str, list[str]]:
+        """The recorded grouped split (``chgdata split``): {"train"|"val"|"test": sorted material ids}; empty when
+        none is recorded. The grouping is in ``card["split"]``."""
+        t = read_table(self.loc, C.SPLITS_TABLE)
+        out: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+        if t is not None:
+            have = set(self.material_ids)
+            for r in t.select([C.COL_ID, "split"]).to_pylist():
+                if r[C.COL_ID] in have:
+                    out[r["split"]].append(r[C.COL_ID])
+        return {k: sorted(v) for k, v in out.items()}
+
+    def groups(self) -> dict[str, str]:
+        """material id -> group label of the recorded split (empty when none is recorded)."""
+        t = read_table(self.loc, C.SPLITS_TABLE)
+        return {} if t is None else dict(zip(t.column(C.COL_ID).to_pylist(), t.column("group").to_pylist()))
 
     def row(self, material_id: str) -> dict[str, Any]:
         if self._rows is None:

@@ -11,6 +11,7 @@ from chgdata.cli import info as _info
 from chgdata.cli import ingest as _ingest
 from chgdata.cli import predict as _predict
 from chgdata.cli import run as _run
+from chgdata.cli import split as _split
 from chgdata.cli import train as _train
 from chgdata.cli import verify as _verify
 from chgdata.cli.plot import plot_app
@@ -22,6 +23,7 @@ app = typer.Typer(help="Materials Project style charge densities and DOS as ML d
 app.command("run")(_run.run)
 app.command("ingest")(_ingest.ingest)
 app.command("info")(_info.info)
+app.command("split")(_split.split)
 app.command("build-delta")(_delta.build_delta)
 app.command("build-dos")(_dos.build_dos)
 app.command("verify")(_verify.verify)

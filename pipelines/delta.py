@@ -38,6 +38,7 @@ from chgdata.references import (
     sum_normal_equations,
     valence_counts,
 )
+from chgdata.pipelines.split import ensure_split
 from chgdata.saed import find_user_reference, saed_density, user_reference_density
 from chgdata.store import (
     Dataset,
@@ -189,7 +190,9 @@ def data_digest(rows) -> str:
 
 
 def _load_or_fit(loc: Location, store: str, reference: str | None, client, parts,
-                 progress: bool, nonnegative: bool) -> tuple[ReferenceTable, str]:
+                 progress: bool, nonnegative: bool, needed: set[str]) -> tuple[ReferenceTable, str]:
+    """The reference to use: ``--reference FILE``, else the stored one, else fitted on ``parts`` (the train split
+    of the store's grouped split); ``needed``: the elements of every material that will get a Δρ."""
     path = loc.path(REFERENCE_FILE)
     stored = ReferenceTable.from_json(loc.fs.cat_file(path).decode()) if loc.fs.exists(path) else None
     if reference is not None:
@@ -203,7 +206,6 @@ def _load_or_fit(loc: Location, store: str, reference: str | None, client, parts
     else:
         table = fit_reference(store, client, parts, progress=progress, nonnegative=nonnegative)
         kind = "fitted-nonnegative" if nonnegative else "fitted"
-    needed = {s for rs in parts.values() for r in rs for s in r[C.COL_SPECIES]}
     missing = sorted(needed - set(table.elements))
     if missing:
         raise StoreError(f"reference table {table.id} has no entry for {missing}")
@@ -228,7 +230,12 @@ def run_build_delta(store: str, *, reference: str | None = None, workers: int = 
             raise StoreError(f"{store}: no material with a valence density (run chgdata ingest first)")
         if client is None:
             client = stack.enter_context(dask_client(workers, scheduler, processes=processes))
-        table, kind = _load_or_fit(loc, store, reference, client, parts, progress, nonnegative)
+        split = ensure_split(loc)  # the fit sees the train split only
+        train = set(split.ids("train"))
+        fit_parts = {p: [r for r in rs if r[C.COL_ID] in train] for p, rs in parts.items()}
+        table, kind = _load_or_fit(loc, store, reference, client, {p: rs for p, rs in fit_parts.items() if rs},
+                                   progress, nonnegative, needed={s for rs in parts.values() for r in rs
+                                                                  for s in r[C.COL_SPECIES]})
         report.reference_id, report.reference_kind = table.id, kind
         done_t = read_table(loc, C.DELTA_INDEX)
         done_rows = [] if done_t is None else done_t.select([C.COL_ID, C.COL_PARTITION, "reference_id"]).to_pylist()

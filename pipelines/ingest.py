@@ -132,6 +132,7 @@ def _row(rec: MaterialRecord, partition: str) -> dict[str, Any]:
         C.COL_GRID: None, C.COL_NPOINTS: 0, C.COL_SPIN: False, C.COL_NELECT: None, C.COL_MAGMOM: None,
         C.COL_RHO_OFFSET: -1, C.COL_MAG_OFFSET: -1, C.COL_AE_OFFSET: -1, C.COL_RHO_SHA: None,
         C.COL_MAG_SHA: None, C.COL_AE_SHA: None, C.COL_EFERMI: None, C.COL_HAS_DOS: False, C.COL_STATUS: "ok",
+        C.COL_PROTOTYPE: rec.prototype,
     }
 
 

@@ -53,3 +53,4 @@ class MaterialRecord:
     input_sha256: str | None = None
     retrieved_at: str | None = None
     expected_grid: tuple[int, int, int] | None = None
+    prototype: str | None = None

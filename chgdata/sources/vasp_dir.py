@@ -6,6 +6,7 @@ the CHGCAR, else from the DOS file (vasprun final structure or the CompleteDos s
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -195,5 +196,17 @@ def load(calc: LocalCalc) -> MaterialRecord:
     return MaterialRecord(
         material_id=calc.material_id, source="vasp", structure=structure, total=total, diff=diff,
         ae_total=ae, dos=dos, input_files=calc.files, input_sha256=file_sha256(calc.files),
-        retrieved_at=utcnow(), expected_grid=grid)
+        retrieved_at=utcnow(), expected_grid=grid, prototype=read_prototype(calc.folder))
+
+
+def read_prototype(folder: str) -> str | None:
+    """The structure prototype named in the folder's ``meta.json`` (as the GPAW set writes it), else None."""
+    path = Path(folder) / "meta.json"
+    if not path.is_file():
+        return None
+    try:
+        proto = json.loads(path.read_text()).get("prototype")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(proto) if proto else None
 
