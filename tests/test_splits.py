@@ -70,3 +70,17 @@ def test_bad_requests_are_clear():
     no_proto = [{**r, C.COL_PROTOTYPE: None} for r in rows[:3]]
     with pytest.raises(SplitError, match="no prototype recorded"):
         assign_splits(no_proto, "prototype")
+
+
+def test_evaluate_uses_the_store_split_and_refuses_leaks():
+    pytest.importorskip("torch")
+    from chgdata.models.evaluate import select_materials
+
+    store_splits = {"train": ["a", "b"], "val": ["c"], "test": ["d", "e"]}
+    ids = ["a", "b", "c", "d", "e"]
+    ckpt = {"splits": {"train": ["a", "b", "c"], "val": ["d"], "test": ["e"]}}
+    assert select_materials({"splits": {"train": ["a", "b"]}}, ids, "test", store_splits=store_splits) == ["d", "e"]
+    assert select_materials(ckpt, ids, "test") == ["e"]  # no split in the store: the checkpoint's own
+    with pytest.raises(ValueError, match="trained on 1 of the 1 'val' materials"):
+        select_materials(ckpt, ids, "val", store_splits=store_splits)
+    assert select_materials(ckpt, ids, "all", store_splits=store_splits) == ids
