@@ -55,7 +55,8 @@ def export_chgcar(ds: Dataset, material_id: str, out: Path) -> Path:
         data["diff"] = grid.mag.astype(np.float64) * volume
     path = out / material_id / "CHGCAR"
     path.parent.mkdir(parents=True, exist_ok=True)
-    Chgcar(Poscar(structure), data).write_file(str(path))
+    # the PAW augmentation occupancies kept at ingest go back too, so VASP can restart from it (ICHARG=1)
+    Chgcar(Poscar(structure), data, data_aug=ds.paw_augmentation(material_id)).write_file(str(path))
     return path
 
 
