@@ -128,6 +128,6 @@ def predict(structure, checkpoint: PathLike | None = None, *, grid: Sequence[int
     grid_ = DensityGrid(structure.composition.reduced_formula, pred.rho, mag_to_write(pred, spin),
                         np.asarray(structure.lattice.matrix))
     chg = grid_.to_chgcar(structure, read_augmentation(aug_from, structure) if aug_from else None)
-    chg.poscar.comment = f"predicted by chgdata: {convention}"
+    chg.name = chg.poscar.comment = f"predicted by chgdata: {convention}"  # the CHGCAR's first line
     chg.density_convention = convention
     return chg

@@ -292,8 +292,10 @@ def write_chgcar(structure, rho: np.ndarray, path: str | os.PathLike, mag: np.nd
         data_aug = {k: v for k, v in data_aug.items() if k in data}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    poscar = Poscar(structure, comment=" ".join((comment or structure.composition.reduced_formula).split()))
-    Chgcar(poscar, data, data_aug=data_aug or None).write_file(str(path))
+    comment = " ".join((comment or structure.composition.reduced_formula).split())
+    chg = Chgcar(Poscar(structure, comment=comment), data, data_aug=data_aug or None)
+    chg.name = comment  # pymatgen writes `name` as the first (comment) line
+    chg.write_file(str(path))
     return path
 
 
@@ -411,9 +413,11 @@ def run_predict(specs: Sequence[str], out: str | os.PathLike, *, checkpoint: str
         raise PredictError("--aug-from takes one structure (augmentation occupancies are per atom)")
     convention = ckpt[CONVENTION_KEY]
     data_aug = read_augmentation(aug_from, inputs[0].structure) if aug_from else None
+    checked: set[str] = set()
     for what, path in [("--like", like), ("--aug-from", aug_from)] + [
             ("input", i.source) for i in inputs if "CHGCAR" in Path(i.source).name.upper()]:
-        if path and Path(path).is_file():
+        if path and Path(path).is_file() and str(Path(path).resolve()) not in checked:
+            checked.add(str(Path(path).resolve()))
             check_input(path, reference, convention, what)
     out_p = Path(out)
     single = (len(inputs) == 1 and list(formats) == ["chgcar"] and "CHGCAR" in out_p.name.upper()
