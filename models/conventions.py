@@ -2,7 +2,7 @@
 
 A density model predicts the density of the code its training store came from. The shipped model was trained on
 the GPAW set: GPAW's pseudo-valence density with the valence counts of the gpaw-data PAW setups (NaCl: Na 7 + Cl 7
-= 14 e), not VASP's (MP's PBE POTCARs: Na 1 + Cl 7 = 8 e). A Δ checkpoint's SAED reference integrates to exactly
+= 14 e), not VASP's (the NaCl CHGCAR of ../shared/data/vasp, Na POTCAR: Na 1 + Cl 7 = 8 e). A Δ checkpoint's SAED reference integrates to exactly
 those valence counts, so they say what ∫ρ dV of a prediction is.
 """
 
@@ -18,8 +18,8 @@ import numpy as np
 #: Checkpoint key: one line naming the code and kind of density the model predicts.
 CONVENTION_KEY = "density_convention"
 #: The shipped model's convention (models/default/README.md).
-DEFAULT_CONVENTION = ("GPAW pseudo-valence density (gpaw-data PAW setups, PBE; e.g. NaCl integrates to 14 e, "
-                      "where VASP PBE POTCARs as used by MP give 8 e)")
+DEFAULT_CONVENTION = ("GPAW pseudo-valence density (gpaw-data PAW setups, PBE; e.g. NaCl integrates to 14 e = "
+                      "Na 7 + Cl 7, where VASP with the Na POTCAR gives 8 e)")
 #: An input whose electron count differs from the model's by more than this (electrons) gets a warning.
 ELECTRON_TOLERANCE = 0.5
 
