@@ -683,7 +683,9 @@ class Dataset:
     def summary(self) -> dict[str, Any]:
         """Counts and provenance at a glance: materials, with density/DOS/spin, sources, codes, store tables."""
         t = self.index
-        col = (lambda name: t.column(name).to_pylist() if name in t.column_names else [])
+
+        def col(name: str) -> list:
+            return t.column(name).to_pylist() if name in t.column_names else []
         card = self.card
         status = col(C.COL_STATUS)
         return {

@@ -2,8 +2,8 @@
 
 A density model predicts the density of the code its training store came from. The shipped model was trained on
 the GPAW set: GPAW's pseudo-valence density with the valence counts of the gpaw-data PAW setups (NaCl: Na 7 + Cl 7
-= 14 e), not VASP's (the NaCl CHGCAR of ../shared/data/vasp, Na POTCAR: Na 1 + Cl 7 = 8 e). A Δ checkpoint's SAED reference integrates to exactly
-those valence counts, so they say what ∫ρ dV of a prediction is.
+= 14 e), not VASP's (the NaCl CHGCAR of ../shared/data/vasp, Na POTCAR: Na 1 + Cl 7 = 8 e). A Δ checkpoint's SAED
+reference integrates to exactly those valence counts, so they say what ∫ρ dV of a prediction is.
 """
 
 from __future__ import annotations

@@ -48,9 +48,8 @@ def default_checkpoint() -> Path:
 
 def load(checkpoint: str | os.PathLike | None, device: str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
     """(model in eval mode, checkpoint dict) of ``checkpoint`` or of the shipped default model."""
-    from .train import load_checkpoint
-
     from .conventions import CONVENTION_KEY, density_convention
+    from .train import load_checkpoint
 
     path = Path(checkpoint) if checkpoint else default_checkpoint()
     if not path.is_file():
@@ -389,9 +388,9 @@ def run_predict(specs: Sequence[str], out: str | os.PathLike, *, checkpoint: str
     augmentation occupancies are copied into the written CHGCAR (so VASP can start from it with ICHARG=1).
     Inputs (``like``, ``aug_from``, CHGCAR structure files) whose electron count differs from the model's
     convention raise a :class:`~chgdata.models.conventions.ConventionWarning`."""
-    from .conventions import CONVENTION_KEY, check_input
-
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from .conventions import CONVENTION_KEY, check_input
 
     if sum(x is not None for x in (grid, spacing, like)) > 1:
         raise PredictError("give at most one of --grid, --spacing and --like")

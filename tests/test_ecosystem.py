@@ -15,9 +15,8 @@ import shutil
 import numpy as np
 import pytest
 
-from tests.conftest import GPAW, VASP, need_shared
-
 from chgdata import contract as C
+from tests.conftest import GPAW, VASP, need_shared
 
 GPAW_IDS = ["gpaw-0001", "gpaw-0002"]
 
@@ -67,7 +66,8 @@ def test_store_arrays_open_in_xarray_with_names_and_units(store):
     arr = ds.array(C.RHO, row[C.COL_PARTITION])
     assert arr.metadata.dimension_names == (f"point_{row[C.COL_PARTITION]}",)
     assert arr.attrs["units"] == "e/Å^3" and arr.attrs["long_name"] and "C order" in arr.attrs["layout"]
-    root = json.loads((ds.loc.path(C.ARRAYS_DIR, "zarr.json") and open(ds.loc.path(C.ARRAYS_DIR, "zarr.json")).read()))
+    with open(ds.loc.path(C.ARRAYS_DIR, "zarr.json")) as fh:
+        root = json.load(fh)
     assert root.get("consolidated_metadata"), "arrays/ has no consolidated metadata"
     assert zarr.open_consolidated(ds.loc.path(C.ARRAYS_DIR)) is not None
     rho = xr.open_zarr(ds.loc.path(C.ARRAYS_DIR), group=C.RHO)
@@ -170,6 +170,9 @@ def test_api_predict_returns_chgcar_that_pymatgen_round_trips(tmp_path):
     from_atoms = chgdata.predict(AseAtomsAdaptor.get_atoms(_nacl()), grid=(12, 12, 12))
     np.testing.assert_allclose(from_atoms.data["total"], chg.data["total"], rtol=1e-5, atol=1e-6)
     assert len(chgdata.predict(_nacl(), grid=(12, 12, 12), spin="on").data["diff"]) == 12
+    fe = Chgcar.from_file(str(VASP / "Fe_bcc_spin" / "CHGCAR.gz")).structure
+    assert "diff" in chgdata.predict(fe, grid=(10, 10, 10)).data  # --spin auto: bcc Fe is magnetic (~2.3 μB)
+    assert "diff" not in chgdata.predict(fe, grid=(10, 10, 10), spin="off").data
 
 
 def test_cli_predict_zarr_cube_aug_and_convention(tmp_path):
@@ -177,10 +180,9 @@ def test_cli_predict_zarr_cube_aug_and_convention(tmp_path):
     import xarray as xr
     from ase.io.cube import read_cube_data
     from ase.units import Bohr
+    from chgdata.cli.main import app
     from pymatgen.io.vasp import Chgcar
     from typer.testing import CliRunner
-
-    from chgdata.cli.main import app
 
     src = VASP / "NaCl" / "CHGCAR.gz"
     res = CliRunner().invoke(app, ["predict", str(src), "--grid", "16,16,16", "--format", "chgcar,zarr,cube,xsf",
@@ -208,9 +210,8 @@ def test_cli_predict_zarr_cube_aug_and_convention(tmp_path):
 
 def test_aug_from_other_atoms_is_one_clear_line(tmp_path):
     need_shared()
-    from typer.testing import CliRunner
-
     from chgdata.cli.main import app
+    from typer.testing import CliRunner
 
     res = CliRunner().invoke(app, ["predict", str(VASP / "NaCl" / "CHGCAR.gz"), "--grid", "8,8,8", "--aug-from",
                                    str(VASP / "Fe_bcc_spin" / "CHGCAR.gz"), "--out", str(tmp_path), "-q"])

@@ -43,8 +43,10 @@ def _task_files(names: set[str], base: str) -> list[str]:
             rest = rest.removesuffix(c)
         if rest and "." not in rest and rest not in NOT_TASKS and rest not in ("gz", "bz2", "xz"):
             found.append((rest, n))
-    nat = (lambda t: (t[0] == "static", [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", t[0])]))
-    return [n for _, n in sorted(found, key=nat, reverse=True)]
+    def rank(t: tuple[str, str]):  # static first, then natural order (relax10 after relax2), highest first
+        return t[0] == "static", [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", t[0])]
+
+    return [n for _, n in sorted(found, key=rank, reverse=True)]
 
 
 def _first(folder: Path, names, names_in_folder: set[str] | None = None) -> Path | None:
