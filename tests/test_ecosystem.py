@@ -234,3 +234,21 @@ def test_card_and_catalog_entry_follow_schemas(store):
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate([{"affiliation": "no name"}], creators)
     assert {"license", "citation"} <= set(schema["$defs"]["entry"]["properties"])
+
+
+def test_raw_dos_and_density_grid_to_pymatgen(store):
+    from pymatgen.electronic_structure.core import Spin
+    from pymatgen.io.vasp import Chgcar
+
+    import chgdata
+
+    ds = chgdata.open_dataset(store)
+    raw = ds.raw_dos("gpaw-0001")
+    dos = raw.to_pymatgen()
+    np.testing.assert_array_equal(dos.energies, raw.energies)
+    assert dos.efermi == raw.efermi and set(dos.densities) == {Spin.up}
+    assert raw.to_pymatgen(ds.structure("gpaw-0001")).structure.composition.reduced_formula == "Si"
+    chg = ds.density("Fe_bcc_spin").to_chgcar(ds.structure("Fe_bcc_spin"), ds.paw_augmentation("Fe_bcc_spin"))
+    want = Chgcar.from_file(str(VASP / "Fe_bcc_spin" / "CHGCAR.gz"))
+    np.testing.assert_allclose(chg.data["diff"], want.data["diff"], rtol=1e-5, atol=1e-4)
+    assert sorted(chg.data_aug) == ["diff", "total"]
