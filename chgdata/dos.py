@@ -123,6 +123,8 @@ class RawDos:
                 f"DOS has negative densities beyond rounding "
                 f"(min {dmin:.3g} vs max {dmax:.3g} states/eV){where}"
             )
+        if int(self.natoms) != self.natoms or self.natoms < 1:
+            raise ValueError(f"natoms must be a positive integer, got {self.natoms!r}{where}")
 
     def to_pymatgen(self, structure=None):
         """A pymatgen ``Dos`` (absolute energies in eV, states/eV/cell, ``Spin.up``/``Spin.down``), or a
@@ -135,8 +137,6 @@ class RawDos:
             dens[Spin.down] = self.densities[1].copy()
         dos = Dos(float(self.efermi), self.energies.copy(), dens)
         return dos if structure is None else CompleteDos(structure, dos, {})
-        if int(self.natoms) != self.natoms or self.natoms < 1:
-            raise ValueError(f"natoms must be a positive integer, got {self.natoms!r}{where}")
 
     @property
     def total(self) -> np.ndarray:
