@@ -252,3 +252,14 @@ def test_raw_dos_and_density_grid_to_pymatgen(store):
     want = Chgcar.from_file(str(VASP / "Fe_bcc_spin" / "CHGCAR.gz"))
     np.testing.assert_allclose(chg.data["diff"], want.data["diff"], rtol=1e-5, atol=1e-4)
     assert sorted(chg.data_aug) == ["diff", "total"]
+
+
+def test_api_verify_and_evaluate_mirror_the_cli(store):
+    import chgdata
+
+    assert chgdata.verify(store).ok and chgdata.api.verify(store).ok  # the module is callable too
+    res = chgdata.evaluate(None, store, materials=["gpaw-0001"])  # the shipped model, as the CLI's default
+    (row,) = res["per_material"]
+    assert row["material_id"] == "gpaw-0001" and 0 < row["nmae"] < 100
+    with pytest.raises(AttributeError):
+        chgdata.no_such_command  # noqa: B018
