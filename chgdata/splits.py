@@ -10,7 +10,8 @@ Design
   fractions. The assignment of a group therefore never changes when the dataset grows, so a test group never
   drifts into training between dataset versions.
 * Element coverage: every element of a val/test material must occur in training (the SAED reference is fitted
-  on the training split only, and an element embedding that never trained is noise). Uncovered val/test groups
+  on the training split only, and an element embedding that never trained is noise). When some materials
+  carry a density, coverage is judged on those (materials with only a DOS do not enter the SAED fit). Uncovered val/test groups
   move to training one at a time, smallest hash first, until every held-out element is covered; the moved
   groups are recorded.
 * Stored as ``splits.parquet`` (``material_id``, ``group``, ``split``) plus the card's ``split`` section
@@ -127,10 +128,12 @@ def assign_splits(rows: Iterable[dict[str, Any]], group_by: str = "formula",
     rows = list(rows)
     out = SplitAssignment(group_by, int(seed), f)
     elements: dict[str, set[str]] = defaultdict(set)
+    # coverage counts the materials that carry a density when there are any (the SAED fit needs those)
+    dense = any(r.get(C.COL_RHO_OFFSET, 0) >= 0 for r in rows)
     for r in rows:
         g = group_of(r, group_by)
         out.group[r[C.COL_ID]] = g
-        elements[g] |= elements_of(r)
+        elements[g] |= elements_of(r) if (not dense or r.get(C.COL_RHO_OFFSET, 0) >= 0) else set()
     fixed = {}
     for mid, (g, s) in (existing or {}).items():
         if mid in out.group:

@@ -23,7 +23,7 @@ def run(
     scheduler: str = SCHEDULER,
     quiet: bool = QUIET,
 ) -> None:
-    """Ingest, then the grouped split, then SAED/Δρ, then DOS windows: a model-ready dataset in one command (resumable)."""
+    """Ingest, split by group, then SAED/Δρ, then DOS windows: a model-ready dataset in one command (resumable)."""
     from chgdata.pipelines.cluster import dask_client
     from chgdata.pipelines.delta import run_build_delta
     from chgdata.pipelines.dos import run_build_dos
@@ -39,7 +39,8 @@ def run(
         out.print(f"ingest: committed {len(ing.committed)}, already there {len(ing.skipped)}, "
                   f"failed {len(ing.failed)}, flagged {len(ing.flagged)}")
         split = run_split(store, group_by=group_by, seed=split_seed)
-        out.print(f"split by {split.group_by}: " + ", ".join(f"{s} {len(split.ids(s))}" for s in ("train", "val", "test")))
+        out.print(f"split by {split.group_by}: "
+                  + ", ".join(f"{s} {len(split.ids(s))}" for s in ("train", "val", "test")))
         delta = run_build_delta(store, client=client, progress=not quiet)
         out.print(f"build-delta: reference {delta.reference_id} ({delta.reference_kind}), built "
                   f"{len(delta.committed)}, already there {len(delta.skipped)}, failed {len(delta.failed)}")

@@ -30,7 +30,6 @@ from chgdata.metrics import (
 
 from .predict import atomic_numbers, load, predict_grid, reference_table
 
-
 SPLIT_NAMES = ("train", "val", "test")
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from chgdata.pipelines.split import ensure_split
 
 import chgdata
 from chgdata import contract as C
@@ -38,13 +39,13 @@ from chgdata.references import (
     sum_normal_equations,
     valence_counts,
 )
-from chgdata.pipelines.split import ensure_split
 from chgdata.saed import find_user_reference, saed_density, user_reference_density
 from chgdata.store import (
     Dataset,
     Location,
     PartitionCommit,
     StoreError,
+    consolidate,
     locked,
     read_table,
     register_table_schema,
@@ -251,6 +252,7 @@ def run_build_delta(store: str, *, reference: str | None = None, workers: int = 
             report.committed += res["committed"]
             report.failed.update(res["failed"])
         update_card(loc, saed=card_section(loc, table, kind))
+        consolidate(loc)
     return report
 
 
@@ -261,6 +263,8 @@ def card_section(loc: Location, table: ReferenceTable, kind: str) -> dict[str, A
     nmae = [] if t is None else t.column("nmae_saed").to_pylist()
     return {
         "reference_id": table.id, "reference_file": REFERENCE_FILE, "reference_source": kind,
+        "description": ("fitted reference density: per element a signed sum of normalised 3-D Gaussians fitted to "
+                        "the crystal densities (not a superposition of free-atom densities)"),
         "basis": "normalised 3-D Gaussians (widths in Å) per element, integrating to the valence count",
         "valence_electrons": dict(table.valence), "sigmas_A": list(table.sigmas),
         "materials": len(ratios),

@@ -47,7 +47,7 @@ def ensure_split(loc: Location, group_by: str | None = None, fractions: Sequence
     index = read_table(loc, C.INDEX)
     if index is None:
         raise SplitError(f"{loc.url}: no material to split (run chgdata ingest first)")
-    rows = index.select([c for c in (C.COL_ID, C.COL_FORMULA, C.COL_SPECIES, C.COL_PROTOTYPE)
+    rows = index.select([c for c in (C.COL_ID, C.COL_FORMULA, C.COL_SPECIES, C.COL_PROTOTYPE, C.COL_RHO_OFFSET)
                          if c in index.column_names]).to_pylist()
     assignment = assign_splits(rows, want["group_by"], want["fractions"], want["seed"], existing=existing)
     new = {m for m in assignment.split if existing.get(m) != (assignment.group[m], assignment.split[m])}

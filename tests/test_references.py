@@ -21,10 +21,9 @@ from chgdata.references import (
     valence_counts,
 )
 from chgdata.saed import saed_density
-
 from tests.conftest import GPAW, VASP_CHGCARS, chgcar_material
-from tests.conftest import material_counts as _counts
 from tests.conftest import SHARED_DATA as DATA
+from tests.conftest import material_counts as _counts
 
 
 def _load(chgcar: Path) -> dict:

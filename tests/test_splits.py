@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from tests.conftest import GPAW, need_shared
 
 from chgdata import contract as C
 from chgdata.splits import SplitError, assign_splits
+from tests.conftest import GPAW, need_shared
 
 
 def _rows():
@@ -84,3 +84,15 @@ def test_evaluate_uses_the_store_split_and_refuses_leaks():
     with pytest.raises(ValueError, match="trained on 1 of the 1 'val' materials"):
         select_materials(ckpt, ids, "val", store_splits=store_splits)
     assert select_materials(ckpt, ids, "all", store_splits=store_splits) == ids
+
+
+def test_coverage_is_judged_on_materials_with_a_density():
+    """Fe only in a DOS-only material of the train split does not cover a held-out Fe crystal with a density."""
+    rows = [{C.COL_ID: f"m{i}", C.COL_FORMULA: f, C.COL_SPECIES: sp, C.COL_RHO_OFFSET: off}
+            for i, (f, sp, off) in enumerate([("LiFePO4", ["Li", "Fe", "P", "O"], -1), ("Fe", ["Fe"], 0),
+                                              ("Si", ["Si"], 0), ("Al", ["Al"], 0), ("NaCl", ["Na", "Cl"], 0)])]
+    for seed in range(20):
+        a = assign_splits(rows, "formula", (0.4, 0.3, 0.3), seed)
+        with_rho = [r for r in rows if r[C.COL_RHO_OFFSET] >= 0]
+        train_el = set().union(*(set(r[C.COL_SPECIES]) for r in with_rho if a.split[r[C.COL_ID]] == "train"))
+        assert all(set(r[C.COL_SPECIES]) <= train_el for r in with_rho if a.split[r[C.COL_ID]] != "train")

@@ -17,8 +17,9 @@ from chgdata.models import (
     structure_batch,
 )
 from chgdata.models.symmetry import BATCH_SPEC, assert_equivariant, permute_atoms, random_o3, transform
-from tests.models.conftest import FECO, MIXED, SI, load_structure, small_density_config, small_dos_config, small_encoder
 from e3nn import o3
+
+from tests.models.conftest import FECO, MIXED, SI, load_structure, small_density_config, small_dos_config, small_encoder
 
 pytestmark = pytest.mark.usefixtures("float64_models")
 
