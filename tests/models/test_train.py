@@ -190,7 +190,7 @@ def test_delta_training_loss_goes_down_and_checkpoint_metadata(store, tmp_path):
     # with it (the default) the first epoch already starts near the SAED baseline
     scaled = train(_cfg(store, tmp_path / "scaled", epochs=1, probes=120, val_every=100), progress=False)
     assert scaled["train_loss"] < 0.5 * float(rows[0]["train_loss"])
-    scale = torch.load(tmp_path / "scaled" / "last.pt", weights_only=False)["model_config"]["output_scale"]
+    scale = torch.load(tmp_path / "scaled" / "last.pt", weights_only=True)["model_config"]["output_scale"]
     assert 1e-4 < scale < 0.5  # mean |Δρ| (e/Å³) of the training probes
     assert 0 < final["val_nmae"] < 1e4 and 0 < final["val_nmae_saed"] < 100
     splits = json.loads((out / "splits.json").read_text())
@@ -201,7 +201,7 @@ def test_delta_training_loss_goes_down_and_checkpoint_metadata(store, tmp_path):
     assert ckpt["config"]["target"] == "delta" and ckpt["code_version"].startswith("0.")
     assert ckpt["saed_reference_id"] and ckpt["data_version"]["index_sha256"]
     assert "optimizer" not in ckpt
-    last = torch.load(out / "last.pt", weights_only=False)
+    last = torch.load(out / "last.pt", weights_only=True)
     assert last["ema"] is not None and "optimizer" in last
     for k, v in last["ema"].items():  # model.pt ships the EMA weights
         torch.testing.assert_close(ckpt["model"][k], v)
@@ -233,11 +233,11 @@ def _resume_equals_uninterrupted(store, tmp_path):
               val_every=100)
     full = train(_cfg(store, tmp_path / "a", **kw), progress=False)
     train(_cfg(store, tmp_path / "b", **kw), progress=False, stop_after=4)  # interrupted mid-epoch 1
-    part = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
+    part = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
     assert part["step"] == 4 and not (tmp_path / "b" / "model.pt").exists()
     resumed = train(_cfg(store, tmp_path / "b", **kw), resume=True, progress=False)
-    a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
-    b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
     assert a["step"] == b["step"] == 6
     for key in ("model", "ema"):
         for name, value in a[key].items():
@@ -258,7 +258,7 @@ def test_ddp_gloo_two_processes_and_cli_config(store, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     ranks = sorted(json.loads(p.read_text())["rank"] for p in (out / "ranks").glob("rank*.json"))
     assert ranks == [0, 1]
-    ckpt = torch.load(out / "last.pt", weights_only=False)
+    ckpt = torch.load(out / "last.pt", weights_only=True)
     assert ckpt["step"] == 2 and ckpt["world_size"] == 2 and ckpt["config"]["probes"] == 50  # file + flag
     assert ckpt["config"]["max_steps"] == 2 and (out / "model.pt").exists()
     # validation was shared out over the two ranks (2 + 1 materials) and gathered: same as one process
