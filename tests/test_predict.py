@@ -136,3 +136,17 @@ def test_unsafe_checkpoint_is_refused_in_one_line(tmp_path):
     res = CliRunner().invoke(app, ["predict", str(_poscar(tmp_path)), "-c", str(bad), "--out", str(tmp_path / "o")])
     assert res.exit_code == 1 and "not a plain checkpoint" in res.output
     assert len(res.output.strip().splitlines()) == 1
+
+
+def test_density_panels_show_negative_pseudo_densities(tmp_path):
+    """Negative pseudo-densities get a diverging scale white at 0 spanning [min, max] (not clipped at 0)."""
+    from chgdata.plots import density_style, plot_density_slices
+
+    style = density_style(-0.5, 2.0)
+    assert style["cmap"] == "RdBu_r"
+    assert [float(style["norm"](v)) for v in (-0.5, 0.0, 2.0)] == [0.0, 0.5, 1.0]
+    assert density_style(0.1, 2.0) == {"cmap": "viridis", "vmin": 0.0, "vmax": 2.0}
+    grid = np.linspace(-0.5, 2.0, 6 * 5 * 4).reshape(6, 5, 4)
+    path = plot_density_slices([("ρ", grid, "density"), ("Δρ", grid - 1, "signed")], np.eye(3) * 3.0,
+                               tmp_path / "d.png", parity=(grid, grid, "a", "b"), z_index=1)
+    assert path.read_bytes()[:4] == b"\x89PNG"
