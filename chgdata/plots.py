@@ -110,8 +110,9 @@ def plot_density_slices(panels: list[tuple[str, np.ndarray, str]], lattice: np.n
 
     ``panels``: (title, grid (nx, ny, nz), kind) with kind "density" (one scale shared by the density panels:
     viridis from 0, or, when a pseudo-density goes negative, RdBu white at 0 from the minimum to the maximum) or
-    "signed" (RdBu centred at 0, symmetric); every panel has a colour bar in e/Å³. The plane is c-index ``z_index`` (default: the plane holding the
-    largest density), drawn in Cartesian in-plane coordinates so non-orthogonal cells look right.
+    "signed" (RdBu centred at 0, symmetric); every panel has a colour bar in e/Å³. The plane is c-index
+    ``z_index`` (default: the plane holding the largest density), drawn in Cartesian in-plane coordinates so
+    non-orthogonal cells look right.
     ``parity``: (predicted, reference, x label, y label) flattened values, drawn as a log-count hexbin with y = x.
     """
     path = Path(path)

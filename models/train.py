@@ -31,7 +31,7 @@ from chgdata import contract as C
 from chgdata.metrics import nmae
 
 from . import keys as K
-from .config import ChargeDensityConfig, DosConfig, EncoderConfig, count_parameters
+from .config import ChargeDensityConfig, DosConfig, count_parameters
 from .data import DensityProbes, DosWindows, attach_probe_edges, make_loader, make_splits
 from .density import ChargeDensityModel, density_in_chunks
 from .dos import DosModel

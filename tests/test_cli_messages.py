@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from typer.testing import CliRunner
-
 from chgdata.cli.main import app
+from typer.testing import CliRunner
 
 
 def _cif(tmp_path):
