@@ -66,7 +66,7 @@ def attach_reference(checkpoint_path: str | os.PathLike, table: ReferenceTable |
         loc = Location.parse(table)
         path_in = loc.root if loc.fs.isfile(loc.root) else loc.path(REFERENCE_FILE)
         table = ReferenceTable.from_json(loc.fs.cat_file(path_in).decode())
-    from .train import read_checkpoint, save_checkpoint
+    from .checkpoint import read_checkpoint, save_checkpoint
 
     ckpt = read_checkpoint(path)
     want = (ckpt.get("data_version") or {}).get("saed_reference_id")

@@ -23,14 +23,14 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "n_edge_layers": 1, "n_edge_scalars": 16, "mlp_hidden": 32, "probe_r_cut": 3.0},
         "dos_model": {"encoder": {"n_scalars": 8, "n_vectors": 2, "l_max": 1, "n_layers": 1}, "mlp_hidden": 32},
         "probes": 200, "batch_size": 8, "max_probes_per_batch": None, "lr": 5e-3, "ema_decay": 0.99, "workers": 0,
-        "max_steps": 3000, "warmup_steps": 150,
+        "max_steps": 3000, "warmup_steps": 150, "val_every": 20,  # full-grid validation: ~1 s per material
     },
     "gpu": {
         "model": {"encoder": {"n_scalars": 48, "n_vectors": 12, "l_max": 2, "n_layers": 3},
                   "n_edge_layers": 1, "n_edge_scalars": 32, "mlp_hidden": 64, "probe_r_cut": 3.0},
         "dos_model": {"encoder": {"n_scalars": 48, "n_vectors": 12, "l_max": 2, "n_layers": 3}, "mlp_hidden": 128},
         "probes": 8000, "batch_size": 32, "max_probes_per_batch": 262144, "lr": 3e-3, "ema_decay": 0.999,
-        "workers": 4, "max_steps": 6000, "warmup_steps": 300,
+        "workers": 4, "max_steps": 6000, "warmup_steps": 300, "val_every": 100,
     },
 }
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import json
+import os
 import typing
+from pathlib import Path
 from typing import Any
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
@@ -62,3 +65,25 @@ def validate(cls, data: dict[str, Any], what: str = "training option"):
             msg = f"{what} {key!r}: {err['msg']} (got {got!r})" if key else f"{what}s: {err['msg']}"
         more = exc.error_count() - 1
         raise ConfigError(msg.replace("\n", " ") + (f" (and {more} more)" if more > 0 else "")) from None
+
+
+def read_options(path: str | os.PathLike) -> dict[str, Any]:
+    """The mapping in a YAML or TOML file, or a run's config.json (its ``config`` entry), unvalidated."""
+    text = Path(path).read_text()
+    try:
+        if str(path).endswith(".toml"):
+            import tomllib
+
+            data = tomllib.loads(text)
+        elif str(path).endswith(".json"):
+            data = json.loads(text)
+            data = data.get("config", data) if isinstance(data, dict) else data
+        else:
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+    except Exception as exc:  # noqa: BLE001  (yaml, toml and json each have their own error class)
+        raise ConfigError(f"{path}: not a valid config file ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of training options, got {type(data).__name__}")
+    return data

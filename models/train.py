@@ -31,6 +31,7 @@ from chgdata import contract as C
 from chgdata.metrics import nmae
 
 from . import keys as K
+from .checkpoint import plain, read_checkpoint, save_checkpoint  # noqa: F401  (plain: API)
 from .config import ChargeDensityConfig, DosConfig, count_parameters
 from .data import DensityProbes, DosWindows, attach_probe_edges, make_loader, make_splits
 from .density import ChargeDensityModel, density_in_chunks
@@ -98,26 +99,9 @@ class TrainConfig:
     @classmethod
     def read_file(cls, path: str | os.PathLike) -> dict[str, Any]:
         """The options of a YAML or TOML file, or of a run's config.json (its ``config`` entry), unvalidated."""
-        from .schema import ConfigError
+        from .schema import read_options
 
-        text = Path(path).read_text()
-        try:
-            if str(path).endswith(".toml"):
-                import tomllib
-
-                data = tomllib.loads(text)
-            elif str(path).endswith(".json"):
-                data = json.loads(text)
-                data = data.get("config", data) if isinstance(data, dict) else data
-            else:
-                import yaml
-
-                data = yaml.safe_load(text) or {}
-        except Exception as exc:  # noqa: BLE001  (yaml, toml and json each have their own error class)
-            raise ConfigError(f"{path}: not a valid config file ({str(exc).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping of training options, got {type(data).__name__}")
-        return data
+        return read_options(path)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, **overrides) -> TrainConfig:
@@ -252,48 +236,6 @@ def _lr_lambda(warmup: int, total: int):
     return f
 
 
-def plain(obj: Any) -> Any:
-    """``obj`` with only types that ``torch.load(weights_only=True)`` accepts: str (also for str subclasses such
-    as ``torch.__version__``), int, float, bool, None, list, tuple, dict and tensors; numpy scalars and arrays
-    become Python numbers and lists. TypeError for anything else."""
-    if obj is None or isinstance(obj, bool | torch.Tensor):
-        return obj
-    for kind in (str, int, float):  # also their subclasses (TorchVersion, IntEnum, ...)
-        if isinstance(obj, kind):
-            return kind(obj)
-    if isinstance(obj, np.generic | np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, dict):
-        return {plain(k): plain(v) for k, v in obj.items()}
-    if isinstance(obj, tuple):
-        return tuple(plain(v) for v in obj)
-    if isinstance(obj, list):
-        return [plain(v) for v in obj]
-    raise TypeError(f"checkpoint entry of type {type(obj).__name__} is not a plain type: {obj!r}"[:200])
-
-
-def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    """Write ``state`` (made :func:`plain`) atomically; it loads with ``torch.load(weights_only=True)``."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(plain(state), tmp)
-    os.replace(tmp, path)
-
-
-_save = save_checkpoint
-
-
-def read_checkpoint(path: str | os.PathLike, device="cpu") -> dict[str, Any]:
-    """The checkpoint dict, loaded safely (``weights_only=True``: no code runs while unpickling)."""
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # noqa: BLE001  (torch raises UnpicklingError or RuntimeError, by version)
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            raise ValueError(f"{path}: not a plain checkpoint (it needs unsafe unpickling); re-save it with "
-                             "chgdata.models.train.save_checkpoint") from None
-        raise
-
-
 def load_checkpoint(path: str | os.PathLike, device="cpu", use_ema: bool = True) -> tuple[nn.Module, dict]:
     """Model (EMA weights when present) and the checkpoint's metadata."""
     ckpt = read_checkpoint(path, device)
@@ -331,6 +273,9 @@ def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
           stop_after: int | None = None) -> dict[str, Any]:
     """Train; returns the final metrics. Writes config, splits, metrics.csv and checkpoints to ``cfg.out``.
+
+    The returned metrics are the last epoch's row of metrics.csv, except ``probes_per_s``: the steady rate of
+    the whole run in this process (supervised probes per second of training, epochs after the first).
 
     ``resume`` continues from ``out/last.pt`` (same step, epoch and batch within the epoch; model, optimiser,
     scheduler, EMA and RNG states), so an interrupted run ends where an uninterrupted one would.
@@ -434,7 +379,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
                      "scheduler": sched.state_dict(), "epoch": epoch, "step": step,
                      "batches_in_epoch": in_epoch, "metrics": row, "splits": splits,
                      "rng": {"torch": torch.get_rng_state()}}
-            _save(last, state)
+            save_checkpoint(last, state)
         dist.barrier()
 
     final: dict[str, Any] = {}
@@ -586,7 +531,7 @@ def _export_small(last: Path, path: Path) -> None:
     ckpt = read_checkpoint(last)
     weights = ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"]
     keep = {k: v for k, v in ckpt.items() if k not in ("optimizer", "scheduler", "ema", "model")}
-    _save(path, {**keep, "model": weights, "ema": None})
+    save_checkpoint(path, {**keep, "model": weights, "ema": None})
 
 
 def _append_csv(path: Path, row: dict[str, Any]) -> None:
