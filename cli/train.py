@@ -50,7 +50,7 @@ def train(
         final = run_train(cfg, resume=resume, progress=not quiet)
     if final:
         shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in final.items())
-        out.print(f"trained {cfg.target} → {cfg.out}: {shown}")
+        out.print(f"trained {cfg.target} → {cfg.out}: {shown}", soft_wrap=True, highlight=False)
     else:
         console.print(f"nothing to do: {cfg.out} is already trained to step/epoch limits")
 
