@@ -6,8 +6,9 @@ Precedence in ``chgdata train``: TrainConfig defaults < preset < ``--config`` fi
 ``model:`` replaces the preset's whole ``model``).
 
 - ``cpu``: the settings of the shipped model ``models/default/density.pt`` (``bench/train_gpu.py --scale cpu``):
-  a 9 k-parameter model, 200 probes × 8 structures per step, about 15–20 steps/s on one core, 3000 steps
-  (a few minutes; held-out Δρ NMAE ≈ 1.7 % on the gpaw set, where SAED alone gives 2.8 %).
+  a 9 k-parameter model, 200 probes × 8 structures per step (about 16 steps/s on an idle core), 3000 steps:
+  about 5 minutes of one core, < 1 GB RSS, held-out Δρ NMAE 1.6–1.9 % where SAED alone gives 2.8–3.0 %
+  (``bench/results/train_ablation.md``, BENCHMARKS.md). ``val_every`` is in epochs.
 - ``gpu``: 48 scalars / 12 vectors, 3 interaction blocks, 8000 probes × 32 structures (≤ 262 144 probes per
   step: the head's kernels only fill a GPU at ~10⁵ probes per step), 4 loader workers.
 """
