@@ -18,7 +18,8 @@ from chgdata.cli.plot import plot_app
 
 app = typer.Typer(help="Materials Project style charge densities and DOS as ML datasets (Zarr + Parquet), "
                        "and equivariant models that train on them.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False,
+                  rich_markup_mode=None)  # help texts are literal: "[rho, mag]" must not be read as markup
 
 app.command("run")(_run.run)
 app.command("ingest")(_ingest.ingest)
