@@ -132,7 +132,7 @@ INDEX_SCHEMA = pa.schema([
     (C.COL_PARTITION, pa.string()), (C.COL_RHO_OFFSET, pa.int64()), (C.COL_MAG_OFFSET, pa.int64()),
     (C.COL_AE_OFFSET, pa.int64()), (C.COL_RHO_SHA, pa.string()), (C.COL_MAG_SHA, pa.string()),
     (C.COL_AE_SHA, pa.string()), (C.COL_INPUT_SHA, pa.string()), (C.COL_FILES, pa.list_(pa.string())),
-    (C.COL_RETRIEVED, pa.string()), (C.COL_STATUS, pa.string()),
+    (C.COL_RETRIEVED, pa.string()), (C.COL_STATUS, pa.string()), (C.COL_INPUT_STAT, pa.list_(pa.string())),
 ])
 
 #: Raw DOS as ingested (absolute energies in eV, states/eV/cell; non-spin data has dos_down null).
@@ -161,15 +161,42 @@ def _table_bytes(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def read_table(loc: Location, table: str) -> pa.Table | None:
-    """Concatenate the committed fragments of ``table`` (None when there are none)."""
-    parts = []
-    for path in loc.list_fragments(table):
-        with loc.fs.open(path, "rb") as fh:
-            parts.append(pq.read_table(fh))
-    if not parts:
+def _arrow_fs(loc: Location):
+    """The filesystem handed to :mod:`pyarrow.dataset` (pyarrow's own for local paths, else the fsspec one)."""
+    import pyarrow.fs as pafs
+
+    return pafs.LocalFileSystem() if loc.is_local else loc.fs
+
+
+def _fragments_dataset(loc: Location, table: str, paths: Sequence[str]):
+    """A :class:`pyarrow.dataset.Dataset` over ``paths`` in the given order, with the table's declared schema
+    (fragments written before a column existed read it as null) or, for undeclared tables, the union of theirs."""
+    import pyarrow.dataset as pads
+
+    fs = _arrow_fs(loc)
+    schema = TABLE_SCHEMAS.get(table)
+    if schema is None:
+        found = pads.dataset(list(paths), format="parquet", filesystem=fs)
+        schema = pa.unify_schemas([f.physical_schema for f in found.get_fragments()],
+                                  promote_options="permissive")
+    return pads.dataset(list(paths), schema=schema, format="parquet", filesystem=fs)
+
+
+def read_table(loc: Location, table: str, raw: bool = False) -> pa.Table | None:
+    """The committed rows of ``table`` through :mod:`pyarrow.dataset` (None when it has no fragment).
+
+    One row per material in every table but the failures log (see :func:`_latest_rows`); ``raw=True`` returns
+    every row of every fragment in fragment order, with the fragment's position in a ``__fragment`` column.
+    """
+    paths = loc.list_fragments(table)
+    if not paths:
         return None
-    out = pa.concat_tables(parts, promote_options="permissive")
+    dataset = _fragments_dataset(loc, table, paths)
+    parts = [frag.to_table(schema=dataset.schema) for frag in dataset.get_fragments()]  # in path order
+    out = pa.concat_tables(parts)
+    if raw:
+        pos = np.repeat(np.arange(len(parts), dtype=np.int32), [p.num_rows for p in parts])
+        return out.append_column("__fragment", pa.array(pos, pa.int32()))
     return out if table == C.FAILURES else _latest_rows(out)
 
 
@@ -177,13 +204,91 @@ def _latest_rows(index: pa.Table) -> pa.Table:
     """One row per material in every per-material table (all but the failures log): a material re-ingested by an
     incremental update (pipelines/ingest.py), or rebuilt by build-delta/build-dos after it, has a newer row in a
     newer partition; fragments are read in name order and partition names start with a UTC timestamp, so the
-    last row of an id supersedes the earlier ones. Fragments are written atomically, so readers see exactly one
-    row of an id at every moment."""
+    last row of an id supersedes the earlier ones. :func:`compact` removes superseded rows from the fragments at
+    the end of every stage, so stock Parquet readers see one row per id too; this rule covers the window
+    between a new fragment's commit and the compaction (and a run killed in it)."""
     ids = index.column(C.COL_ID).to_pylist()
     last = {mid: pos for pos, mid in enumerate(ids)}
     if len(last) == len(ids):
         return index
     return index.take(pa.array(sorted(last.values()), pa.int64()))
+
+
+#: Derived per-material tables and the column naming the ingest partition a row was built from (``None``: the
+#: fragment's own name is that partition, as for ``dos_raw``). A row built from another partition than the
+#: material's current index row is stale: its material was re-ingested since.
+DERIVED_SOURCE: dict[str, str | None] = {C.DOS_RAW: None, C.DELTA_INDEX: C.COL_PARTITION,
+                                         C.DOS_INDEX: "source_partition"}
+
+
+def _stale_positions(loc: Location, table: str, raw: pa.Table, paths: Sequence[str],
+                     current: dict[str, str] | None) -> np.ndarray:
+    """Boolean mask over ``raw`` (fragment order) of the rows to drop: superseded by a later row of the same id,
+    or (derived tables) built from another ingest partition than the material's current one."""
+    ids = raw.column(C.COL_ID).to_pylist()
+    last = {mid: pos for pos, mid in enumerate(ids)}
+    drop = np.ones(len(ids), dtype=bool)
+    drop[list(last.values())] = False
+    if current is not None and table in DERIVED_SOURCE:
+        column = DERIVED_SOURCE[table]
+        if column is None:
+            names = [os.path.basename(p)[: -len(".parquet")] for p in paths]
+            sources = [names[i] for i in raw.column("__fragment").to_pylist()]
+        elif column in raw.column_names:
+            sources = raw.column(column).to_pylist()
+        else:
+            sources = [None] * len(ids)
+        for pos, (mid, src) in enumerate(zip(ids, sources)):
+            if src is not None and mid in current and current[mid] != src:
+                drop[pos] = True
+    return drop
+
+
+def compact(loc: Location) -> dict[str, int]:
+    """Make the published tables unambiguous for any Parquet reader (call only while holding the store lock).
+
+    Per-material tables get one row per material: a row superseded by a newer row of its id (a re-ingest, a
+    rebuilt Δρ or DOS window) and a derived row (delta, dos, dos_raw) built from an older ingest partition of
+    its material are removed from their fragments. The index is compacted first, the derived tables against it.
+
+    Crash safety: each affected fragment is rewritten *in place* by one atomic replace (a temp file renamed over
+    it locally, a single PUT on object stores) with the rows it keeps, or deleted when it keeps none. Before and
+    after every such step the published state is valid: a fragment holds either its old rows (the superseded
+    ones still lose to newer fragments by :func:`_latest_rows`) or its new ones, and no row that is current is
+    ever absent. A kill leaves some fragments uncompacted; the next stage's compaction finishes them. Arrays
+    that only dropped rows referenced become orphans, swept by :func:`remove_orphans`. Returns rows dropped per
+    table.
+    """
+    dropped: dict[str, int] = {}
+    current: dict[str, str] | None = None
+    tables = [C.INDEX] + [t for t in table_names(loc) if t not in (C.INDEX, C.FAILURES)]
+    for table in tables:
+        paths = loc.list_fragments(table)
+        if not paths:
+            continue
+        raw = read_table(loc, table, raw=True)
+        drop = _stale_positions(loc, table, raw, paths, current)
+        if drop.any():
+            frag = raw.column("__fragment").to_numpy()
+            for i in sorted(set(frag[drop].tolist())):
+                keep = raw.filter(pa.array((frag == i) & ~drop)).drop_columns(["__fragment"])
+                if keep.num_rows:
+                    loc.write_bytes_atomic(paths[i], _table_bytes(keep))
+                else:
+                    loc.fs.rm_file(paths[i])
+            dropped[table] = int(drop.sum())
+        if table == C.INDEX:
+            kept = raw.filter(pa.array(~drop))
+            current = dict(zip(kept.column(C.COL_ID).to_pylist(), kept.column(C.COL_PARTITION).to_pylist()))
+    return dropped
+
+
+def finish_stage(loc: Location) -> dict[str, int]:
+    """End of a writing stage, under its lock: :func:`compact` the tables, then sweep the arrays and fragments
+    no row references any more (:func:`remove_orphans`)."""
+    dropped = compact(loc)
+    remove_orphans(loc)
+    return dropped
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -498,7 +603,8 @@ class Dataset:
         if not self.loc.fs.exists(self.loc.root):
             raise StoreError(f"no dataset at {self.loc.url}")
         self._zstore = self.loc.zarr_store(read_only=True)
-        self._rows: dict[str, dict[str, Any]] | None = None
+        self._rows: dict[str, dict[str, Any]] = {}
+        self._positions: dict[str, int] | None = None
         self._arrays: dict[str, zarr.Array] = {}
         self._index: pa.Table | None = None
 
@@ -532,12 +638,19 @@ class Dataset:
         return self.index.num_rows
 
     def row(self, material_id: str) -> dict[str, Any]:
-        if self._rows is None:
-            self._rows = {r[C.COL_ID]: r for r in self.index.to_pylist()}
-        try:
-            return self._rows[material_id]
-        except KeyError:
-            raise KeyError(f"material {material_id!r} is not in {self.url}") from None
+        """The index row of one material as a dict. The first call maps ids to row positions (the id column
+        only); each row is converted when first asked for, then cached (not the whole index: that took 2.6 s
+        at 100k rows, BENCHMARKS.md)."""
+        if self._positions is None:
+            self._positions = {mid: pos for pos, mid in enumerate(self.index.column(C.COL_ID).to_pylist())}
+        row = self._rows.get(material_id)
+        if row is None:
+            try:
+                pos = self._positions[material_id]
+            except KeyError:
+                raise KeyError(f"material {material_id!r} is not in {self.url}") from None
+            row = self._rows[material_id] = self.index.slice(pos, 1).to_pylist()[0]
+        return row
 
     def array(self, array: str, partition: str) -> zarr.Array:
         """A partition array, opened once per Dataset (its metadata is not re-read on every material)."""
@@ -547,9 +660,12 @@ class Dataset:
         return self._arrays[key]
 
     def read_flat(self, array: str, material_id: str, offset_column: str | None = None,
-                  points: np.ndarray | None = None) -> np.ndarray:
-        """The flattened grid of ``array`` for one material, or only the flat indices ``points``."""
-        row = self.row(material_id)
+                  points: np.ndarray | None = None, row: dict[str, Any] | None = None) -> np.ndarray:
+        """The flattened grid of ``array`` for one material, or only the flat indices ``points``.
+
+        ``row``: the material's index row when the caller has it (Dask tasks get theirs from the driver), so the
+        index is not read at all."""
+        row = self.row(material_id) if row is None else row
         offset = row[offset_column or C.COL_RHO_OFFSET]
         if offset is None or offset < 0:
             raise KeyError(f"material {material_id!r} has no {array!r} grid")
@@ -641,6 +757,15 @@ def open_dataset(url: str | os.PathLike, catalog: str | os.PathLike | None = Non
 
         return Dataset(resolve(url, catalog))
     return Dataset(url)
+
+
+def file_stats(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """``"size:mtime_ns"`` of each of ``paths`` in the given order (the cheap pre-check of :func:`file_sha256`)."""
+    out = []
+    for p in paths:
+        st = os.stat(p)
+        out.append(f"{st.st_size}:{st.st_mtime_ns}")
+    return out
 
 
 def file_sha256(paths: Sequence[str | os.PathLike]) -> str:

@@ -39,6 +39,7 @@ from chgdata.store import (
     Location,
     PartitionCommit,
     StoreError,
+    finish_stage,
     locked,
     new_partition_name,
     read_table,
@@ -270,6 +271,7 @@ def run_build_dos(store: str, *, sigma: float = 0.1, emin: float = -10.0, emax: 
                                      weight=lambda c: sum(len(ids) for _, ids in c[2]), show=progress):
                     report.committed += res["committed"]
                     report.failed.update(res["failed"])
+        finish_stage(loc)  # superseded windows out of their fragments, then their arrays
         update_card(loc, dos=card_section(loc, params))
     return report
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from chgdata.grid import GridError, read_chgcar_header
 from chgdata.sources.records import MaterialRecord, SourceError, validate_local_id
-from chgdata.store import file_sha256, utcnow
+from chgdata.store import file_sha256, file_stats, utcnow
 
 CHGCAR_NAMES = ("CHGCAR", "CHGCAR.gz")
 AECCAR_NAMES = {0: ("AECCAR0", "AECCAR0.gz"), 2: ("AECCAR2", "AECCAR2.gz")}
@@ -158,6 +158,7 @@ def load(calc: LocalCalc) -> MaterialRecord:
     """Read one calculation folder into a :class:`MaterialRecord` (raises SourceError/GridError/ValueError)."""
     from chgdata.dos import read_dos, read_dos_and_structure
 
+    stats = file_stats(calc.files)  # before reading: a file rewritten meanwhile differs next run
     structure = None
     total = diff = ae = None
     grid = None
@@ -195,5 +196,5 @@ def load(calc: LocalCalc) -> MaterialRecord:
     return MaterialRecord(
         material_id=calc.material_id, source="vasp", structure=structure, total=total, diff=diff,
         ae_total=ae, dos=dos, input_files=calc.files, input_sha256=file_sha256(calc.files),
-        retrieved_at=utcnow(), expected_grid=grid)
+        input_stat=stats, retrieved_at=utcnow(), expected_grid=grid)
 
