@@ -267,6 +267,8 @@ def compact(loc: Location) -> dict[str, int]:
         if not paths:
             continue
         raw = read_table(loc, table, raw=True)
+        if C.COL_ID not in raw.column_names:
+            continue
         drop = _stale_positions(loc, table, raw, paths, current)
         if drop.any():
             frag = raw.column("__fragment").to_numpy()
@@ -444,6 +446,12 @@ class PartitionCommit:
         if array not in self._writers:
             self._writers[array] = PartitionArrayWriter(self._zstore, f"{array}/{self.partition}")
         return self._writers[array].append(values)
+
+    def pad_to(self, array: str, offset: int) -> None:
+        """Fill ``array`` with NaN up to ``offset``: keeps a derived array in the layout of ``rho/<partition>`` when
+        materials before ``offset`` left the partition (re-ingested elsewhere); their slots stay unused."""
+        while (n := self._writers[array].length if array in self._writers else 0) < offset:
+            self.append(array, np.full(min(offset - n, SHARD_POINTS), np.nan, np.float32))
 
     def write_array(self, array: str, values: np.ndarray, chunks: tuple[int, ...] | None = None) -> None:
         """Write a whole N-D float32 array as ``array/<partition>`` at once (arrays first, like :meth:`append`)."""

@@ -153,6 +153,8 @@ def delta_partition(url: str, partition: str, rows: Sequence[dict[str, Any]], ta
             volume = abs(float(np.linalg.det(lattice)))
             abs_delta = float(np.abs(delta, dtype=np.float64).sum())
             abs_rho = float(np.abs(rho, dtype=np.float64).sum())
+            for array in (C.SAED, C.DELTA):  # slots of materials re-ingested into another partition stay empty
+                commit.pad_to(array, row[C.COL_RHO_OFFSET])
             if commit.append(C.SAED, saed) != row[C.COL_RHO_OFFSET] or commit.append(C.DELTA, delta) != row[
                     C.COL_RHO_OFFSET]:
                 raise StoreError(f"offsets of saed/{partition} do not follow rho/{partition}")

@@ -236,3 +236,29 @@ def test_compaction_killed_midway_keeps_one_visible_current_row(tmp_path):
     assert compact(loc) == {C.INDEX: 1}
     assert sorted(pq.read_table(store / C.INDEX).column(C.COL_ID).to_pylist()) == ["mp-1001", "mp-1002", "mp-1003"]
     assert compact(loc) == {}  # idempotent
+
+
+def test_partition_that_lost_a_reingested_material_still_builds(tmp_path):
+    """Δρ keeps rho's layout when a partition's first material was re-ingested elsewhere before build-delta ran:
+    the remaining material keeps its offset (earlier code appended at 0 and refused the partition forever)."""
+    import shutil
+
+    from chgdata.pipelines.delta import run_build_delta
+
+    need_shared()
+    src, store = tmp_path / "in", tmp_path / "s"
+    ids = sorted(p.name for p in GPAW.glob("gpaw-*"))[:5]
+    for mid in ids:
+        shutil.copytree(GPAW / mid, src / mid)
+    kw = dict(workers=1, processes=False, progress=False)
+    run_ingest(str(store), from_dir=str(src), **kw)
+    first = open_dataset(store).row(ids[0])
+    mates = [m for m in ids[1:] if open_dataset(store).row(m)[C.COL_PARTITION] == first[C.COL_PARTITION]]
+    assert mates and first[C.COL_RHO_OFFSET] == 0  # the premise: a partition shared with later materials
+    _recompute(src / ids[0] / "CHGCAR.gz")
+    assert run_ingest(str(store), from_dir=str(src), **kw).committed == [ids[0]]
+    report = run_build_delta(str(store), **kw)
+    assert not report.failed and sorted(report.committed) == ids
+    ds = open_dataset(store)
+    for mid in ids:
+        np.testing.assert_array_equal(ds.read_flat(C.DELTA, mid), ds.read_flat(C.RHO, mid) - ds.read_flat(C.SAED, mid))
