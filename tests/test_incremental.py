@@ -233,6 +233,10 @@ def test_compaction_killed_midway_keeps_one_visible_current_row(tmp_path):
         Path(p).write_bytes(data)
     assert read_table(loc, C.INDEX).num_rows == 3  # newest wins meanwhile
     assert open_dataset(store).row("mp-1002")[C.COL_TASK_ID] == "mp-99002"
+    npz = tmp_path / "m.npz"  # the stock example follows the same rule in this window
+    subprocess.run([sys.executable, str(ROOT / "examples" / "read_without_chgdata.py"), "--store", str(store),
+                    "--material", "mp-1002", "--out", str(npz)], check=True, capture_output=True)
+    np.testing.assert_array_equal(np.load(npz)["rho"], open_dataset(store).density("mp-1002").rho)
     assert compact(loc) == {C.INDEX: 1}
     assert sorted(pq.read_table(store / C.INDEX).column(C.COL_ID).to_pylist()) == ["mp-1001", "mp-1002", "mp-1003"]
     assert compact(loc) == {}  # idempotent
