@@ -155,7 +155,7 @@ def _rows_to_table(table: str, rows: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=TABLE_SCHEMAS.get(table))
 
 
-def _table_bytes(table: pa.Table) -> bytes:
+def table_bytes(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     return sink.getvalue().to_pybytes()
@@ -204,93 +204,14 @@ def _latest_rows(index: pa.Table) -> pa.Table:
     """One row per material in every per-material table (all but the failures log): a material re-ingested by an
     incremental update (pipelines/ingest.py), or rebuilt by build-delta/build-dos after it, has a newer row in a
     newer partition; fragments are read in name order and partition names start with a UTC timestamp, so the
-    last row of an id supersedes the earlier ones. :func:`compact` removes superseded rows from the fragments at
-    the end of every stage, so stock Parquet readers see one row per id too; this rule covers the window
-    between a new fragment's commit and the compaction (and a run killed in it)."""
+    last row of an id supersedes the earlier ones. :func:`chgdata.compaction.compact` removes superseded rows
+    from the fragments at the end of every stage, so stock Parquet readers see one row per id too; this rule
+    covers the window between a new fragment's commit and the compaction (and a run killed in it)."""
     ids = index.column(C.COL_ID).to_pylist()
     last = {mid: pos for pos, mid in enumerate(ids)}
     if len(last) == len(ids):
         return index
     return index.take(pa.array(sorted(last.values()), pa.int64()))
-
-
-#: Derived per-material tables and the column naming the ingest partition a row was built from (``None``: the
-#: fragment's own name is that partition, as for ``dos_raw``). A row built from another partition than the
-#: material's current index row is stale: its material was re-ingested since.
-DERIVED_SOURCE: dict[str, str | None] = {C.DOS_RAW: None, C.DELTA_INDEX: C.COL_PARTITION,
-                                         C.DOS_INDEX: "source_partition"}
-
-
-def _stale_positions(loc: Location, table: str, raw: pa.Table, paths: Sequence[str],
-                     current: dict[str, str] | None) -> np.ndarray:
-    """Boolean mask over ``raw`` (fragment order) of the rows to drop: superseded by a later row of the same id,
-    or (derived tables) built from another ingest partition than the material's current one."""
-    ids = raw.column(C.COL_ID).to_pylist()
-    last = {mid: pos for pos, mid in enumerate(ids)}
-    drop = np.ones(len(ids), dtype=bool)
-    drop[list(last.values())] = False
-    if current is not None and table in DERIVED_SOURCE:
-        column = DERIVED_SOURCE[table]
-        if column is None:
-            names = [os.path.basename(p)[: -len(".parquet")] for p in paths]
-            sources = [names[i] for i in raw.column("__fragment").to_pylist()]
-        elif column in raw.column_names:
-            sources = raw.column(column).to_pylist()
-        else:
-            sources = [None] * len(ids)
-        for pos, (mid, src) in enumerate(zip(ids, sources)):
-            if src is not None and mid in current and current[mid] != src:
-                drop[pos] = True
-    return drop
-
-
-def compact(loc: Location) -> dict[str, int]:
-    """Make the published tables unambiguous for any Parquet reader (call only while holding the store lock).
-
-    Per-material tables get one row per material: a row superseded by a newer row of its id (a re-ingest, a
-    rebuilt Δρ or DOS window) and a derived row (delta, dos, dos_raw) built from an older ingest partition of
-    its material are removed from their fragments. The index is compacted first, the derived tables against it.
-
-    Crash safety: each affected fragment is rewritten *in place* by one atomic replace (a temp file renamed over
-    it locally, a single PUT on object stores) with the rows it keeps, or deleted when it keeps none. Before and
-    after every such step the published state is valid: a fragment holds either its old rows (the superseded
-    ones still lose to newer fragments by :func:`_latest_rows`) or its new ones, and no row that is current is
-    ever absent. A kill leaves some fragments uncompacted; the next stage's compaction finishes them. Arrays
-    that only dropped rows referenced become orphans, swept by :func:`remove_orphans`. Returns rows dropped per
-    table.
-    """
-    dropped: dict[str, int] = {}
-    current: dict[str, str] | None = None
-    tables = [C.INDEX] + [t for t in table_names(loc) if t not in (C.INDEX, C.FAILURES)]
-    for table in tables:
-        paths = loc.list_fragments(table)
-        if not paths:
-            continue
-        raw = read_table(loc, table, raw=True)
-        if C.COL_ID not in raw.column_names:
-            continue
-        drop = _stale_positions(loc, table, raw, paths, current)
-        if drop.any():
-            frag = raw.column("__fragment").to_numpy()
-            for i in sorted(set(frag[drop].tolist())):
-                keep = raw.filter(pa.array((frag == i) & ~drop)).drop_columns(["__fragment"])
-                if keep.num_rows:
-                    loc.write_bytes_atomic(paths[i], _table_bytes(keep))
-                else:
-                    loc.fs.rm_file(paths[i])
-            dropped[table] = int(drop.sum())
-        if table == C.INDEX:
-            kept = raw.filter(pa.array(~drop))
-            current = dict(zip(kept.column(C.COL_ID).to_pylist(), kept.column(C.COL_PARTITION).to_pylist()))
-    return dropped
-
-
-def finish_stage(loc: Location) -> dict[str, int]:
-    """End of a writing stage, under its lock: :func:`compact` the tables, then sweep the arrays and fragments
-    no row references any more (:func:`remove_orphans`)."""
-    dropped = compact(loc)
-    remove_orphans(loc)
-    return dropped
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -482,7 +403,7 @@ class PartitionCommit:
             self._write(self.index_table, self.rows)
 
     def _write(self, table: str, rows: list[dict[str, Any]], name: str | None = None) -> None:
-        data = _table_bytes(_rows_to_table(table, rows))
+        data = table_bytes(_rows_to_table(table, rows))
         self.loc.write_bytes_atomic(self.loc.path(table, f"{name or self.partition}.parquet"), data)
 
 

@@ -5,8 +5,9 @@ Design:
    otherwise the store's own table is reused, or fitted: valence counts from the electron counts of all stored
    materials, then per-material normal equations on seeded subsamples of their grids, summed in material-id
    order (one Dask task per block of consecutive ids, blocks summed in order on the driver) and solved. The sum
-   does not depend on how materials fell into ingest partitions (worker counts, interrupted and resumed runs). The table is written to ``saed_reference.json`` and named in the
-   card before any Δρ is computed, so a resumed run uses the same one.
+   does not depend on how materials fell into ingest partitions (worker counts, interrupted and resumed runs).
+   The table is written to ``saed_reference.json`` and named in the card before any Δρ is computed, so a resumed
+   run uses the same one.
 2. Δρ. One Dask task per ingest partition writes ``saed/<partition>`` and ``delta/<partition>`` with exactly the
    layout of ``rho/<partition>`` (same offsets), then its ``delta.parquet`` fragment last. Resume skips partitions
    whose materials are all committed. A ``CHGCAR.saed[.gz]`` next to a material's CHGCAR (a VASP ICHARG=12,
@@ -40,12 +41,12 @@ from chgdata.references import (
     valence_counts,
 )
 from chgdata.saed import find_user_reference, saed_density, user_reference_density
+from chgdata.compaction import finish_stage
 from chgdata.store import (
     Dataset,
     Location,
     PartitionCommit,
     StoreError,
-    finish_stage,
     locked,
     read_table,
     register_table_schema,

@@ -34,12 +34,12 @@ import pyarrow.parquet as pq
 import chgdata
 from chgdata import contract as C
 from chgdata.dos import DosWindow, raw_from_row, smear_window
+from chgdata.compaction import finish_stage
 from chgdata.store import (
     Dataset,
     Location,
     PartitionCommit,
     StoreError,
-    finish_stage,
     locked,
     new_partition_name,
     read_table,

@@ -11,9 +11,9 @@ whose task id differs from the one kept in the index. A re-ingested material get
 the index reader keeps the newest row per id (partition names start with a UTC timestamp, fragments are read in
 name order: :func:`chgdata.store.read_table`), so the single atomic write of the new index fragment supersedes the
 old row — there is never a moment with two visible rows, and a killed update leaves the old version visible.
-At the end of the run :func:`chgdata.store.compact` removes the superseded row (and Δρ/DOS rows built from the
-old partition) from their fragments, so any Parquet reader sees one current row per id; the old arrays are then
-swept as orphans. The card's ``provenance.database_versions`` accumulates every version the dataset was built from.
+At the end of the run :func:`chgdata.compaction.compact` removes the superseded row (and Δρ/DOS rows built from
+the old partition) from their fragments, so any Parquet reader sees one current row per id; the old arrays are
+then swept as orphans. The card's ``provenance.database_versions`` accumulates every version the dataset was built from.
 
 Local folders: a committed folder whose input files changed (size/mtime differ from the recorded ``input_stat``,
 then ``input_sha256`` differs: :func:`changed_local_materials`) is re-ingested the same way; build-delta and
@@ -38,12 +38,12 @@ from chgdata.grid import density_from_vasp, electron_count_flag, electrons
 from chgdata.sources import vasp_dir
 from chgdata.sources.mp import MPSource, Secret, default_client
 from chgdata.sources.records import MaterialRecord, SourceError, validate_mp_id
+from chgdata.compaction import finish_stage
 from chgdata.store import (
     PartitionCommit,
     committed_ids,
     file_sha256,
     file_stats,
-    finish_stage,
     locked,
     new_partition_name,
     read_card,

@@ -220,7 +220,8 @@ def test_recomputed_local_chgcar_is_reingested_rebuilt_and_compacted(tmp_path):
 def test_compaction_killed_midway_keeps_one_visible_current_row(tmp_path):
     """Crash window of compaction: superseded rows still in their fragments are hidden by the newest-wins rule,
     and the next compaction removes them; a fragment is replaced atomically, never left half-written."""
-    from chgdata.store import Location, compact
+    from chgdata.compaction import compact
+    from chgdata.store import Location
 
     need_shared()
     store = tmp_path / "s"
