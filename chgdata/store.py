@@ -548,8 +548,8 @@ class Dataset:
     @property
     def index(self) -> pa.Table:
         if self._index is None:
-            t = read_table(self.loc, C.INDEX)
-            self._index = t if t is not None else pa.table({C.COL_ID: pa.array([], pa.string())})
+            t = read_table(self.loc, C.INDEX)  # one chunk: a row is then sliced in O(1), not per fragment
+            self._index = t.combine_chunks() if t is not None else pa.table({C.COL_ID: pa.array([], pa.string())})
         return self._index
 
     def table(self, name: str) -> pa.Table | None:
