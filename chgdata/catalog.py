@@ -20,10 +20,10 @@ deterministic for the same inputs, so a rebuild from the same raw files verifies
                ``created``, ``updated``, ``built_at`` at any depth and the whole ``saed`` section (see ``delta``).
 ``content``    sha256 of ``{"index": …, "arrays": …, "card": …}``: the one that a rebuild must reproduce.
 ``saed_reference`` sha256 of the ``saed_reference.json`` bytes, and ``delta``: ``delta.parquet`` rows sorted by id
-               (``reference_id``, ``saed_sha256``, ``delta_sha256``). The SAED fit sums per-partition normal
-               equations in completion order and names the table after the store path and time, so a fresh fit
-               is not bit-identical: these two verify only a build-delta run given the published table with
-               ``--reference`` (they are reported, and not part of ``content``).
+               (``reference_id``, ``saed_sha256``, ``delta_sha256``). A fresh fit is now bit-identical for the
+               same densities (summed in material-id order, ``pipelines/delta.py``), but versions published
+               before that were fitted in another order: these two verify a build-delta run given the published
+               table with ``--reference`` (they are reported, and not part of ``content``).
 """
 
 from __future__ import annotations
