@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -328,12 +328,21 @@ def collect_items(from_dir: str | None, mp_ids: Sequence[str] | None) -> tuple[l
 def run_ingest(store: str, *, from_dir: str | None = None, mp_ids: Sequence[str] | None = None,
                api_key: str | None = None, client_factory: Callable | None = None, workers: int = 2,
                scheduler: str | None = None, processes: bool = True, progress: bool = True,
-               mp_retries: int = 4, mp_backoff_s: float = 1.0, client=None) -> IngestReport:
+               mp_retries: int = 4, mp_backoff_s: float = 1.0, client=None,
+               only: Collection[str] | None = None) -> IngestReport:
     """Ingest local folders and/or MP ids into ``store`` (created if missing); resume is the default.
 
     ``client``: an open ``distributed.Client`` to use instead of starting one (``workers``/``scheduler``).
+    ``only``: ingest just these material ids of ``from_dir`` (e.g. a published version's inputs in a folder
+    that has grown since); ids absent from the folder are reported as failed.
     """
     items, rejected = collect_items(from_dir, mp_ids)
+    if only is not None:
+        wanted = set(only)
+        found = {it.material_id for it in items}
+        items = [it for it in items if it.material_id in wanted]
+        rejected = {m: why for m, why in rejected.items() if m in wanted}
+        rejected.update({m: f"{m}: not found under {from_dir}" for m in sorted(wanted - found - set(rejected))})
     mp = None
     if any(it.calc is None for it in items):
         mp = MPSource(api_key=Secret.from_env(api_key), client_factory=client_factory or default_client,
