@@ -9,7 +9,8 @@
 #       google-crc32c vesin pymatgen pymatgen-core monty spglib ruamel.yaml ruamel.yaml.clib orjson \
 #       palettable uncertainties bibtexparser
 #   pip wheel --no-deps -w .whl .                      # this checkout as a wheel (rebuild after every change)
-#   chgdata run --from-dir ../shared/data/gpaw --store .gpu/gpaw
+#   chgdata run --from-dir ../shared/data/gpaw --store .gpu/gpaw        (split by formula; gpaw-more can be
+#   added with a second `chgdata ingest --from-dir ../shared/data/gpaw-more` before build-delta, ~50 MB in all)
 # and on the device:  bash bench/gpu_session.sh .gpu/gpaw     (carry: .whl, .gpu; timeout_s 600)
 set -euo pipefail
 STORE=${1:-.gpu/gpaw}
@@ -25,3 +26,8 @@ timeout 150 python3 bench/predict.py --device cuda --checkpoint models/default/d
     --out "$REPORTS/predict_gpu.md" || echo "bench/predict.py failed or timed out" >&2
 python3 bench/train_gpu.py --store "$STORE" --out /tmp/train-work --report "$REPORTS/train_gpu.md"
 cp /tmp/train-work/train_gpu.json "$REPORTS/"
+# the grouped-split figure of issue 16 at GPU scale: train on the store's train split, report test and val
+# beside the SAED reference (per split and per held-out composition)
+timeout 240 python3 bench/train_grouped.py --store "$STORE" --out /tmp/grouped --size large --device cuda \
+    --probes 8000 --batch 32 --lr 3e-3 --steps 3000 && cp /tmp/grouped/report.md "$REPORTS/train_grouped_gpu.md" \
+    || echo "bench/train_grouped.py failed or timed out" >&2

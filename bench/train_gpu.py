@@ -7,7 +7,8 @@ Meant for one H100 (about 8 minutes in all), from a fresh checkout with a store 
     python bench/train_gpu.py --store /path/to/gpaw-store --smoke         # seconds, CPU: proves the script runs
     python bench/train_gpu.py --store /path/to/gpaw-store --scale cpu     # reduced CPU run (tiny model)
 
-Every target holds out 20 % of the materials (split (0.8, 0.2, 0.0) by material id, seed 0). Each target gets
+Every target trains on the store's grouped train split and validates on its val split (``chgdata split``; a
+store without a recorded split falls back to 20 % of the materials held out at random, seed 0). Each target gets
 a wall-clock budget: a short calibration run measures seconds per step, then the real run is sized to the
 budget (warm-up + cosine over exactly that many steps, EMA weights for validation). Validation is the full-grid
 NMAE (ChargE3Net's formula, total density; for delta ρ̂ = ρ_SAED + Δρ̂) over all held-out materials, and the

@@ -9,7 +9,8 @@ how many materials the model wins, plus magnetisation NMAE for spin-polarised ma
     OMP_NUM_THREADS=1 python bench/train_grouped.py --store data/gpaw-all --out runs/grouped-a --steps 30000
     python bench/train_grouped.py --store data/gpaw-all --out runs/g --steps 6000 --target total  # seed 003 test
 
-``--size small|medium`` picks the model (small = the CPU scale of bench/train_gpu.py).
+``--size small|medium|large`` picks the model (small = the cpu preset's; large = the gpu preset's, for
+``--device cuda --probes 8000 --batch 32``, as bench/gpu_session.sh runs it).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ SIZES = {
               "n_edge_layers": 1, "n_edge_scalars": 16, "mlp_hidden": 32, "probe_r_cut": 3.0},
     "medium": {"encoder": {"n_scalars": 32, "n_vectors": 8, "l_max": 2, "n_layers": 3, "radial_hidden": 32},
                "n_edge_layers": 1, "n_edge_scalars": 32, "mlp_hidden": 64, "probe_r_cut": 3.0},
+    "large": {"encoder": {"n_scalars": 48, "n_vectors": 12, "l_max": 2, "n_layers": 3},
+              "n_edge_layers": 1, "n_edge_scalars": 32, "mlp_hidden": 64, "probe_r_cut": 3.0},
 }
 
 
@@ -39,13 +42,14 @@ def main(argv=None) -> None:
     ap.add_argument("--probes", type=int, default=200)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=5e-3)
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--splits", default="test,val", help="splits to evaluate after training")
     ap.add_argument("--train-groups", type=float, default=1.0, help="fraction of the train split's groups used "
                     "(learning curves; a nested subset)")
     args = ap.parse_args(argv)
     from chgdata.models.evaluate import format_report, run_evaluate
     out = Path(args.out)
-    cfg = TrainConfig(store=args.store, target=args.target, out=str(out), device="cpu", epochs=1,
+    cfg = TrainConfig(store=args.store, target=args.target, out=str(out), device=args.device, epochs=1,
                       max_steps=args.steps, probes=args.probes, batch_size=args.batch, lr=args.lr,
                       warmup_steps=max(5, args.steps // 20), ema_decay=min(0.999, 1 - 10 / args.steps),
                       split_source="store", train_group_fraction=args.train_groups, seed=0, workers=0,
@@ -54,7 +58,7 @@ def main(argv=None) -> None:
     t0 = time.time()
     train(cfg)
     train_s = time.time() - t0
-    res = run_evaluate(str(out / "model.pt"), args.store, args.splits)
+    res = run_evaluate(str(out / "model.pt"), args.store, args.splits, device=args.device)
     res["summary"]["train_seconds"] = train_s
     res["summary"]["command"] = "python bench/train_grouped.py " + " ".join(argv or __import__("sys").argv[1:])
     (out / "evaluation.json").write_text(json.dumps(res, indent=1, default=float))
