@@ -31,3 +31,15 @@ def cli_errors() -> Iterator[None]:
     except (StoreError, SourceError, GridError, FileNotFoundError, KeyError, ValueError) as exc:
         console.print(f"[bold red]error:[/] {str(exc).strip(chr(39))}", highlight=False)
         sys.exit(1)
+
+
+#: Exit code of a pipeline command that finished but could not process some materials: the others are committed,
+#: the failed ones are listed on stderr and recorded in failures.parquet, and a rerun retries them. (1: an error
+#: stopped the command; 2: a bad command line.)
+EXIT_MATERIALS_FAILED = 3
+
+
+def exit_if_failed(n_failed: int) -> None:
+    """End the command with :data:`EXIT_MATERIALS_FAILED` when materials failed (after everything else ran)."""
+    if n_failed:
+        sys.exit(EXIT_MATERIALS_FAILED)
