@@ -35,11 +35,29 @@ def dask_client(workers: int = 2, scheduler: str | None = None, processes: bool 
     client = None
     try:
         client = Client(cluster)
+        level = logging.getLogger("chgdata").getEffectiveLevel()
+        if processes and level < logging.WARNING:  # the CLI asked for chgdata's messages: workers' too
+            client.run(log_to_stderr, level)
         log.info("Dask dashboard: %s (local cluster, %d worker %s)", cluster.dashboard_link, max(1, workers),
                  "processes" if processes else "threads")
         yield client
     finally:
         close_local_cluster(cluster, client)
+
+
+def log_to_stderr(level: int) -> None:
+    """In a worker process: chgdata's module loggers to stderr at ``level`` (the driver's level)."""
+    import sys
+
+    root = logging.getLogger("chgdata")
+    if not any(getattr(h, "_chgdata_worker", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler._chgdata_worker = True
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [worker %(process)d]: "
+                                               "%(message)s", "%H:%M:%S"))
+        root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False
 
 
 @contextlib.contextmanager
