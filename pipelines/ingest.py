@@ -200,12 +200,14 @@ def ingest_partition(url: str, partition: str, items: Sequence[Item], mp: MPSour
     commit = PartitionCommit(url, partition)
     done, failed, flagged = [], {}, {}
     with contextlib.ExitStack() as stack:
-        mpr, mpr_error = None, None
-        if mp is not None and any(item.calc is None for item in items):
+        mpr, mpr_error, tasks = None, None, {}
+        mp_ids = [item.material_id for item in items if item.calc is None]
+        if mp is not None and mp_ids:
             try:
                 mpr = stack.enter_context(mp.client())
-            except SourceError as exc:
-                mpr_error = exc
+                tasks = mp.current_tasks(mpr, mp_ids)  # one batched lookup for the partition
+            except SourceError as exc:  # no client: every MP item fails; no batch: each looks its task up
+                mpr_error = None if mpr is not None else exc
         for item in items:
             rec = None
             try:
@@ -215,7 +217,7 @@ def ingest_partition(url: str, partition: str, items: Sequence[Item], mp: MPSour
                 elif mpr_error is not None:
                     raise mpr_error
                 else:
-                    rec = mp.fetch(item.material_id, mpr, database_version)
+                    rec = mp.fetch(item.material_id, mpr, database_version, tasks.get(item.material_id))
                 flag = commit_material(commit, rec)
                 done.append(item.material_id)
                 if flag:

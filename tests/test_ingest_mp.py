@@ -135,6 +135,8 @@ def test_one_client_per_partition_and_one_database_version_per_run(tmp_path):
     items = [Item(m) for m in ("mp-1001", "mp-1002", "mp-1003")]
     res = ingest_partition(str(tmp_path / "p"), new_partition_name(), items, mp, "2025.09.25")
     assert len(res["committed"]) == 3 and len(OPENED) == 1  # one client for the partition, not one per material
+    assert OPENED[0].materials.search.call_count == 1  # and one batched task lookup
+    assert OPENED[0].materials.tasks.search.call_count == 1
 
     OPENED.clear()
     report = run_ingest(str(tmp_path / "s"), mp_ids=["mp-1001", "mp-1002", "mp-1003", "mp-1004"], api_key=KEY,

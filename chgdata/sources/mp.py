@@ -183,11 +183,13 @@ class MPSource:
             raise SourceError(f"{mid}: Materials Project has no structure for this material")
         return s
 
-    def fetch(self, material_id: str, mpr, database_version: str | None = None) -> MaterialRecord:
-        """Structure, charge density of the current static task, and DOS (None when MP has none) of one id."""
+    def fetch(self, material_id: str, mpr, database_version: str | None = None,
+              task: TaskInfo | None = None) -> MaterialRecord:
+        """Structure, charge density of the current static task, and DOS (None when MP has none) of one id.
+        ``task``: the id's entry of :meth:`current_tasks` when already looked up (a partition does it at once)."""
         mid = validate_mp_id(material_id)
         structure = self.structure(mid, mpr)
-        task = self.current_tasks(mpr, [mid]).get(mid)
+        task = task or self.current_tasks(mpr, [mid]).get(mid)
         if task is None:
             raise SourceError(f"{mid}: Materials Project has no GGA/GGA+U static task (no charge density)")
         chgcar = self._call("charge density", mid, lambda: mpr.get_charge_density_from_task_id(task.task_id))
