@@ -40,8 +40,9 @@ ARRAYS_DIR = "arrays"
 COL_ID = "material_id"  # e.g. "mp-149" or a folder name for local data
 COL_SOURCE = "source"  # "mp" | "vasp"
 COL_TASK_ID = "task_id"  # MP task that produced the charge density (None for local data)
-COL_CALC_TYPE = "calc_type"  # MP task's calculation type, "GGA Static" | "GGA+U Static" (None for local data)
-COL_RUN_TYPE = "run_type"  # MP task's functional, "GGA" | "GGA+U" (None for local data and stores before 0.2)
+# MP task behind the density (None for local data and for rows written before these columns existed):
+COL_CALC_TYPE = "calc_type"  # "GGA Static" | "GGA+U Static" (MP mixes both)
+COL_RUN_TYPE = "run_type"  # "GGA" | "GGA+U"
 COL_DB_VERSION = "database_version"  # MP database version (None for local data)
 COL_FORMULA = "chemical_formula_reduced"
 COL_NSITES = "nsites"

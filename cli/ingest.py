@@ -22,6 +22,7 @@ def ingest(
     quiet: bool = QUIET,
 ) -> None:
     """Read structures, charge densities and DOS into the store. Reruns resume: committed materials are skipped.
+
     Exit code 3 when some materials failed (the others are committed; a rerun retries the failed ones)."""
     from chgdata.pipelines.ingest import run_ingest
 

@@ -20,6 +20,9 @@ from chgdata.cli.plot import plot_app
 
 app = typer.Typer(help="Materials Project style charge densities and DOS as ML datasets (Zarr + Parquet), "
                        "and equivariant models that train on them.",
+                  epilog="Exit codes: 0 success; 1 an error stopped the command (one line on stderr); 2 bad command "
+                         "line; 3 the command finished but some materials failed (listed on stderr, recorded in "
+                         "failures.parquet; a rerun retries them).",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 
 
@@ -54,8 +57,6 @@ def main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the chgdata version and exit."),
 ) -> None:
-    """Exit codes: 0 success; 1 an error stopped the command (one line on stderr); 2 bad command line;
-    3 the command finished but some materials failed (listed on stderr, recorded in failures.parquet)."""
     setup_logging(verbose)
 
 

@@ -20,8 +20,9 @@ def run(
     scheduler: str = SCHEDULER,
     quiet: bool = QUIET,
 ) -> None:
-    """Ingest, then SAED/Δρ, then DOS windows: a model-ready dataset in one command (resumable). Exit code 3 when
-    some materials failed in any stage (the rest is built; a rerun retries them)."""
+    """Ingest, then SAED/Δρ, then DOS windows: a model-ready dataset in one command (resumable).
+
+    Exit code 3 when some materials failed in any stage (the rest is built; a rerun retries them)."""
     from chgdata.pipelines.cluster import dask_client
     from chgdata.pipelines.delta import run_build_delta
     from chgdata.pipelines.dos import run_build_dos

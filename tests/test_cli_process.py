@@ -40,6 +40,7 @@ def test_version_and_python_m():
     assert proc.returncode == 0 and proc.stdout.strip() == f"chgdata {chgdata.__version__}", proc.stderr
     res = CliRunner().invoke(app, ["--help"])
     assert res.exit_code == 0 and "--verbose" in res.output and "--version" in res.output
+    assert "Exit codes" in res.output
 
 
 def test_run_ends_cleanly_with_the_dashboard_address(tmp_path):
