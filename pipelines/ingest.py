@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -247,8 +246,8 @@ def changed_mp_materials(index, items: Sequence[Item], mp: MPSource, mpr) -> dic
     try:
         now = mp.current_tasks(mpr, [it.material_id for it in items])
     except SourceError as exc:
-        warnings.warn(f"cannot check Materials Project for updated charge densities ({exc}); committed versions "
-                      "kept", stacklevel=2)
+        log.warning("cannot check the Materials Project for updated charge densities (%s); committed versions "
+                    "kept", exc)
         return {}
     return {mid: (stored.get(mid), task.task_id) for mid, task in now.items() if task.task_id != stored.get(mid)}
 
@@ -310,6 +309,8 @@ def run_ingest(store: str, *, from_dir: str | None = None, mp_ids: Sequence[str]
                 for it in items:
                     if it.calc is None and it.material_id not in have:
                         rejected[it.material_id] = str(exc)
+                if any(it.calc is None and it.material_id in have for it in items):
+                    log.warning("%s; committed MP materials kept as they are", exc)
                 items = [it for it in items if it.calc is not None or it.material_id in have]
                 report.failed.update(rejected)
         if rejected:

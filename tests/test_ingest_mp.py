@@ -237,3 +237,17 @@ def test_old_index_fragments_without_calc_type_still_read(tmp_path):
     _run(tmp_path / "s", ["mp-1002"])
     rows = {r[C.COL_ID]: r for r in read_table(open_dataset(tmp_path / "s").loc, C.INDEX).to_pylist()}
     assert rows["mp-1001"][C.COL_CALC_TYPE] is None and rows["mp-1002"][C.COL_CALC_TYPE] == "GGA Static"
+
+
+def offline_client(key):
+    raise ConnectionError("HTTPSConnectionPool(host='api.materialsproject.org'): Failed to resolve")
+
+
+def test_no_network_fails_new_ids_in_one_line_and_keeps_committed_ones(tmp_path, caplog):
+    _run(tmp_path / "s", ["mp-1001"])
+    report = run_ingest(str(tmp_path / "s"), mp_ids=["mp-1001", "mp-1002"], api_key=KEY,
+                        client_factory=offline_client, workers=1, processes=False, progress=False)
+    assert report.skipped == ["mp-1001"] and not report.committed and not report.partitions
+    assert report.failed["mp-1002"].startswith("cannot open a Materials Project client (ConnectionError: ")
+    assert "committed MP materials kept" in caplog.text
+    assert open_dataset(tmp_path / "s").material_ids == ["mp-1001"]
