@@ -37,8 +37,7 @@ def setup_logging(verbose: bool) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s" if verbose
                                            else "%(message)s", "%H:%M:%S"))
     root.addHandler(handler)
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    root.propagate = False
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)  # propagates: the root logger has no handler here
     if verbose:
         logging.getLogger("distributed").setLevel(logging.INFO)
 

@@ -38,8 +38,9 @@ def dask_client(workers: int = 2, scheduler: str | None = None, processes: bool 
         level = logging.getLogger("chgdata").getEffectiveLevel()
         if processes and level < logging.WARNING:  # the CLI asked for chgdata's messages: workers' too
             client.run(log_to_stderr, level)
-        log.info("Dask dashboard: %s (local cluster, %d worker %s)", cluster.dashboard_link, max(1, workers),
-                 "processes" if processes else "threads")
+        n = max(1, workers)
+        log.info("Dask dashboard: %s (local cluster, %d worker %s)", cluster.dashboard_link, n,
+                 ("process" if n == 1 else "processes") if processes else ("thread" if n == 1 else "threads"))
         yield client
     finally:
         close_local_cluster(cluster, client)
