@@ -55,6 +55,7 @@ def test_run_ends_cleanly_with_the_dashboard_address(tmp_path):
     assert "dataset ready" in proc.stdout
     assert "Dask dashboard: http://" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and "ERROR" not in proc.stderr, proc.stderr[-3000:]
+    assert "distributed." not in proc.stderr, proc.stderr[-3000:]  # no Dask chatter at all (e.g. nanny kills)
 
 
 def test_verbose_shows_chgdata_debug_lines(tmp_path):
