@@ -1,10 +1,16 @@
-"""chgdata: Materials Project style charge densities and DOS as machine-learning datasets."""
+"""chgdata: Materials Project style charge densities and DOS as machine-learning datasets.
+
+The Python API mirrors the command line: ``chgdata.ingest``, ``build_delta``, ``build_dos``, ``run``, ``verify``,
+``train``, ``evaluate`` and ``predict`` (see :mod:`chgdata.api`), and ``open_dataset`` reads a store.
+"""
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["open_dataset", "__version__"]
+_API = ("ingest", "build_delta", "build_dos", "run", "verify", "train", "evaluate", "predict")
+
+__all__ = ["open_dataset", "__version__", *_API]
 
 
 def __getattr__(name: str):
@@ -13,4 +19,12 @@ def __getattr__(name: str):
         from chgdata.store import open_dataset
 
         return open_dataset
+    if name == "verify":  # the chgdata.verify module is callable: chgdata.verify(store) -> VerifyReport
+        import importlib
+
+        return importlib.import_module("chgdata.verify")
+    if name in _API:
+        from chgdata import api
+
+        return getattr(api, name)
     raise AttributeError(name)

@@ -68,6 +68,11 @@ HASHED_INDEX_COLUMNS = (
 VOLATILE_CARD_KEYS = ("created", "updated", "built_at")
 VOLATILE_CARD_SECTIONS = ("published", "saed")
 
+#: What the ``saed`` array is (the name is historical: it is no superposition of free-atom densities).
+SAED_DESCRIPTION = ("fitted reference density: per element a signed sum of normalised 3-D Gaussians, fitted by "
+                    "least squares to the crystal densities of the store, summed over the atoms; it integrates to "
+                    "the valence count")
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 #: Units of the Parquet columns that have one (others are ids, flags, counts or checksums).
@@ -212,7 +217,8 @@ def describe(store: str | os.PathLike) -> dict[str, Any]:
                  C.MAG: ("magnetisation density rho_up - rho_down (CHGCAR diff / V_cell), spin-polarised only",
                          C.COL_MAG_OFFSET),
                  C.RHO_AE: ("all-electron density (AECCAR0 + AECCAR2) / V_cell", C.COL_AE_OFFSET),
-                 C.SAED: ("superposition of atomic electron densities (build-delta)", C.COL_RHO_OFFSET),
+                 C.SAED: ("fitted reference density: signed per-element Gaussians fitted to the crystal densities "
+                          "(build-delta)", C.COL_RHO_OFFSET),
                  C.DELTA: ("rho - saed (build-delta)", C.COL_RHO_OFFSET)}
     for name, (desc, off) in grid_desc.items():
         if name in present:
@@ -260,7 +266,8 @@ def describe(store: str | os.PathLike) -> dict[str, Any]:
     if saed:
         out["saed"] = {"reference_id": saed.get("reference_id"),
                        "reference_file": saed.get("reference_file", "saed_reference.json"),
-                       "reference_source": saed.get("reference_source")}
+                       "reference_source": saed.get("reference_source"),
+                       "description": SAED_DESCRIPTION}
     if dos_card:
         out["dos"] = {k: dos_card[k] for k in ("sigma_eV", "emin_eV", "emax_eV", "npoints", "spacing_eV")
                       if k in dos_card}

@@ -19,12 +19,31 @@ SCHEMA_VERSION = "1.0"
 # ---- Zarr arrays (all 1-D float32 partitions, addressed by the index) -----------------------------------
 RHO = "rho"  # total valence electron density, e/Å^3 (CHGCAR total / V_cell)
 MAG = "mag"  # magnetisation density rho_up - rho_down, e/Å^3 (CHGCAR diff / V_cell); spin materials only
-SAED = "saed"  # superposition of atomic electron densities, e/Å^3 (build-delta)
+SAED = "saed"  # fitted reference density: signed per-element Gaussians fitted to crystal densities, e/Å^3 (build-delta)
 DELTA = "delta"  # rho - saed, e/Å^3 (build-delta)
 RHO_AE = "rho_ae"  # all-electron density AECCAR0 + AECCAR2 over V_cell, e/Å^3 (core under-resolved), if present
 GRID_ARRAYS = (RHO, MAG, SAED, DELTA, RHO_AE)
 
 ARRAY_UNITS = {name: "e/Å^3" for name in GRID_ARRAYS}
+
+#: Zarr attribute ``long_name`` of every array the stages write (with ``units`` and ``layout``; CF-style, so
+#: xarray shows them). DOS arrays: ``arrays/dos_abs|dos_norm/<partition>`` (n, 2, npoints), ``dos_energy`` (npoints,).
+LONG_NAMES = {
+    RHO: "valence electron density",
+    MAG: "magnetisation density rho_up - rho_down",
+    SAED: "fitted reference density (per-element signed Gaussians fitted to crystal densities)",
+    DELTA: "density minus fitted reference (rho - saed)",
+    RHO_AE: "all-electron density (AECCAR0 + AECCAR2)",
+    "dos_abs": "Gaussian-smeared density of states per atom",
+    "dos_norm": "Gaussian-smeared density of states, divided by its maximum",
+    "dos_energy": "energy relative to the Fermi level",
+}
+ARRAY_ATTR_UNITS = {**ARRAY_UNITS, "dos_abs": "states/eV/atom", "dos_norm": "1", "dos_energy": "eV"}
+#: How a 1-D partition array holds its grids (the ``layout`` attribute).
+FLAT_LAYOUT = ("grids of several materials end to end; each flattened in C order of (nx, ny, nz), x slowest; "
+               "offset and shape per material in the index table (structures.parquet: *_offset, grid_shape)")
+#: Dimension names of a material's grid (grid point (i, j, k) at fractional coordinates (i/nx, j/ny, k/nz)).
+GRID_DIMS = ("x", "y", "z")
 
 # ---- Parquet tables ---------------------------------------------------------------------------------------
 INDEX = "structures.parquet"
@@ -32,13 +51,15 @@ FAILURES = "failures.parquet"
 DOS_RAW = "dos_raw.parquet"
 DELTA_INDEX = "delta.parquet"  # build-delta: one row per material with saed/delta (same partitions as rho)
 DOS_INDEX = "dos.parquet"  # build-dos: one row per material with DOS windows
+SPLITS_TABLE = "splits.parquet"  # chgdata split: material_id, group, split (train|val|test)
+AUGMENTATION = "paw_augmentation.parquet"  # ingest: VASP CHGCAR PAW augmentation occupancies (JSON), per material
 CARD = "dataset.yaml"
 LOCK = ".chgdata.lock"
 ARRAYS_DIR = "arrays"
 
 # Index columns (structures.parquet). OPTIMADE names where one exists.
 COL_ID = "material_id"  # e.g. "mp-149" or a folder name for local data
-COL_SOURCE = "source"  # "mp" | "vasp"
+COL_SOURCE = "source"  # "mp" | "vasp" | "gpaw": the code (or database) the density comes from
 COL_TASK_ID = "task_id"  # MP task that produced the charge density (None for local data)
 # MP task behind the density (None for local data and for rows written before these columns existed):
 COL_CALC_TYPE = "calc_type"  # "GGA Static" | "GGA+U Static" (MP mixes both)
@@ -69,5 +90,8 @@ COL_AE_SHA = "rho_ae_sha256"
 COL_FILES = "input_files"  # paths (local) or MP endpoints the material came from
 COL_RETRIEVED = "retrieved_at"  # ISO 8601 UTC
 COL_STATUS = "status"  # "ok" | "flagged: <reason>"
+COL_PROTOTYPE = "prototype"  # structure prototype as the source records it (GPAW meta.json), else None
+COL_DFT_CODE = "dft_code"  # "vasp" | "gpaw" | None when unknown
+COL_DFT_SETTINGS = "dft_settings"  # JSON object text: xc, cutoff (eV), k-points, smearing, setups/POTCARs, ...
 
 FAIL_COLUMNS = ("material_id", "stage", "reason", "time")

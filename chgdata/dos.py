@@ -126,6 +126,18 @@ class RawDos:
         if int(self.natoms) != self.natoms or self.natoms < 1:
             raise ValueError(f"natoms must be a positive integer, got {self.natoms!r}{where}")
 
+    def to_pymatgen(self, structure=None):
+        """A pymatgen ``Dos`` (absolute energies in eV, states/eV/cell, ``Spin.up``/``Spin.down``), or a
+        ``CompleteDos`` without projections when ``structure`` is given."""
+        from pymatgen.electronic_structure.core import Spin
+        from pymatgen.electronic_structure.dos import CompleteDos, Dos
+
+        dens = {Spin.up: self.densities[0].copy()}
+        if self.spin_polarized:
+            dens[Spin.down] = self.densities[1].copy()
+        dos = Dos(float(self.efermi), self.energies.copy(), dens)
+        return dos if structure is None else CompleteDos(structure, dos, {})
+
     @property
     def total(self) -> np.ndarray:
         """(n,) total DOS in states/eV/cell, summed over spin."""

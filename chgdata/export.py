@@ -1,7 +1,8 @@
 """Export materials of a store to formats other tools read (``chgdata export``).
 
 ``chgcar``  ``<out>/<id>/CHGCAR`` written by pymatgen: block ``total`` = ρ·V_cell and, for spin-polarised
-            materials, ``diff`` = (ρ↑−ρ↓)·V_cell (the VASP convention). The folder layout is the one
+            materials, ``diff`` = (ρ↑−ρ↓)·V_cell (the VASP convention), plus the PAW augmentation occupancies
+            kept at ingest from a VASP CHGCAR, so VASP can restart from it (ICHARG=1). The folder layout is the one
             ``chgdata ingest --from-dir`` reads, so an export can be re-ingested.
 ``npy``     ChargE3Net-style (github.com/AIforGreatGood/charge3net, ``src/utils/data.py``): ``<out>/<id>.npy`` holds
             the density in e/Å³ as shaped (nx, ny, nz) float32 (ChargE3Net reads CHGCARs with ASE, which divides by
@@ -55,7 +56,8 @@ def export_chgcar(ds: Dataset, material_id: str, out: Path) -> Path:
         data["diff"] = grid.mag.astype(np.float64) * volume
     path = out / material_id / "CHGCAR"
     path.parent.mkdir(parents=True, exist_ok=True)
-    Chgcar(Poscar(structure), data).write_file(str(path))
+    # the PAW augmentation occupancies kept at ingest go back too, so VASP can restart from it (ICHARG=1)
+    Chgcar(Poscar(structure), data, data_aug=ds.paw_augmentation(material_id)).write_file(str(path))
     return path
 
 

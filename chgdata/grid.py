@@ -17,12 +17,19 @@ class GridError(ValueError):
 
 
 def open_text(path: str | os.PathLike):
-    """Open a text file that may be gzip-compressed."""
+    """Open a text file that may be gzip-, bzip2- or xz-compressed (told by its magic bytes, not its name)."""
+    import bz2
+    import lzma
+
     path = os.fspath(path)
     with open(path, "rb") as fh:
-        magic = fh.read(2)
-    if magic == b"\x1f\x8b":
+        magic = fh.read(6)
+    if magic[:2] == b"\x1f\x8b":
         return gzip.open(path, "rt", encoding="utf-8", errors="strict")
+    if magic[:3] == b"BZh":
+        return bz2.open(path, "rt", encoding="utf-8", errors="strict")
+    if magic == b"\xfd7zXZ\x00":
+        return lzma.open(path, "rt", encoding="utf-8", errors="strict")
     return open(path, encoding="utf-8", errors="strict")
 
 
@@ -122,3 +129,39 @@ def electron_count_flag(n_electrons: float, tol: float = 0.05) -> str | None:
     if n_electrons <= 0:
         return f"non-positive electron count {n_electrons:.4f}"
     return None
+
+
+def augmentation_to_json(data_aug: dict | None) -> str | None:
+    """PAW augmentation occupancies as pymatgen parses them (``{"total": {atom: values}, "diff": ...}``, atoms
+    1-based) → JSON text for the store; complex values (VASP's imaginary-part blocks) as ``{"re", "im"}``."""
+    import json
+
+    if not data_aug or not any(data_aug.values()):
+        return None
+    out: dict[str, dict[str, object]] = {}
+    for block, atoms in data_aug.items():
+        if isinstance(atoms, (list, tuple)):  # older pymatgen: the block's text lines
+            out[block] = {"lines": [str(x) for x in atoms]}
+            continue
+        out[block] = {}
+        for atom, values in (atoms or {}).items():
+            v = np.asarray(values)
+            out[block][str(atom)] = ({"re": v.real.tolist(), "im": v.imag.tolist()} if np.iscomplexobj(v)
+                                     else v.astype(np.float64).tolist())
+    return json.dumps(out)
+
+
+def augmentation_from_json(text: str | None) -> dict | None:
+    """Inverse of :func:`augmentation_to_json`: the ``data_aug`` dict pymatgen's ``Chgcar`` writes back."""
+    import json
+
+    if not text:
+        return None
+    out: dict[str, object] = {}
+    for block, atoms in json.loads(text).items():
+        if "lines" in atoms:
+            out[block] = list(atoms["lines"])
+            continue
+        out[block] = {int(a): (np.asarray(v["re"]) + 1j * np.asarray(v["im"]) if isinstance(v, dict)
+                               else np.asarray(v, dtype=np.float64)) for a, v in atoms.items()}
+    return out

@@ -18,6 +18,7 @@ import json
 import os
 import socket
 import uuid
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,7 +133,8 @@ INDEX_SCHEMA = pa.schema([
     (C.COL_PARTITION, pa.string()), (C.COL_RHO_OFFSET, pa.int64()), (C.COL_MAG_OFFSET, pa.int64()),
     (C.COL_AE_OFFSET, pa.int64()), (C.COL_RHO_SHA, pa.string()), (C.COL_MAG_SHA, pa.string()),
     (C.COL_AE_SHA, pa.string()), (C.COL_INPUT_SHA, pa.string()), (C.COL_FILES, pa.list_(pa.string())),
-    (C.COL_RETRIEVED, pa.string()), (C.COL_STATUS, pa.string()),
+    (C.COL_RETRIEVED, pa.string()), (C.COL_STATUS, pa.string()), (C.COL_PROTOTYPE, pa.string()),
+    (C.COL_DFT_CODE, pa.string()), (C.COL_DFT_SETTINGS, pa.string()),
     # added later; fragments written before lack them and read as nulls (read_table promotes)
     (C.COL_CALC_TYPE, pa.string()), (C.COL_RUN_TYPE, pa.string()),
 ])
@@ -145,12 +147,34 @@ DOS_RAW_SCHEMA = pa.schema([
 
 FAILURES_SCHEMA = pa.schema([(name, pa.string()) for name in C.FAIL_COLUMNS])
 
-TABLE_SCHEMAS: dict[str, pa.Schema] = {C.INDEX: INDEX_SCHEMA, C.DOS_RAW: DOS_RAW_SCHEMA, C.FAILURES: FAILURES_SCHEMA}
+#: PAW augmentation occupancies of a VASP CHGCAR (chgdata.grid.augmentation_to_json), one fragment per partition.
+AUGMENTATION_SCHEMA = pa.schema([(C.COL_ID, pa.string()), ("data_aug", pa.string())])
+
+TABLE_SCHEMAS: dict[str, pa.Schema] = {C.INDEX: INDEX_SCHEMA, C.DOS_RAW: DOS_RAW_SCHEMA, C.FAILURES: FAILURES_SCHEMA,
+                                       C.AUGMENTATION: AUGMENTATION_SCHEMA}
 
 
 def register_table_schema(table: str, schema: pa.Schema) -> None:
     """Derived stages (build-delta, build-dos) declare the schema of their own index tables here."""
     TABLE_SCHEMAS[table] = schema
+
+
+def array_attrs(array: str, layout: str | None = None) -> dict[str, Any]:
+    """Zarr attributes of a stage array: ``long_name``, ``units`` and ``layout`` (CF names, read by xarray)."""
+    attrs = {"long_name": C.LONG_NAMES.get(array, array), "units": C.ARRAY_ATTR_UNITS.get(array, "")}
+    if layout:
+        attrs["layout"] = layout
+    return attrs
+
+
+def consolidate(loc: Location) -> None:
+    """Write Zarr v3 consolidated metadata of ``arrays/`` (call at the end of a stage, under the store lock), so
+    ``xarray.open_zarr(<store>/arrays, group="rho")`` opens a whole array family with one metadata read."""
+    loc.refresh()
+    if loc.fs.exists(loc.path(C.ARRAYS_DIR, "zarr.json")):
+        with warnings.catch_warnings():  # "not part of the v3 spec yet": zarr-python and xarray read it
+            warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+            zarr.consolidate_metadata(loc.zarr_store())
 
 
 def _rows_to_table(table: str, rows: list[dict[str, Any]]) -> pa.Table:
@@ -201,9 +225,13 @@ class PartitionArrayWriter:
 
     def __init__(self, zstore: zarr.abc.store.Store, name: str):
         self.name = name
+        array, _, partition = name.partition("/")
+        # the flat dimension is named per partition: partitions differ in length, and xarray opens a whole
+        # ``arrays/<array>`` group as one Dataset only when equal names mean equal sizes
         self._array = zarr.create_array(zstore, name=name, shape=(0,), chunks=(CHUNK_POINTS,),
                                         shards=(SHARD_POINTS,), dtype="float32", overwrite=True,
-                                        fill_value=np.nan)
+                                        fill_value=np.nan, dimension_names=(f"point_{partition or array}",),
+                                        attributes=array_attrs(array, C.FLAT_LAYOUT))
         self._buf = np.empty(SHARD_POINTS, dtype=np.float32)
         self._fill = 0
         self._flushed = 0
@@ -342,11 +370,15 @@ class PartitionCommit:
             self._writers[array] = PartitionArrayWriter(self._zstore, f"{array}/{self.partition}")
         return self._writers[array].append(values)
 
-    def write_array(self, array: str, values: np.ndarray, chunks: tuple[int, ...] | None = None) -> None:
-        """Write a whole N-D float32 array as ``array/<partition>`` at once (arrays first, like :meth:`append`)."""
+    def write_array(self, array: str, values: np.ndarray, chunks: tuple[int, ...] | None = None,
+                    dims: Sequence[str] | None = None, layout: str | None = None) -> None:
+        """Write a whole N-D float32 array as ``array/<partition>`` at once (arrays first, like :meth:`append`);
+        ``dims`` name its dimensions (Zarr ``dimension_names``), ``layout`` says how it is laid out."""
         values = np.ascontiguousarray(values, dtype=np.float32)
         arr = zarr.create_array(self._zstore, name=f"{array}/{self.partition}", shape=values.shape,
-                                chunks=chunks or values.shape, dtype="float32", overwrite=True, fill_value=np.nan)
+                                chunks=chunks or values.shape, dtype="float32", overwrite=True, fill_value=np.nan,
+                                dimension_names=tuple(dims) if dims else None,
+                                attributes=array_attrs(array, layout))
         arr[...] = values
 
     def add_row(self, row: dict[str, Any]) -> None:
@@ -450,7 +482,7 @@ def read_card(loc: Location) -> dict[str, Any]:
 
 
 def write_card(loc: Location, card: dict[str, Any]) -> None:
-    loc.write_bytes_atomic(loc.path(C.CARD), yaml.safe_dump(card, sort_keys=False).encode())
+    loc.write_bytes_atomic(loc.path(C.CARD), yaml.safe_dump(card, sort_keys=False, allow_unicode=True).encode())
 
 
 def update_card(loc: Location, **sections: Any) -> dict[str, Any]:
@@ -489,6 +521,17 @@ class DensityGrid:
     def electrons(self) -> float:
         """∫ρ dV over the cell (electrons)."""
         return float(self.rho.astype(np.float64).mean() * self.volume)
+
+    def to_chgcar(self, structure, data_aug: dict | None = None):
+        """A pymatgen ``Chgcar``: ``total`` = ρ·V and, when spin-polarised, ``diff`` = (ρ↑−ρ↓)·V (VASP units);
+        ``data_aug`` (PAW augmentation occupancies, pymatgen's dict of text lines) is carried as given."""
+        from pymatgen.io.vasp import Chgcar, Poscar
+
+        vol = float(structure.volume)
+        data = {"total": self.rho.astype(np.float64) * vol}
+        if self.mag is not None:
+            data["diff"] = self.mag.astype(np.float64) * vol
+        return Chgcar(Poscar(structure), data, data_aug=data_aug)
 
 
 class Dataset:
@@ -532,6 +575,23 @@ class Dataset:
 
     def __len__(self) -> int:
         return self.index.num_rows
+
+    def splits(self) -> dict[str, list[str]]:
+        """The recorded grouped split (``chgdata split``): {"train"|"val"|"test": sorted material ids}; empty when
+        none is recorded. The grouping is in ``card["split"]``."""
+        t = read_table(self.loc, C.SPLITS_TABLE)
+        out: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+        if t is not None:
+            have = set(self.material_ids)
+            for r in t.select([C.COL_ID, "split"]).to_pylist():
+                if r[C.COL_ID] in have:
+                    out[r["split"]].append(r[C.COL_ID])
+        return {k: sorted(v) for k, v in out.items()}
+
+    def groups(self) -> dict[str, str]:
+        """material id -> group label of the recorded split (empty when none is recorded)."""
+        t = read_table(self.loc, C.SPLITS_TABLE)
+        return {} if t is None else dict(zip(t.column(C.COL_ID).to_pylist(), t.column("group").to_pylist()))
 
     def row(self, material_id: str) -> dict[str, Any]:
         if self._rows is None:
@@ -624,6 +684,56 @@ class Dataset:
         if t.num_rows == 0:
             raise KeyError(f"material {material_id!r} has no raw DOS in {self.url}")
         return raw_from_row(t.to_pylist()[0])
+
+    def to_xarray(self, material_id: str):
+        """One material as an ``xarray.Dataset``: grids on dims (x, y, z) in e/Å³ (rho, mag, rho_ae, saed, delta,
+        those present), the lattice (Å), sites and, after build-dos, its DOS window (spin, energy)."""
+        from chgdata.xarray_io import material_dataset
+
+        return material_dataset(self, material_id)
+
+    def dos_xarray(self, material_ids: Sequence[str] | None = None, variant: str = "normalised"):
+        """The DOS windows as an ``xarray.DataArray`` on dims (material, spin, energy); energy is E − E_F in eV."""
+        from chgdata.xarray_io import dos_dataarray
+
+        ids, values, energies = self.dos_windows(material_ids, variant)
+        return dos_dataarray(ids, values, energies, variant)
+
+    def summary(self) -> dict[str, Any]:
+        """Counts and provenance at a glance: materials, with density/DOS/spin, sources, codes, store tables."""
+        t = self.index
+
+        def col(name: str) -> list:
+            return t.column(name).to_pylist() if name in t.column_names else []
+        card = self.card
+        status = col(C.COL_STATUS)
+        return {
+            "url": self.url, "schema_version": card.get("schema_version"), "materials": len(self),
+            "with_density": sum(bool(n) for n in col(C.COL_NPOINTS)), "with_dos": sum(map(bool, col(C.COL_HAS_DOS))),
+            "spin_polarized": sum(map(bool, col(C.COL_SPIN))),
+            "flagged": sum(str(s).startswith("flagged") for s in status),
+            "sources": sorted({s for s in col(C.COL_SOURCE) if s}),
+            "dft_codes": sorted({s for s in col(C.COL_DFT_CODE) if s}),
+            "tables": table_names(self.loc), "built": [k for k in ("saed", "dos") if k in card],
+        }
+
+    def __repr__(self) -> str:
+        s = self.summary()
+        return (f"<chgdata.Dataset {s['url']}: {s['materials']} materials ({s['with_density']} with density, "
+                f"{s['with_dos']} with DOS, {s['spin_polarized']} spin-polarised); sources "
+                f"{', '.join(s['sources']) or '-'}; built {', '.join(s['built']) or 'ingest only'}>")
+
+    def paw_augmentation(self, material_id: str) -> dict | None:
+        """The PAW augmentation occupancies kept at ingest from a VASP CHGCAR (pymatgen ``data_aug``), or None."""
+        from chgdata.grid import augmentation_from_json
+
+        partition = self.row(material_id)[C.COL_PARTITION]
+        path = self.loc.path(C.AUGMENTATION, f"{partition}.parquet")
+        if not self.loc.fs.exists(path):
+            return None
+        with self.loc.fs.open(path, "rb") as fh:
+            t = pq.read_table(fh, filters=[(C.COL_ID, "==", material_id)])
+        return augmentation_from_json(t.column("data_aug")[0].as_py()) if t.num_rows else None
 
     def structure(self, material_id: str):
         """The pymatgen Structure of one material."""

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import collections
 import os
+import sys
+import types
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -248,3 +250,14 @@ def verify_store(url: str | os.PathLike) -> VerifyReport:
         report.add("orphan", C.ARRAYS_DIR, name, "partition array that no committed row references")
     _check_card(ds.loc, report, n_delta, dos_rows)
     return report
+
+
+class _CallableModule(types.ModuleType):
+    """``chgdata.verify`` is this module and the API function at once: ``chgdata.verify(store)`` runs
+    :func:`verify_store` (the submodule import would otherwise shadow a function of that name in ``chgdata``)."""
+
+    def __call__(self, store: str | os.PathLike) -> VerifyReport:
+        return verify_store(store)
+
+
+sys.modules[__name__].__class__ = _CallableModule

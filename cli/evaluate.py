@@ -12,7 +12,8 @@ def evaluate(
     checkpoint: Path = typer.Option(None, "--checkpoint", "-c", dir_okay=False,
                                     help="model.pt of a `chgdata train` run (default: the shipped model)."),
     store: str = STORE,
-    split: str = typer.Option("test", "--split", help="val, test, train (the checkpoint's split) or all."),
+    split: str = typer.Option("test", "--split", help="test, val, train (the store's recorded split, else the "
+                              "checkpoint's), several joined by commas (test,val,train), or all."),
     materials: str = typer.Option(None, "--materials", "-m", help="Comma-separated material ids (overrides "
                                                                   "--split)."),
     device: str = typer.Option("cpu", "--device", "-d", help="cpu or cuda."),
@@ -26,8 +27,8 @@ def evaluate(
     from rich.progress import Progress
     from rich.table import Table
 
-    if split not in ("val", "test", "train", "all"):
-        raise typer.BadParameter("--split must be val, test, train or all")
+    if not all(p.strip() in ("val", "test", "train", "all") for p in split.split(",")):
+        raise typer.BadParameter("--split must be val, test, train or all (or several joined by commas)")
     ids = [m.strip() for m in materials.split(",") if m.strip()] if materials else None
     with cli_errors(), Progress(console=console, transient=True, disable=quiet) as bar:
         task = bar.add_task("evaluate", total=None)
@@ -40,7 +41,7 @@ def evaluate(
         cols = [("material_id", "material", "{}"), ("formula", "formula", "{}"), ("natoms", "atoms", "{}"),
                 ("grid_points", "points", "{}"), ("nmae", "NMAE %", "{:.3f}"),
                 ("nmae_conserved", "NMAE % (∫ρ=N)", "{:.3f}"), ("nmae_saed", "SAED NMAE %", "{:.3f}"),
-                ("beats_saed", "beats SAED", "{}")]
+                ("beats_saed", "beats SAED", "{}"), ("mag_nmae", "mag NMAE %", "{:.2f}"), ("split", "split", "{}")]
     else:
         cols = [("material_id", "material", "{}"), ("mse", "MSE", "{:.4g}"), ("r2", "R²", "{:.3f}"),
                 ("wasserstein_up_eV", "W₁ ↑ eV", "{:.3f}"), ("wasserstein_down_eV", "W₁ ↓ eV", "{:.3f}"),
@@ -53,8 +54,12 @@ def evaluate(
     for r in rows:
         table.add_row(*[fmt.format(r[k]) if k in r else "" for k, _, fmt in cols])
     out.print(table)
+    if summ["kind"] == "density" and "by_split" in summ:
+        from chgdata.models.evaluate import format_report
+
+        out.print(format_report(res), highlight=False, markup=False)
     for k, v in summ.items():
-        if k not in ("kind",):
+        if k not in ("kind", "by_split", "by_group"):
             out.print(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}", highlight=False)
     if out_path:
         files = write_results(res, out_path)

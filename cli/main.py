@@ -14,6 +14,7 @@ from chgdata.cli import info as _info
 from chgdata.cli import ingest as _ingest
 from chgdata.cli import predict as _predict
 from chgdata.cli import run as _run
+from chgdata.cli import split as _split
 from chgdata.cli import train as _train
 from chgdata.cli import verify as _verify
 from chgdata.cli.plot import plot_app
@@ -62,6 +63,7 @@ def main(
 app.command("run")(_run.run)
 app.command("ingest")(_ingest.ingest)
 app.command("info")(_info.info)
+app.command("split")(_split.split)
 app.command("build-delta")(_delta.build_delta)
 app.command("build-dos")(_dos.build_dos)
 app.command("verify")(_verify.verify)

@@ -23,7 +23,14 @@ def predict(
                               help="Use the grid of this CHGCAR (gzip allowed)."),
     device: str = typer.Option("cpu", "--device", "-d", help="cpu or cuda (cuda:N)."),
     chunk_size: int = typer.Option(None, "--chunk-size", min=1, help="Grid points per head chunk (memory bound)."),
-    formats: str = typer.Option("chgcar", "--format", "-f", help="Comma-separated: chgcar, npy, zarr."),
+    formats: str = typer.Option("chgcar", "--format", "-f",
+                                help="Comma-separated: chgcar, npy, zarr (density.zarr for xarray), cube (e/Bohr³), "
+                                     "xsf (e/Å³)."),
+    spin: str = typer.Option("auto", "--spin", help="auto: a diff (magnetisation) block only for a magnetic "
+                                                    "prediction; on: always; off: never."),
+    aug_from: Path = typer.Option(None, "--aug-from", exists=True, dir_okay=False,
+                                  help="VASP CHGCAR of the same atoms: copy its PAW augmentation occupancies into the "
+                                       "CHGCAR, so VASP can start from the prediction (ICHARG=1, same POTCARs)."),
     store: str = typer.Option(None, "--store", "-s", help="Store holding the SAED reference table (default: the "
                                                           "training store, else the copy in the checkpoint)."),
     conserve: bool = typer.Option(True, "--conserve-electrons/--raw",
@@ -31,14 +38,23 @@ def predict(
     quiet: bool = QUIET,
 ) -> None:
     """Predict ρ (e/Å³) on a full grid and write a VASP CHGCAR (ρ·V; a `diff` block for spin models)."""
+    import warnings
+
     from chgdata.models.predict import parse_grid, run_predict
 
-    with cli_errors():
+    with cli_errors(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         fmts = [f.strip().lower() for f in formats.split(",") if f.strip()]
         preds = run_predict(structures, out_dir, checkpoint=str(checkpoint) if checkpoint else None,
                             grid=parse_grid(grid) if grid else None, spacing=spacing,
                             like=str(like) if like else None, device=device, chunk_size=chunk_size, formats=fmts,
-                            store=store, progress=not quiet, conserve_electrons=conserve)
+                            store=store, progress=not quiet, conserve_electrons=conserve, spin=spin.lower(),
+                            aug_from=str(aug_from) if aug_from else None)
+    for w in caught:
+        if w.category.__name__ == "ConventionWarning":
+            out.print(f"[yellow]warning:[/yellow] {w.message}", highlight=False)
+    if preds:
+        out.print(f"density convention: {preds[0].convention}", highlight=False)
     for p in preds:
         nx, ny, nz = p.grid_shape
         npts = nx * ny * nz

@@ -1,4 +1,4 @@
-"""``chgdata run``: the whole data pipeline, ingest → build-delta → build-dos, on one local Dask cluster."""
+"""``chgdata run``: the whole data pipeline, ingest → split → build-delta → build-dos, on one local Dask cluster."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from chgdata.cli.common import QUIET, SCHEDULER, STORE, WORKERS, cli_errors, console, exit_if_failed, out
+from chgdata.cli.split import GROUP_BY, SPLIT_SEED
 
 
 def run(
@@ -16,17 +17,20 @@ def run(
     api_key: str = typer.Option(None, "--api-key", envvar="MP_API_KEY", show_default=False,
                                 help="Materials Project API key (prefer the MP_API_KEY environment variable)."),
     sigma: float = typer.Option(0.1, "--sigma", min=0.0, help="DOS Gaussian smearing σ, eV."),
+    group_by: str = GROUP_BY,
+    split_seed: int = SPLIT_SEED,
     workers: int = WORKERS,
     scheduler: str = SCHEDULER,
     quiet: bool = QUIET,
 ) -> None:
-    """Ingest, then SAED/Δρ, then DOS windows: a model-ready dataset in one command (resumable).
+    """Ingest, split by group, then SAED/Δρ, then DOS windows: a model-ready dataset in one command (resumable).
 
     Exit code 3 when some materials failed in any stage (the rest is built; a rerun retries them)."""
     from chgdata.pipelines.cluster import dask_client
     from chgdata.pipelines.delta import run_build_delta
     from chgdata.pipelines.dos import run_build_dos
     from chgdata.pipelines.ingest import run_ingest
+    from chgdata.pipelines.split import run_split
 
     if from_dir is None and not mp_ids:
         raise typer.BadParameter("give --from-dir or --mp-ids")
@@ -36,6 +40,9 @@ def run(
                          client=client, progress=not quiet)
         out.print(f"ingest: committed {len(ing.committed)}, already there {len(ing.skipped)}, "
                   f"failed {len(ing.failed)}, flagged {len(ing.flagged)}")
+        split = run_split(store, group_by=group_by, seed=split_seed)
+        out.print(f"split by {split.group_by}: "
+                  + ", ".join(f"{s} {len(split.ids(s))}" for s in ("train", "val", "test")))
         delta = run_build_delta(store, client=client, progress=not quiet)
         out.print(f"build-delta: reference {delta.reference_id} ({delta.reference_kind}), built "
                   f"{len(delta.committed)}, already there {len(delta.skipped)}, failed {len(delta.failed)}")

@@ -100,6 +100,9 @@ class ChargeDensityConfig(_DictMixin):
     chunk_size : probes per chunk in :func:`density_in_chunks`
     output_scale : e/Å^3 per unit of the intensity MLP's output (training sets it to the targets' mean
         magnitude, so the network works with O(1) numbers and Adam's steps stay relative to the weights)
+    probe_sh : angular features of the probe edges: ``"scaled"`` (default), (r/probe_r_cut)^l Y_l(r̂), continuous
+        as a probe approaches a nucleus (every l > 0 term vanishes at r = 0); ``"unit"``, Y_l(r̂) alone, which
+        jumps at r = 0 (checkpoints written before this option load with it)
     """
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -111,8 +114,17 @@ class ChargeDensityConfig(_DictMixin):
     target: str = "delta"
     chunk_size: int = 100_000
     output_scale: float = 1.0
+    probe_sh: str = "scaled"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        data = dict(data)
+        data.setdefault("probe_sh", "unit")  # configs older than the option: the features they were trained with
+        return super().from_dict(data)
 
     def __post_init__(self):
+        if self.probe_sh not in ("scaled", "unit"):
+            raise ValueError("probe_sh must be 'scaled' or 'unit'")
         if not self.output_scale > 0:
             raise ValueError("output_scale must be > 0")
         if self.n_edge_layers < 1:

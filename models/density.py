@@ -70,9 +70,11 @@ class DensityHead(nn.Module):
         vec = probe_edge_vectors(batch)
         r2 = (vec * vec).sum(-1)
         r = torch.sqrt(r2.clamp(min=1e-24))
-        unit = vec / r[:, None]  # a probe on an atom gets the zero vector: Y_0 = 1, Y_l>0 = 0
         r = torch.where(r2 > 1e-24, r, torch.zeros_like(r))
-        sh = self.sh(unit)
+        if self.config.probe_sh == "scaled":  # (r/r_cut)^l Y_l(r̂): a polynomial in the vector, smooth at r = 0
+            sh = self.sh(vec / self.config.probe_r_cut)
+        else:  # legacy: Y_l(r̂), a probe on an atom gets the zero vector (Y_0 = 1, Y_l>0 = 0)
+            sh = self.sh(vec / r.clamp(min=1e-12)[:, None])
         radial = self.radial(r)
         w_geo = geometric_weight(r / self.config.probe_r_cut)
 

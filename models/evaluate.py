@@ -30,11 +30,15 @@ from chgdata.metrics import (
 
 from .predict import atomic_numbers, load, predict_grid, reference_table
 
+SPLIT_NAMES = ("train", "val", "test")
+
 
 def select_materials(ckpt: dict[str, Any], store_ids: Sequence[str], split: str = "test",
-                     materials: Sequence[str] | None = None) -> list[str]:
-    """Materials to evaluate: ``materials`` if given, else the checkpoint's ``split`` (val|test|train) that is
-    in the store, or every material of the store for ``all``."""
+                     materials: Sequence[str] | None = None,
+                     store_splits: dict[str, list[str]] | None = None) -> list[str]:
+    """Materials to evaluate: ``materials`` if given; every material of the store for ``all``; else the
+    ``split`` (train|val|test) recorded in the store (``chgdata split``), or the checkpoint's own when the store
+    records none. Refuses a held-out split that holds materials the checkpoint was trained on."""
     have = set(store_ids)
     if materials:
         missing = [m for m in materials if m not in have]
@@ -43,14 +47,27 @@ def select_materials(ckpt: dict[str, Any], store_ids: Sequence[str], split: str 
         return list(materials)
     if split == "all":
         return list(store_ids)
-    splits = ckpt.get("splits") or {}
-    if split not in splits:
-        raise ValueError(f"the checkpoint records no {split!r} split (has {sorted(splits)}); use --split all "
-                         "or --materials")
-    ids = [m for m in splits[split] if m in have]
+    if split not in SPLIT_NAMES:
+        raise ValueError(f"unknown split {split!r} (train, val, test or all)")
+    if store_splits and any(store_splits.values()):
+        ids = [m for m in store_splits.get(split, []) if m in have]
+        source = "store"
+    else:
+        splits = ckpt.get("splits") or {}
+        if split not in splits:
+            raise ValueError(f"the store records no split and the checkpoint no {split!r} split (has "
+                             f"{sorted(splits)}); use --split all or --materials")
+        ids = [m for m in splits[split] if m in have]
+        source = "checkpoint"
     if not ids:
-        raise ValueError(f"none of the {len(splits[split])} {split!r} materials of the checkpoint is in the store "
+        raise ValueError(f"the {split!r} split of the {source} has no material in this store "
                          "(evaluating on other data? use --split all)")
+    if split != "train":
+        seen = sorted(set(ids) & set((ckpt.get("splits") or {}).get("train", [])))
+        if seen:
+            raise ValueError(f"the checkpoint was trained on {len(seen)} of the {len(ids)} {split!r} materials "
+                             f"(e.g. {seen[0]}): its figures there would not be held out; use --split all to "
+                             "evaluate anyway")
     return ids
 
 
@@ -95,20 +112,41 @@ def evaluate_density(model, ckpt: dict[str, Any], store: str, material_ids: Sequ
             row.update(abs_err_saed=base.abs_err, nmae_saed=base.nmae, beats_saed=bool(model_sums.nmae < base.nmae))
         if grid.mag is not None and out.shape[-1] == 2:
             mag = grid.mag.astype(np.float64)
-            row["mag_mae"] = float(np.abs(out[..., 0] - out[..., 1] - mag).mean())
+            err = np.abs(out[..., 0] - out[..., 1] - mag)
+            row["mag_mae"] = float(err.mean())
+            row["mag_nmae"] = float(100 * err.sum() / max(np.abs(mag).sum(), 1e-30))
         rows.append(row)
         if progress is not None:
             progress(mid, i + 1, len(material_ids))
-    summary: dict[str, Any] = {
-        "kind": "density", "target": target, "materials": len(rows),
+    return {"summary": {"kind": "density", "target": target, **density_summary(rows)}, "per_material": rows}
+
+
+def density_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Mean NMAE of the model and of its SAED reference over ``rows``, their ratio, wins, magnetisation NMAE."""
+    out: dict[str, Any] = {
+        "materials": len(rows),
         "nmae_mean": mean_nmae(DensityErrorSums(r["abs_err"], r["abs_ref"]) for r in rows),
         "nmae_conserved_mean": mean_nmae(DensityErrorSums(r["abs_err_conserved"], r["abs_ref"]) for r in rows),
     }
     with_base = [r for r in rows if "nmae_saed" in r]
     if with_base:
-        summary["nmae_saed_mean"] = mean_nmae(DensityErrorSums(r["abs_err_saed"], r["abs_ref"]) for r in with_base)
-        summary["fraction_beating_saed"] = float(np.mean([r["beats_saed"] for r in with_base]))
-    return {"summary": summary, "per_material": rows}
+        out["nmae_saed_mean"] = mean_nmae(DensityErrorSums(r["abs_err_saed"], r["abs_ref"]) for r in with_base)
+        out["ratio_to_saed"] = out["nmae_mean"] / out["nmae_saed_mean"]
+        out["beats_saed"] = int(sum(r["beats_saed"] for r in with_base))
+        out["fraction_beating_saed"] = out["beats_saed"] / len(with_base)
+    mags = [r["mag_nmae"] for r in rows if "mag_nmae" in r]
+    if mags:
+        out["mag_nmae_mean"] = float(np.mean(mags))
+        out["spin_materials"] = len(mags)
+    return out
+
+
+def group_summaries(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """:func:`density_summary` per ``group`` of the rows (the split's held-out compositions or prototypes)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(r.get("group") or r["formula"], []).append(r)
+    return {g: density_summary(rs) for g, rs in sorted(groups.items())}
 
 
 @torch.no_grad()
@@ -159,7 +197,11 @@ def evaluate_dos(model, ckpt: dict[str, Any], store: str, material_ids: Sequence
 def run_evaluate(checkpoint: str | None, store: str, split: str = "test", materials: Sequence[str] | None = None,
                  device: str = "cpu", chunk_size: int | None = None,
                  progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
-    """``chgdata evaluate``: load, select materials, evaluate; result dict with ``summary`` and ``per_material``."""
+    """``chgdata evaluate``: load, select materials, evaluate; result dict with ``summary`` and ``per_material``.
+
+    ``split``: one of train|val|test|all or several joined by commas ("test,val,train"); density results then
+    carry ``by_split`` (summary per split) and ``by_group`` (per group of the first split), and the top-level
+    figures are those of the first split."""
     from chgdata.store import open_dataset
 
     model, ckpt = load(checkpoint, device)
@@ -171,15 +213,53 @@ def run_evaluate(checkpoint: str | None, store: str, split: str = "test", materi
     else:
         store_ids = [r[C.COL_ID] for r in ds.index.to_pylist()
                      if r.get(C.COL_RHO_OFFSET) is not None and r[C.COL_RHO_OFFSET] >= 0]
-    ids = select_materials(ckpt, store_ids, split, materials)
+    store_splits, groups = ds.splits(), ds.groups()
+    names = ["materials"] if materials else [s.strip() for s in split.split(",") if s.strip()]
+    selected = {name: select_materials(ckpt, store_ids, name, materials, store_splits) for name in names}
     if is_dos:
-        res = evaluate_dos(model, ckpt, store, ids, device)
+        res = evaluate_dos(model, ckpt, store, selected[names[0]], device)
     else:
-        res = evaluate_density(model, ckpt, store, ids, device, chunk_size, progress)
+        rows = []
+        for name in names:
+            part = evaluate_density(model, ckpt, store, selected[name], device, chunk_size, progress)
+            for r in part["per_material"]:
+                r.update(split=name, group=groups.get(r["material_id"], r["formula"]))
+            rows += part["per_material"]
+        first = [r for r in rows if r["split"] == names[0]]
+        res = {"summary": {"kind": "density", "target": model.config.target, **density_summary(first)},
+               "per_material": rows}
+        res["summary"]["by_split"] = {n: density_summary([r for r in rows if r["split"] == n]) for n in names}
+        res["summary"]["by_group"] = group_summaries(first)
     res["summary"].update(checkpoint=str(checkpoint or "default"), store=str(store),
-                          split="materials" if materials else split,
+                          split="materials" if materials else ",".join(names),
+                          group_by=(ds.card.get("split") or {}).get("group_by") if store_splits["train"] else None,
                           saed_reference_id=(ckpt.get("data_version") or {}).get("saed_reference_id"))
     return res
+
+
+def format_report(res: dict[str, Any]) -> str:
+    """Markdown tables of a density evaluation: per split (model vs SAED) and per group of the first split."""
+    s = res["summary"]
+    lines = [f"checkpoint `{s['checkpoint']}`, store `{s['store']}`, split grouped by {s.get('group_by')}", "",
+             "| split | materials | model NMAE % | SAED NMAE % | ratio | beats SAED | magnetisation NMAE % |",
+             "|---|---|---|---|---|---|---|"]
+
+    def cells(d: dict[str, Any]) -> str:
+        mag = f"{d['mag_nmae_mean']:.2f} ({d['spin_materials']})" if "mag_nmae_mean" in d else "—"
+        if "nmae_saed_mean" not in d:
+            return f"{d['materials']} | {d['nmae_mean']:.3f} | — | — | — | {mag}"
+        return (f"{d['materials']} | {d['nmae_mean']:.3f} | {d['nmae_saed_mean']:.3f} | {d['ratio_to_saed']:.2f} | "
+                f"{d['beats_saed']}/{d['materials']} | {mag}")
+
+    for name, d in s.get("by_split", {}).items():
+        lines.append(f"| {name} | {cells(d)} |")
+    first = s["split"].split(",")[0]
+    lines += ["", f"Per group of the {first} split:", "",
+              "| group | materials | model NMAE % | SAED NMAE % | ratio | beats SAED | magnetisation NMAE % |",
+              "|---|---|---|---|---|---|---|"]
+    for g, d in s.get("by_group", {}).items():
+        lines.append(f"| {g} | {cells(d)} |")
+    return "\n".join(lines) + "\n"
 
 
 def write_results(res: dict[str, Any], path: str | os.PathLike) -> list[Path]:

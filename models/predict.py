@@ -48,12 +48,15 @@ def default_checkpoint() -> Path:
 
 def load(checkpoint: str | os.PathLike | None, device: str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
     """(model in eval mode, checkpoint dict) of ``checkpoint`` or of the shipped default model."""
+    from .conventions import CONVENTION_KEY, density_convention
     from .train import load_checkpoint
 
     path = Path(checkpoint) if checkpoint else default_checkpoint()
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    return load_checkpoint(path, device=device)
+    model, ckpt = load_checkpoint(path, device=device)
+    ckpt[CONVENTION_KEY] = density_convention(ckpt, default=path.resolve() == DEFAULT_CHECKPOINT.resolve())
+    return model, ckpt
 
 
 def attach_reference(checkpoint_path: str | os.PathLike, table: ReferenceTable | str | os.PathLike) -> Path:
@@ -215,6 +218,7 @@ class Prediction:
     grid_shape: tuple[int, int, int] = (0, 0, 0)
     n_electrons: float = float("nan")  # ∫ρ dV, kept after the grids are dropped
     charge_correction: float = 0.0  # electrons added by conserve_electrons
+    convention: str = ""  # what ρ is (models.conventions.density_convention)
 
     @property
     def electrons(self) -> float:
@@ -264,56 +268,106 @@ def predict_structure(model, ckpt: dict[str, Any], structure, grid_shape: Sequen
 
 # --------------------------------------------------------------------------------------------- writing
 
-FORMATS = ("chgcar", "npy", "zarr")
+FORMATS = ("chgcar", "npy", "zarr", "cube", "xsf")
+SPIN_MODES = ("auto", "on", "off")
+#: --spin auto writes a diff block only when ∫|ρ↑ − ρ↓| dV of the prediction exceeds this (μB per cell).
+MAGNETIC_THRESHOLD = 0.1
 
 
-def write_chgcar(structure, rho: np.ndarray, path: str | os.PathLike, mag: np.ndarray | None = None) -> Path:
-    """VASP CHGCAR of ρ (e/Å³) and the magnetisation (e/Å³): blocks ρ·V and (ρ↑ − ρ↓)·V."""
+def write_chgcar(structure, rho: np.ndarray, path: str | os.PathLike, mag: np.ndarray | None = None,
+                 comment: str | None = None, data_aug: dict | None = None) -> Path:
+    """VASP CHGCAR of ρ (e/Å³) and the magnetisation (e/Å³): blocks ρ·V and (ρ↑ − ρ↓)·V; ``comment`` is the
+    first line, ``data_aug`` PAW augmentation occupancies (pymatgen ``Chgcar.data_aug``) written after each block."""
     from pymatgen.io.vasp import Chgcar, Poscar
 
     vol = structure.volume
     data = {"total": np.asarray(rho, np.float64) * vol}
     if mag is not None:
         data["diff"] = np.asarray(mag, np.float64) * vol
+    if data_aug:
+        data_aug = {k: v for k, v in data_aug.items() if k in data}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Chgcar(Poscar(structure), data).write_file(str(path))
+    comment = " ".join((comment or structure.composition.reduced_formula).split())
+    chg = Chgcar(Poscar(structure, comment=comment), data, data_aug=data_aug or None)
+    chg.name = comment  # pymatgen writes `name` as the first (comment) line
+    chg.write_file(str(path))
     return path
 
 
+def mag_to_write(pred: Prediction, spin: str = "auto") -> np.ndarray | None:
+    """The magnetisation to write: ``off`` none, ``on`` always (zeros for a non-spin model), ``auto`` only when the
+    prediction is magnetic (∫|m| dV > :data:`MAGNETIC_THRESHOLD` μB)."""
+    if spin not in SPIN_MODES:
+        raise PredictError(f"--spin must be one of {', '.join(SPIN_MODES)}, got {spin!r}")
+    if spin == "off":
+        return None
+    if spin == "on":
+        return pred.mag if pred.mag is not None else np.zeros_like(pred.rho)
+    if pred.mag is None:
+        return None
+    abs_moment = float(np.abs(pred.mag.astype(np.float64)).mean() * pred.structure.volume)
+    return pred.mag if abs_moment > MAGNETIC_THRESHOLD else None
+
+
+def read_augmentation(path: str | os.PathLike, structure) -> dict:
+    """PAW augmentation occupancies (pymatgen ``data_aug``) of a VASP CHGCAR, for ``structure``'s atoms: the
+    file must hold the same species in the same site order (its occupancies are per atom)."""
+    from pymatgen.io.vasp import Chgcar
+
+    chg = Chgcar.from_file(str(path))
+    if not chg.data_aug or not chg.data_aug.get("total"):
+        raise PredictError(f"--aug-from {path}: the file has no augmentation occupancies (not a VASP CHGCAR?)")
+    have = [s.specie.symbol for s in chg.structure]
+    want = [s.specie.symbol for s in structure]
+    if have != want:
+        raise PredictError(f"--aug-from {path}: its atoms {chg.structure.composition.formula} (site order "
+                           f"{'-'.join(have[:6])}…) are not those of the predicted structure "
+                           f"{structure.composition.formula}")
+    return dict(chg.data_aug)
+
+
 def write_prediction(pred: Prediction, out: str | os.PathLike, formats: Sequence[str] = ("chgcar",),
-                     single_file: bool = False) -> list[Path]:
-    """Write ``pred`` under ``out/<name>/`` (CHGCAR, rho.npy [+ mag.npy, saed.npy], density.zarr); with
-    ``single_file`` and only the chgcar format, ``out`` is the CHGCAR path itself."""
+                     single_file: bool = False, spin: str = "auto", convention: str = "",
+                     data_aug: dict | None = None) -> list[Path]:
+    """Write ``pred`` under ``out/<name>/`` (CHGCAR, rho.npy [+ mag.npy, saed.npy], density.zarr, density.cube in
+    e/Bohr³, density.xsf in e/Å³); with ``single_file`` and only the chgcar format, ``out`` is the CHGCAR path
+    itself. ``spin``: see :func:`mag_to_write`; ``convention`` goes into the CHGCAR comment line."""
     bad = sorted(set(formats) - set(FORMATS))
     if bad:
         raise PredictError(f"unknown output formats {bad}; choose from {list(FORMATS)}")
     out = Path(out)
     files: list[Path] = []
+    mag = mag_to_write(pred, spin)
+    comment = f"{pred.name} predicted by chgdata: {convention}" if convention else None
     if single_file:
-        files.append(write_chgcar(pred.structure, pred.rho, out, pred.mag))
+        files.append(write_chgcar(pred.structure, pred.rho, out, mag, comment, data_aug))
         pred.files = files
         return files
     folder = out / pred.name
     folder.mkdir(parents=True, exist_ok=True)
     if "chgcar" in formats:
-        files.append(write_chgcar(pred.structure, pred.rho, folder / "CHGCAR", pred.mag))
-    grids = {"rho": pred.rho, "mag": pred.mag, "saed": pred.saed, "delta": pred.delta}
+        files.append(write_chgcar(pred.structure, pred.rho, folder / "CHGCAR", mag, comment, data_aug))
+    if "cube" in formats or "xsf" in formats:
+        from chgdata.viewers import write_cube, write_xsf
+
+        if "cube" in formats:
+            files.append(write_cube(pred.structure, pred.rho, folder / "density.cube", comment or pred.name))
+        if "xsf" in formats:
+            files.append(write_xsf(pred.structure, pred.rho, folder / "density.xsf"))
+    grids = {"rho": pred.rho, "mag": mag, "saed": pred.saed, "delta": pred.delta}
     grids = {k: v for k, v in grids.items() if v is not None}
     if "npy" in formats:
         for k, v in grids.items():
             np.save(folder / f"{k}.npy", np.asarray(v, np.float32))
             files.append(folder / f"{k}.npy")
-    if "zarr" in formats:
-        import zarr
+    if "zarr" in formats:  # xr.open_zarr(".../density.zarr"): dims (x, y, z), units, lattice, sites
+        from chgdata.xarray_io import grid_dataset, write_zarr
 
-        root = zarr.open_group(str(folder / "density.zarr"), mode="w")
-        for k, v in grids.items():
-            root.create_array(k, data=np.asarray(v, np.float32))
-        root.attrs.update({"units": "e/Å^3", "lattice": pred.structure.lattice.matrix.tolist(),
-                           "species": [s.specie.symbol for s in pred.structure],
-                           "frac_coords": pred.structure.frac_coords.tolist(),
-                           "layout": "grid point (i,j,k) at fractional (i/nx, j/ny, k/nz), C order"})
+        attrs = {"name": pred.name, "predicted_by": "chgdata predict", "charge_correction_e": pred.charge_correction,
+                 "density_convention": convention}
+        write_zarr(grid_dataset(pred.structure, grids, attrs, {"rho": "predicted valence electron density"}),
+                   folder / "density.zarr")
         files.append(folder / "density.zarr")
     pred.files = files
     return files
@@ -323,10 +377,17 @@ def run_predict(specs: Sequence[str], out: str | os.PathLike, *, checkpoint: str
                 grid: Sequence[int] | None = None, spacing: float | None = None, like: str | None = None,
                 device: str = "cpu", chunk_size: int | None = None, formats: Sequence[str] = ("chgcar",),
                 store: str | None = None, mp_source=None, progress: bool = True,
-                conserve_electrons: bool = True) -> list[Prediction]:
+                conserve_electrons: bool = True, spin: str = "auto", aug_from: str | None = None) -> list[Prediction]:
     """The ``chgdata predict`` pipeline: read structures, pick grids, predict, write; returns the predictions
-    (grids dropped after writing to keep memory bounded; names, electron counts, timings and files kept)."""
+    (grids dropped after writing to keep memory bounded; names, electron counts, timings and files kept).
+
+    ``spin``: auto|on|off (:func:`mag_to_write`); ``aug_from``: a VASP CHGCAR of the same atoms whose PAW
+    augmentation occupancies are copied into the written CHGCAR (so VASP can start from it with ICHARG=1).
+    Inputs (``like``, ``aug_from``, CHGCAR structure files) whose electron count differs from the model's
+    convention raise a :class:`~chgdata.models.conventions.ConventionWarning`."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from .conventions import CONVENTION_KEY, check_input
 
     if sum(x is not None for x in (grid, spacing, like)) > 1:
         raise PredictError("give at most one of --grid, --spacing and --like")
@@ -342,6 +403,18 @@ def run_predict(specs: Sequence[str], out: str | os.PathLike, *, checkpoint: str
     model, ckpt = load(checkpoint, device)
     reference = reference_table(ckpt, store) if getattr(model.config, "target", None) == "delta" else None
     like_shape = grid_of_chgcar(like) if like else None
+    if spin not in SPIN_MODES:
+        raise PredictError(f"--spin must be one of {', '.join(SPIN_MODES)}, got {spin!r}")
+    if aug_from and len(inputs) != 1:
+        raise PredictError("--aug-from takes one structure (augmentation occupancies are per atom)")
+    convention = ckpt[CONVENTION_KEY]
+    data_aug = read_augmentation(aug_from, inputs[0].structure) if aug_from else None
+    checked: set[str] = set()
+    for what, path in [("--like", like), ("--aug-from", aug_from)] + [
+            ("input", i.source) for i in inputs if "CHGCAR" in Path(i.source).name.upper()]:
+        if path and Path(path).is_file() and str(Path(path).resolve()) not in checked:
+            checked.add(str(Path(path).resolve()))
+            check_input(path, reference, convention, what)
     out_p = Path(out)
     single = (len(inputs) == 1 and list(formats) == ["chgcar"] and "CHGCAR" in out_p.name.upper()
               and not out_p.is_dir())
@@ -355,7 +428,9 @@ def run_predict(specs: Sequence[str], out: str | os.PathLike, *, checkpoint: str
             pred = predict_structure(model, ckpt, inp.structure, shape, name=inp.name, reference=reference,
                                      device=device, chunk_size=chunk_size, conserve_electrons=conserve_electrons,
                                      callback=lambda done, total, t=task: bar.update(t, completed=done))
-            write_prediction(pred, out, formats, single_file=single)
+            write_prediction(pred, out, formats, single_file=single, spin=spin, convention=convention,
+                             data_aug=data_aug)
+            pred.convention = convention
             pred.n_electrons = pred.electrons
             pred.grid_shape = tuple(int(n) for n in shape)
             if len(inputs) > 1:  # keep memory bounded over a batch: the grids are on disk now

@@ -62,7 +62,8 @@ class TrainConfig:
     ema_decay: float | None = None
     amp: bool = True  # bf16 autocast on CUDA
     seed: int = 0
-    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    split_source: str = "auto"  # store: the store's grouped split (chgdata split) | random | auto: store if recorded
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)  # random split by material (split_source random)
     split_seed: int = 0
     workers: int = 0
     val_every: int = 1  # epochs
@@ -82,6 +83,8 @@ class TrainConfig:
             raise ValueError(f"loss must be l1 or mse, not {self.loss!r}")
         if self.weighting not in ("nmae", "none"):
             raise ValueError(f"weighting must be nmae or none, not {self.weighting!r}")
+        if self.split_source not in ("auto", "store", "random"):
+            raise ValueError(f"split_source must be auto, store or random, not {self.split_source!r}")
         self.split = tuple(self.split)
 
     @classmethod
@@ -287,7 +290,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     if resume and split_path.exists():
         splits = json.loads(split_path.read_text())
     else:
-        splits = make_splits(ids, cfg.split, cfg.split_seed)
+        splits = _choose_splits(ds, ids, cfg)
         if not splits["val"]:
             splits["val"], splits["train"] = splits["train"][-1:], splits["train"][:-1]
     id_set = set(ids)
@@ -470,6 +473,21 @@ def target_scale(train_set: DensityProbes, n_materials: int = 32) -> float:
                              for i in picks])
     scale = float(values.mean()) if values.size else 1.0
     return scale if scale > 0 else 1.0
+
+
+def _choose_splits(ds, ids: list[str], cfg: TrainConfig) -> dict[str, list[str]]:
+    """The store's grouped split restricted to ``ids`` (``split_source`` store/auto), else a random split by
+    material (``random``, or ``auto`` on a store without a recorded split, with a warning)."""
+    recorded = ds.splits()
+    if cfg.split_source != "random" and any(recorded.values()):
+        have = set(ids)
+        return {k: [m for m in v if m in have] for k, v in recorded.items()}
+    if cfg.split_source == "store":
+        raise ValueError(f"{cfg.store} records no split (run: chgdata split --store {cfg.store})")
+    if cfg.split_source == "auto":
+        warnings.warn(f"{cfg.store} records no grouped split: training on a random split by material "
+                      f"(chgdata split --store {cfg.store} holds out whole compositions)", stacklevel=2)
+    return make_splits(ids, cfg.split, cfg.split_seed)
 
 
 def _validate(cfg: TrainConfig, model: nn.Module, splits, device, val_loader, dist: _Dist) -> dict[str, float]:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from chgdata.pipelines.split import ensure_split
 
 import chgdata
 from chgdata import contract as C
@@ -44,6 +45,7 @@ from chgdata.store import (
     Location,
     PartitionCommit,
     StoreError,
+    consolidate,
     locked,
     read_table,
     register_table_schema,
@@ -189,7 +191,9 @@ def data_digest(rows) -> str:
 
 
 def _load_or_fit(loc: Location, store: str, reference: str | None, client, parts,
-                 progress: bool, nonnegative: bool) -> tuple[ReferenceTable, str]:
+                 progress: bool, nonnegative: bool, needed: set[str]) -> tuple[ReferenceTable, str]:
+    """The reference to use: ``--reference FILE``, else the stored one, else fitted on ``parts`` (the train split
+    of the store's grouped split); ``needed``: the elements of every material that will get a Δρ."""
     path = loc.path(REFERENCE_FILE)
     stored = ReferenceTable.from_json(loc.fs.cat_file(path).decode()) if loc.fs.exists(path) else None
     if reference is not None:
@@ -203,7 +207,6 @@ def _load_or_fit(loc: Location, store: str, reference: str | None, client, parts
     else:
         table = fit_reference(store, client, parts, progress=progress, nonnegative=nonnegative)
         kind = "fitted-nonnegative" if nonnegative else "fitted"
-    needed = {s for rs in parts.values() for r in rs for s in r[C.COL_SPECIES]}
     missing = sorted(needed - set(table.elements))
     if missing:
         raise StoreError(f"reference table {table.id} has no entry for {missing}")
@@ -228,7 +231,12 @@ def run_build_delta(store: str, *, reference: str | None = None, workers: int = 
             raise StoreError(f"{store}: no material with a valence density (run chgdata ingest first)")
         if client is None:
             client = stack.enter_context(dask_client(workers, scheduler, processes=processes))
-        table, kind = _load_or_fit(loc, store, reference, client, parts, progress, nonnegative)
+        split = ensure_split(loc)  # the fit sees the train split only
+        train = set(split.ids("train"))
+        fit_parts = {p: [r for r in rs if r[C.COL_ID] in train] for p, rs in parts.items()}
+        table, kind = _load_or_fit(loc, store, reference, client, {p: rs for p, rs in fit_parts.items() if rs},
+                                   progress, nonnegative, needed={s for rs in parts.values() for r in rs
+                                                                  for s in r[C.COL_SPECIES]})
         report.reference_id, report.reference_kind = table.id, kind
         done_t = read_table(loc, C.DELTA_INDEX)
         done_rows = [] if done_t is None else done_t.select([C.COL_ID, C.COL_PARTITION, "reference_id"]).to_pylist()
@@ -244,6 +252,7 @@ def run_build_delta(store: str, *, reference: str | None = None, workers: int = 
             report.committed += res["committed"]
             report.failed.update(res["failed"])
         update_card(loc, saed=card_section(loc, table, kind))
+        consolidate(loc)
     return report
 
 
@@ -254,6 +263,8 @@ def card_section(loc: Location, table: ReferenceTable, kind: str) -> dict[str, A
     nmae = [] if t is None else t.column("nmae_saed").to_pylist()
     return {
         "reference_id": table.id, "reference_file": REFERENCE_FILE, "reference_source": kind,
+        "description": ("fitted reference density: per element a signed sum of normalised 3-D Gaussians fitted to "
+                        "the crystal densities (not a superposition of free-atom densities)"),
         "basis": "normalised 3-D Gaussians (widths in Å) per element, integrating to the valence count",
         "valence_electrons": dict(table.valence), "sigmas_A": list(table.sigmas),
         "materials": len(ratios),

@@ -47,6 +47,7 @@ from chgdata.store import (
     update_card,
     utcnow,
 )
+from chgdata.store import consolidate as consolidate_arrays
 
 DOS_TABLE = Dataset.DOS_TABLE
 DOS_ABS = Dataset.DOS_VARIANTS["absolute"]
@@ -173,9 +174,11 @@ def build_dos_partition(url: str, partition: str, sources: Sequence[tuple[str, S
     if windows:  # arrays first ...
         n = len(windows)
         chunks = (min(n, CHUNK_MATERIALS), 2, params.npoints)
-        commit.write_array(DOS_ABS, np.stack([w.absolute for _, w, _ in windows]), chunks)
-        commit.write_array(DOS_NORM, np.stack([w.normalised for _, w, _ in windows]), chunks)
-        commit.write_array(DOS_ENERGY, params.energies)
+        dims = (f"row_{partition}", "spin", "energy")  # rows: the "row" column of dos.parquet
+        layout = "(row, spin (up, down), energy); row of each material in dos.parquet; energy axis in dos_energy"
+        commit.write_array(DOS_ABS, np.stack([w.absolute for _, w, _ in windows]), chunks, dims, layout)
+        commit.write_array(DOS_NORM, np.stack([w.normalised for _, w, _ in windows]), chunks, dims, layout)
+        commit.write_array(DOS_ENERGY, params.energies, dims=("energy",), layout="E - E_F, eV")
         for i, (mid, w, source) in enumerate(windows):
             commit.add_row(_row(mid, partition, i, w, params, source))
     commit.finish()  # ... failures, then the dos.parquet fragment last
@@ -271,6 +274,7 @@ def run_build_dos(store: str, *, sigma: float = 0.1, emin: float = -10.0, emax: 
                     report.committed += res["committed"]
                     report.failed.update(res["failed"])
         update_card(loc, dos=card_section(loc, params))
+        consolidate_arrays(loc)
     return report
 
 

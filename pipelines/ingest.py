@@ -29,13 +29,16 @@ from chgdata.pipelines.cluster import dask_client, run_tasks
 
 import chgdata
 from chgdata import contract as C
-from chgdata.grid import density_from_vasp, electron_count_flag, electrons
+from chgdata.grid import augmentation_to_json, density_from_vasp, electron_count_flag, electrons
 from chgdata.sources import vasp_dir
 from chgdata.sources.mp import MPSource, Secret, default_client
 from chgdata.sources.records import MaterialRecord, SourceError, validate_mp_id
+from chgdata.sources.settings import card_section as dft_card_section
+from chgdata.sources.settings import settings_json
 from chgdata.store import (
     PartitionCommit,
     committed_ids,
+    consolidate,
     locked,
     new_partition_name,
     read_card,
@@ -135,6 +138,9 @@ def _row(rec: MaterialRecord, partition: str) -> dict[str, Any]:
         C.COL_GRID: None, C.COL_NPOINTS: 0, C.COL_SPIN: False, C.COL_NELECT: None, C.COL_MAGMOM: None,
         C.COL_RHO_OFFSET: -1, C.COL_MAG_OFFSET: -1, C.COL_AE_OFFSET: -1, C.COL_RHO_SHA: None,
         C.COL_MAG_SHA: None, C.COL_AE_SHA: None, C.COL_EFERMI: None, C.COL_HAS_DOS: False, C.COL_STATUS: "ok",
+        C.COL_PROTOTYPE: rec.prototype,
+        C.COL_DFT_CODE: rec.dft_code or ("vasp" if rec.source == "mp" else None),
+        C.COL_DFT_SETTINGS: settings_json(rec.dft_settings) if rec.dft_settings else None,
     }
 
 
@@ -185,6 +191,8 @@ def commit_material(commit: PartitionCommit, rec: MaterialRecord) -> str | None:
         row[C.COL_AE_OFFSET] = commit.append(C.RHO_AE, ae)
     if dos_row is not None:
         commit.add_extra(C.DOS_RAW, dos_row)
+    if rho is not None and (aug := augmentation_to_json(rec.data_aug)) is not None:
+        commit.add_extra(C.AUGMENTATION, {C.COL_ID: rec.material_id, "data_aug": aug})
     if flags:
         row[C.COL_STATUS] = "flagged: " + "; ".join(flags)
     commit.add_row(row)
@@ -336,12 +344,15 @@ def run_ingest(store: str, *, from_dir: str | None = None, mp_ids: Sequence[str]
                     report.failed.update(res["failed"])
                     report.flagged.update(res["flagged"])
         index = read_table(loc, C.INDEX)
-        column = (lambda name: []) if index is None else (lambda name: index.column(name).to_pylist())
+        column = (lambda name: []) if index is None else (
+            lambda name: index.column(name).to_pylist() if name in index.column_names else [])
         card = read_card(loc)
         update_card(loc, provenance={
             "code_version": chgdata.__version__,
             "created": card.get("provenance", {}).get("created", utcnow()), "updated": utcnow(),
             "sources": sorted(set(column(C.COL_SOURCE))),
             "database_versions": sorted({v for v in column(C.COL_DB_VERSION) if v}
-                                        | set(card.get("provenance", {}).get("database_versions") or []))})
+                                        | set(card.get("provenance", {}).get("database_versions") or []))},
+                    dft=dft_card_section(column(C.COL_DFT_CODE), column(C.COL_DFT_SETTINGS)))
+        consolidate(loc)
     return report

@@ -6,11 +6,11 @@ import shutil
 
 import numpy as np
 import pytest
+from chgdata.pipelines.delta import REFERENCE_FILE, run_build_delta
+from chgdata.pipelines.ingest import run_ingest
 
 from chgdata import contract as C
 from chgdata import open_dataset
-from chgdata.pipelines.delta import REFERENCE_FILE, run_build_delta
-from chgdata.pipelines.ingest import run_ingest
 from chgdata.references import ReferenceTable
 from chgdata.store import StoreError, orphans
 from tests.conftest import GPAW, need_shared
@@ -64,9 +64,8 @@ def test_saed_explains_most_of_the_density(delta_stores):
     card = open_dataset(store).card["saed"]
     assert card["fraction_abs_delta_lt_abs_rho"] == 1.0
     assert card["mean_abs_delta_over_abs_rho"] < 0.1
-    from typer.testing import CliRunner
-
     from chgdata.cli.main import app
+    from typer.testing import CliRunner
 
     res = CliRunner().invoke(app, ["info", "--store", store])
     assert res.exit_code == 0 and "fraction_abs_delta_lt_abs_rho" in res.output

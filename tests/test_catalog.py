@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+
 from tests.conftest import GPAW, REPO, need_shared
 
 jsonschema = pytest.importorskip("jsonschema")

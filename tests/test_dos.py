@@ -19,7 +19,6 @@ from chgdata.dos import (
     read_dos,
     smear_window,
 )
-
 from tests.conftest import SHARED_DATA as DATA
 
 

@@ -67,6 +67,15 @@ def test_predict_evaluate_plot(pipeline):
     assert 0 < res["summary"]["nmae_saed_mean"] < 50
     assert np.isfinite(res["summary"]["nmae_mean"])
     assert (tmp / "eval" / "results.csv").read_text().startswith("material_id")
+    # the store's recorded split (build-delta made one, grouped by formula): a per-split table beside SAED
+    text = _ok(runner.invoke(app, ["evaluate", "--checkpoint", ckpt, "--store", store, "--split", "train",
+                                   "--out", str(res_path), "-q"]))
+    res = json.loads(res_path.read_text())
+    import chgdata
+
+    train_ids = chgdata.open_dataset(store).splits()["train"]
+    assert res["summary"]["by_split"]["train"]["materials"] == len(train_ids)
+    assert "| train |" in text and "SAED NMAE %" in text
 
     for args in (["plot", "density", "--store", store, "-m", "gpaw-0010", "--out", str(tmp / "d.png")],
                  ["plot", "density", "--store", store, "-m", "gpaw-0010", "-c", ckpt, "--out", str(tmp / "dc.png")],

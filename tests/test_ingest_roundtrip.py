@@ -93,7 +93,7 @@ def test_card_and_partition_layout(gpaw_store):
     ds = open_dataset(gpaw_store)
     card = ds.card
     assert card["schema_version"] == C.SCHEMA_VERSION and card["units"]["rho"] == "e/Å^3"
-    assert card["provenance"]["sources"] == ["vasp"] and card["provenance"]["code_version"]
+    assert card["provenance"]["sources"] == ["gpaw"] and card["provenance"]["code_version"]
     arr = ds.array(C.RHO, ds.row(ds.material_ids[0])[C.COL_PARTITION])
     assert arr.dtype == np.float32 and arr.ndim == 1
     assert 1 << 20 <= arr.chunks[0] * 4 <= 4 << 20 and arr.shards is not None

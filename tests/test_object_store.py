@@ -73,7 +73,7 @@ def test_pipeline_on_s3_matches_local_run(s3_endpoint, local_subset):
     run_pipeline(url, calcs, workers=2, processes=True, reference=reference)  # worker processes write to S3
     assert all_checksums(url) == all_checksums(local)
     ds, lds = open_dataset(url), open_dataset(local)
-    assert ds.card["provenance"]["sources"] == ["vasp"] and ds.card["saed"]["materials"] == SUBSET
+    assert ds.card["provenance"]["sources"] == ["gpaw"] and ds.card["saed"]["materials"] == SUBSET
     for mid in ds.material_ids:  # the bytes read back from S3 are the stored ones
         rho = ds.density(mid).rho
         assert sha256_array(rho) == ds.row(mid)[C.COL_RHO_SHA]

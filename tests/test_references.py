@@ -21,10 +21,9 @@ from chgdata.references import (
     valence_counts,
 )
 from chgdata.saed import saed_density
-
 from tests.conftest import GPAW, VASP_CHGCARS, chgcar_material
-from tests.conftest import material_counts as _counts
 from tests.conftest import SHARED_DATA as DATA
+from tests.conftest import material_counts as _counts
 
 
 def _load(chgcar: Path) -> dict:
@@ -88,6 +87,8 @@ def test_valence_counts_errors():
     with pytest.raises(ValenceCountError, match="not determined"):
         valence_counts(amb)
     assert valence_counts(amb, known={"C": 4}) == {"C": 4, "O": 6}
+    # CdTe alone (the gpaw-more set): Cd 12 + Te 6 or Cd 2 + Te 16; the smallest largest count wins
+    assert valence_counts([MaterialCounts("cdte", {"Cd": 1, "Te": 1}, 18.0)]) == {"Cd": 12, "Te": 6}
     # non-integer electron count
     with pytest.raises(ValenceCountError):
         valence_counts([MaterialCounts("x", {"Si": 2}, 8.5)])

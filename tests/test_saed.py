@@ -17,7 +17,6 @@ from chgdata.references import (
     valence_counts,
 )
 from chgdata.saed import find_user_reference, saed_at_points, saed_density, user_reference_density
-
 from tests.conftest import SHARED_DATA as DATA
 from tests.conftest import VASP_CHGCARS, chgcar_material, material_counts
 

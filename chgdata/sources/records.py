@@ -55,3 +55,7 @@ class MaterialRecord:
     input_sha256: str | None = None
     retrieved_at: str | None = None
     expected_grid: tuple[int, int, int] | None = None
+    prototype: str | None = None
+    dft_code: str | None = None  # "vasp" | "gpaw"
+    dft_settings: dict[str, Any] = field(default_factory=dict)  # xc, cut-off (eV), k-points, setups/POTCARs, ...
+    data_aug: dict | None = None  # PAW augmentation occupancies of the CHGCAR (pymatgen Chgcar.data_aug)

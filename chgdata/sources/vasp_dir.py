@@ -1,7 +1,9 @@
-"""Local VASP-style calculation folders: CHGCAR[.gz], AECCAR0/2, vasprun.xml[.gz], pymatgen DOS JSON.
+"""Local VASP-format calculation folders: CHGCAR[.gz], AECCAR0/2, vasprun.xml[.gz], pymatgen DOS JSON.
 
 A folder is a calculation when it holds any of these files; its name is the material id. Structures come from
 the CHGCAR, else from the DOS file (vasprun final structure or the CompleteDos structure), else POSCAR.
+The code is GPAW when a ``meta.json`` says so (the shared GPAW set writes VASP-format files), else VASP; the DFT
+settings come from that meta.json, the vasprun.xml, or INCAR/KPOINTS (:mod:`chgdata.sources.settings`).
 """
 
 from __future__ import annotations
@@ -13,20 +15,54 @@ from pathlib import Path
 
 from chgdata.grid import GridError, read_chgcar_header
 from chgdata.sources.records import MaterialRecord, SourceError, validate_local_id
+from chgdata.sources.settings import META_NAMES, gpaw_meta, gpaw_settings, incar_settings, vasprun_settings
 from chgdata.store import file_sha256, utcnow
 
-CHGCAR_NAMES = ("CHGCAR", "CHGCAR.gz")
-AECCAR_NAMES = {0: ("AECCAR0", "AECCAR0.gz"), 2: ("AECCAR2", "AECCAR2.gz")}
-DOS_NAMES = ("vasprun.xml", "vasprun.xml.gz", "dos.json", "dos.json.gz", "complete_dos.json",
-             "complete_dos.json.gz")
-POSCAR_NAMES = ("POSCAR", "POSCAR.gz", "CONTCAR", "CONTCAR.gz")
+COMPRESSIONS = ("", ".gz", ".bz2", ".xz")
+CHGCAR_NAMES = tuple(f"CHGCAR{c}" for c in COMPRESSIONS)
+AECCAR_NAMES = {k: tuple(f"AECCAR{k}{c}" for c in COMPRESSIONS) for k in (0, 2)}
+DOS_NAMES = tuple(f"{b}{c}" for b in ("vasprun.xml", "dos.json", "complete_dos.json") for c in COMPRESSIONS)
+POSCAR_NAMES = tuple(f"{b}{c}" for b in ("POSCAR", "CONTCAR") for c in COMPRESSIONS)
+#: Files with a task suffix (atomate/custodian: CHGCAR.relax2.gz, vasprun.xml.static.xz) are found too, for these
+#: bases; CHGCAR.saed[.gz] is the user reference of build-delta, never a density.
+SUFFIXED_BASES = ("CHGCAR", "AECCAR0", "AECCAR2", "vasprun.xml")
+NOT_TASKS = ("saed",)
 
 
-def _first(folder: Path, names) -> Path | None:
+CALC_NAMES = set(CHGCAR_NAMES) | set(DOS_NAMES) | {n for v in AECCAR_NAMES.values() for n in v}
+
+
+def _task_files(names: set[str], base: str) -> list[str]:
+    """``base.<task>[.gz|.bz2|.xz]`` among ``names``, best first: a ``static`` task, then the highest relaxN."""
+    found = []
+    for n in names:
+        if not n.startswith(base + "."):
+            continue
+        rest = n[len(base) + 1:]
+        for c in COMPRESSIONS[1:]:
+            rest = rest.removesuffix(c)
+        if rest and "." not in rest and rest not in NOT_TASKS and rest not in ("gz", "bz2", "xz"):
+            found.append((rest, n))
+    def rank(t: tuple[str, str]):  # static first, then natural order (relax10 after relax2), highest first
+        return t[0] == "static", [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", t[0])]
+
+    return [n for _, n in sorted(found, key=rank, reverse=True)]
+
+
+def _first(folder: Path, names, names_in_folder: set[str] | None = None) -> Path | None:
     for n in names:
         if (folder / n).is_file():
             return folder / n
+    base = next((b for b in SUFFIXED_BASES if names and names[0] == b), None)
+    if base and names_in_folder:
+        for n in _task_files(names_in_folder, base):
+            if (folder / n).is_file():
+                return folder / n
     return None
+
+
+def _is_calc_file(name: str) -> bool:
+    return name in CALC_NAMES or any(_task_files({name}, b) for b in SUFFIXED_BASES)
 
 
 @dataclass(frozen=True)
@@ -40,10 +76,11 @@ class LocalCalc:
     aeccar2: str | None
     dos: str | None
     poscar: str | None
+    meta: str | None = None  # meta.json of a GPAW folder
 
     @property
     def files(self) -> list[str]:
-        return [p for p in (self.chgcar, self.aeccar0, self.aeccar2, self.dos, self.poscar) if p]
+        return [p for p in (self.chgcar, self.aeccar0, self.aeccar2, self.dos, self.poscar, self.meta) if p]
 
 
     def grid_points(self) -> int:
@@ -64,9 +101,8 @@ def discover(root: str | os.PathLike) -> tuple[list[LocalCalc], list[tuple[str, 
         raise SourceError(f"--from-dir {root}: not a directory")
     calcs: dict[str, LocalCalc] = {}
     bad: list[tuple[str, str]] = []
-    wanted = set(CHGCAR_NAMES) | set(DOS_NAMES) | {n for v in AECCAR_NAMES.values() for n in v}
     for folder, _dirs, names in sorted(os.walk(root)):
-        if not wanted.intersection(names):
+        if not any(_is_calc_file(n) for n in names):
             if set(POSCAR_NAMES).intersection(names):  # a structure alone is no calculation: say so
                 bad.append((Path(folder).name, f"{folder}: structure file only: no CHGCAR, AECCAR0/2 or DOS file "
                                                "(vasprun.xml, dos.json, complete_dos.json)"))
@@ -81,9 +117,12 @@ def discover(root: str | os.PathLike) -> tuple[list[LocalCalc], list[tuple[str, 
         if mid in calcs:
             bad.append((mid, f"duplicate material id {mid!r}: {calcs[mid].folder} and {folder}"))
             continue
+        present = set(names)
         calc = LocalCalc(mid, str(folder), *(str(p) if p else None for p in (
-            _first(folder, CHGCAR_NAMES), _first(folder, AECCAR_NAMES[0]), _first(folder, AECCAR_NAMES[2]),
-            _first(folder, DOS_NAMES), _first(folder, POSCAR_NAMES))))
+            _first(folder, CHGCAR_NAMES, present), _first(folder, AECCAR_NAMES[0], present),
+            _first(folder, AECCAR_NAMES[2], present), _first(folder, DOS_NAMES, present),
+            _first(folder, POSCAR_NAMES))),
+                         meta=str(p) if (p := _first(folder, META_NAMES)) else None)
         calcs[mid] = calc
     return list(calcs.values()), bad
 
@@ -159,11 +198,12 @@ def load(calc: LocalCalc) -> MaterialRecord:
     from chgdata.dos import read_dos, read_dos_and_structure
 
     structure = None
-    total = diff = ae = None
+    total = diff = ae = data_aug = None
     grid = None
     if calc.chgcar:
         chg, header = _read_volumetric(calc.chgcar)
         structure, total, diff, grid = chg.structure, chg.data["total"], chg.data.get("diff"), header.grid_shape
+        data_aug = chg.data_aug
         if diff is not None and tuple(diff.shape) != grid:
             raise GridError(f"{calc.chgcar}: magnetisation grid {diff.shape} differs from total {grid}")
     if calc.aeccar0 and calc.aeccar2:
@@ -192,8 +232,27 @@ def load(calc: LocalCalc) -> MaterialRecord:
         raise SourceError(f"{calc.folder}: structure has zero atoms")
     if total is None and dos is None and ae is None:
         raise SourceError(f"{calc.folder}: neither a charge density nor a DOS could be read")
+    code, settings = dft_settings(calc)
     return MaterialRecord(
-        material_id=calc.material_id, source="vasp", structure=structure, total=total, diff=diff,
+        material_id=calc.material_id, source=code, structure=structure, total=total, diff=diff,
         ae_total=ae, dos=dos, input_files=calc.files, input_sha256=file_sha256(calc.files),
-        retrieved_at=utcnow(), expected_grid=grid)
+        retrieved_at=utcnow(), expected_grid=grid, dft_code=code, dft_settings=settings, data_aug=data_aug,
+        prototype=read_prototype(calc))
+
+
+def dft_settings(calc: LocalCalc) -> tuple[str, dict]:
+    """(code, settings) of a folder: GPAW from its meta.json, else VASP from vasprun.xml or INCAR/KPOINTS."""
+    meta = gpaw_meta(calc.folder) if calc.meta else None
+    if meta is not None and str((meta.get("settings") or {}).get("code", "")).lower() == "gpaw":
+        return "gpaw", gpaw_settings(meta)
+    if calc.dos and os.path.basename(calc.dos).startswith("vasprun"):
+        return "vasp", vasprun_settings(calc.dos)
+    return "vasp", incar_settings(calc.folder)
+
+
+def read_prototype(calc: LocalCalc) -> str | None:
+    """The structure prototype named in the folder's ``meta.json`` (as the GPAW set writes it), else None."""
+    meta = gpaw_meta(calc.folder) if calc.meta else None
+    proto = (meta or {}).get("prototype")
+    return str(proto) if proto else None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from chgdata.models import (
@@ -16,8 +17,9 @@ from chgdata.models import (
     structure_batch,
 )
 from chgdata.models.symmetry import BATCH_SPEC, assert_equivariant, permute_atoms, random_o3, transform
-from tests.models.conftest import FECO, MIXED, SI, load_structure, small_density_config, small_dos_config, small_encoder
 from e3nn import o3
+
+from tests.models.conftest import FECO, MIXED, SI, load_structure, small_density_config, small_dos_config, small_encoder
 
 pytestmark = pytest.mark.usefixtures("float64_models")
 
@@ -128,3 +130,46 @@ def test_model_output_changes_when_structure_changes(rng, generator):
     moved = dict(batch)
     moved[keys.POSITIONS] = transform(batch[keys.POSITIONS], "points", rot, torch.zeros(3))  # atoms only
     assert (dens(moved) - dens(batch)).abs().max() > 1e-6
+
+
+def _probe_values(model, s, probes, cell=None, positions=None):
+    cell = s.lattice.matrix if cell is None else cell
+    positions = s.cart_coords if positions is None else positions
+    batch = structure_batch(positions, s.atomic_numbers, cell, model.config.encoder.r_cut,
+                            probe_positions=probes, probe_r_cut=model.config.probe_r_cut, dtype=torch.float64)
+    with torch.no_grad():
+        return model(batch)
+
+
+@pytest.mark.parametrize("probe_sh", ["scaled", "unit"])
+def test_density_continuous_at_nuclei(probe_sh, rng):
+    """Probes approaching a nucleus from any direction tend to the value on it (fails for the legacy Y_l(r̂))."""
+    s = load_structure(FECO)
+    torch.manual_seed(3)
+    model = ChargeDensityModel(small_density_config(2, probe_sh=probe_sh)).double().eval()
+    dirs = rng.normal(size=(16, 3))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    atom = s.cart_coords[0]
+    out = _probe_values(model, s, np.vstack([atom, atom + 1e-7 * dirs]))
+    spread = float((out[1:] - out[0]).abs().max() / out.abs().max())
+    if probe_sh == "scaled":
+        assert spread < 1e-5, spread
+    else:  # the defect this option fixes: direction-dependent values as r -> 0
+        assert spread > 1e-3, spread
+
+
+def test_rotated_crystal_with_atoms_on_grid_points(rng):
+    """FeCo B2 has both atoms on grid points: rotating the cell (fractions and grid unchanged) gives the same grid."""
+    from chgdata.models.density import predict_grid
+
+    s = load_structure(FECO)
+    torch.manual_seed(4)
+    model = ChargeDensityModel(small_density_config(2)).double().eval()
+    grid = (8, 8, 8)
+    assert np.allclose((s.frac_coords * 8) % 1, 0)  # atoms on grid points
+    rot = random_o3(True, torch.Generator().manual_seed(5)).numpy()
+    cell = s.lattice.matrix
+    a = predict_grid(model, s.cart_coords, s.atomic_numbers, cell, grid, dtype=torch.float64)
+    b = predict_grid(model, s.frac_coords @ (cell @ rot.T), s.atomic_numbers, cell @ rot.T, grid,
+                     dtype=torch.float64)
+    assert float((a - b).abs().max() / a.abs().max()) < 1e-10

@@ -22,8 +22,18 @@ from chgdata.models import (
     keys,
     structure_batch,
 )
-from tests.models.conftest import CO_FCC, FECO, MIXED, SI, load_structure, small_density_config, small_dos_config, small_encoder
 from e3nn import o3
+
+from tests.models.conftest import (
+    CO_FCC,
+    FECO,
+    MIXED,
+    SI,
+    load_structure,
+    small_density_config,
+    small_dos_config,
+    small_encoder,
+)
 
 pytestmark = pytest.mark.usefixtures("float64_models")
 

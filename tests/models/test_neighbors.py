@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from chgdata.models import atom_edges, grid_positions, grid_probe_edges, probe_edges
+
 from tests.models.conftest import CO_FCC, FECO, SI, load_structure
 
 pytestmark = pytest.mark.usefixtures("float64_models")

@@ -16,6 +16,7 @@ from chgdata.models import (
     grid_positions,
     structure_batch,
 )
+
 from tests.models.conftest import FECO, GPAW, C, load_chgcar, small_encoder
 
 
