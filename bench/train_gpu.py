@@ -28,26 +28,26 @@ import time
 from pathlib import Path
 
 import torch
+from chgdata.models.presets import PRESETS
 from chgdata.models.train import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 
+
+def _scale(preset: str, **bench) -> dict:
+    """A bench scale from a training preset (chgdata.models.presets, shared with ``chgdata train --preset``)."""
+    p = PRESETS[preset]
+    return {"model": p["model"], "dos_model": p["dos_model"], "probes": p["probes"], "batch": p["batch_size"],
+            "max_probes": p["max_probes_per_batch"], "lr": p["lr"], "ema": p["ema_decay"], "workers": p["workers"],
+            **bench}
+
+
 SCALES = {
-    # encoder / head sizes, probes per structure, structures per batch, budgets in seconds per target
-    "gpu": {"model": {"encoder": {"n_scalars": 48, "n_vectors": 12, "l_max": 2, "n_layers": 3},
-                      "n_edge_layers": 1, "n_edge_scalars": 32, "mlp_hidden": 64, "probe_r_cut": 3.0},
-            "dos_model": {"encoder": {"n_scalars": 48, "n_vectors": 12, "l_max": 2, "n_layers": 3},
-                          "mlp_hidden": 128},
-            # large batches: the head's kernels only fill a GPU at ~10⁵ probes per step (H200 forward: 0.35 M
-            # probes/s at 10⁴ probes, 3 M/s at 2.5·10⁵), and the gpaw grids are small (3–110 k points)
-            "probes": 8000, "batch": 32, "max_probes": 262144, "budget": {"delta": 240, "total": 120, "dos": 45},
-            "max_steps": 6000, "lr": 3e-3, "ema": 0.999, "workers": 4, "device": "cuda"},
-    "cpu": {"model": {"encoder": {"n_scalars": 16, "n_vectors": 4, "l_max": 2, "n_layers": 2, "radial_hidden": 16},
-                      "n_edge_layers": 1, "n_edge_scalars": 16, "mlp_hidden": 32, "probe_r_cut": 3.0},
-            "dos_model": {"encoder": {"n_scalars": 8, "n_vectors": 2, "l_max": 1, "n_layers": 1},
-                          "mlp_hidden": 32},
-            "probes": 200, "batch": 8, "max_probes": None, "budget": {"delta": 200, "total": 200, "dos": 60},
-            "max_steps": 2000, "lr": 5e-3, "ema": 0.99, "workers": 0, "device": "cpu"},
+    # model sizes, probes per structure, structures per batch, lr, EMA, workers: the presets; budgets in seconds
+    # per target. gpu: large batches, the head's kernels only fill a GPU at ~10⁵ probes per step (H200 forward:
+    # 0.35 M probes/s at 10⁴ probes, 3 M/s at 2.5·10⁵), and the gpaw grids are small (3–110 k points)
+    "gpu": _scale("gpu", budget={"delta": 240, "total": 120, "dos": 45}, max_steps=6000, device="cuda"),
+    "cpu": _scale("cpu", budget={"delta": 200, "total": 200, "dos": 60}, max_steps=2000, device="cpu"),
     "smoke": {"model": {"encoder": {"n_scalars": 8, "n_vectors": 2, "l_max": 1, "n_layers": 1, "radial_hidden": 8},
                         "n_edge_layers": 1, "n_edge_scalars": 8, "mlp_hidden": 16},
               "dos_model": {"encoder": {"n_scalars": 8, "n_vectors": 2, "l_max": 1, "n_layers": 1},

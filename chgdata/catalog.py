@@ -51,6 +51,7 @@ from chgdata.store import (
 )
 
 CATALOG_ENV = "CHGDATA_CATALOG"
+VERIFY_ENV = "CHGDATA_CATALOG_VERIFY"  # 0: open catalogue datasets without checking their content checksum
 CATALOG_FILE = "catalog.yaml"
 CATALOG_FORMAT = "1.0"
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
@@ -391,8 +392,37 @@ def resolve(ref: str, catalog: str | os.PathLike | None = None) -> str:
     return resolve_location(find_entry(ref, catalog)["location"], catalog)
 
 
-def open_catalog_dataset(ref: str, catalog: str | os.PathLike | None = None) -> Dataset:
-    return Dataset(resolve(ref, catalog))
+def open_catalog_dataset(ref: str, catalog: str | os.PathLike | None = None, verify: bool = True) -> Dataset:
+    """The dataset version ``ref`` at its catalogue location, after checking that what is there now has the
+    published content checksum (index rows, recorded array checksums and card: small tables, read once; the
+    array bytes themselves are checked by ``chgdata verify``). CatalogError when it differs; ``verify=False``
+    or ``CHGDATA_CATALOG_VERIFY=0`` opens it unchecked."""
+    entry = find_entry(ref, catalog)
+    location = resolve_location(entry["location"], catalog)
+    if verify and os.environ.get(VERIFY_ENV, "1").strip().lower() not in ("0", "false", "no", "off"):
+        check_published_content(entry, location)
+    return Dataset(location)
+
+
+def check_published_content(entry: dict[str, Any], location: str) -> None:
+    """CatalogError unless the store at ``location`` reproduces ``entry``'s content checksum (checked once per
+    process and location: training opens the same dataset many times)."""
+    want = entry["checksums"]["content"]
+    if (location, want) in _VERIFIED:
+        return
+    what = f"{entry['name']}@{entry['version']}"
+    try:
+        got = compute_checksums(location)["content"]
+    except (StoreError, OSError) as exc:
+        raise CatalogError(f"{what}: cannot read {location} to check its content checksum ({exc})") from None
+    if got != want:
+        raise CatalogError(f"{what}: the data at {location} are not the published version (content sha256 "
+                           f"{got[:12]}…, published {want[:12]}…); rebuild or re-publish it, or set "
+                           f"{VERIFY_ENV}=0 to open it unchecked")
+    _VERIFIED.add((location, want))
+
+
+_VERIFIED: set[tuple[str, str]] = set()
 
 
 def _relative_location(store: str, location: str | None, catalog: Path) -> str:

@@ -93,14 +93,26 @@ def _plane_coords(lattice: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarr
     return pts @ e1, pts @ e2
 
 
+def density_style(dmin: float, dmax: float) -> dict:
+    """pcolormesh colours for densities in [dmin, dmax] e/Å³: viridis from 0 when nothing is negative; when a
+    pseudo-density dips below 0 (near cores), a diverging map white at 0 over [dmin, dmax], so nothing is clipped."""
+    if dmin < 0:
+        from matplotlib.colors import TwoSlopeNorm
+
+        return {"cmap": "RdBu_r", "norm": TwoSlopeNorm(vmin=dmin, vcenter=0.0, vmax=max(dmax, -1e-6 * dmin))}
+    return {"cmap": "viridis", "vmin": 0.0, "vmax": dmax}
+
+
 def plot_density_slices(panels: list[tuple[str, np.ndarray, str]], lattice: np.ndarray, path: str | Path,
                         parity: tuple[np.ndarray, np.ndarray, str, str] | None = None, title: str | None = None,
                         z_index: int | None = None, max_parity_points: int = 200_000) -> Path:
     """Slices through 3-D grids (e/Å³) at one c-plane, plus an optional parity plot; writes a PNG.
 
-    ``panels``: (title, grid (nx, ny, nz), kind) with kind "density" (shared viridis scale from 0) or "signed"
-    (RdBu scale centred at 0, symmetric). The plane is c-index ``z_index`` (default: the plane holding the
-    largest density), drawn in Cartesian in-plane coordinates so non-orthogonal cells look right.
+    ``panels``: (title, grid (nx, ny, nz), kind) with kind "density" (one scale shared by the density panels:
+    viridis from 0, or, when a pseudo-density goes negative, RdBu white at 0 from the minimum to the maximum) or
+    "signed" (RdBu centred at 0, symmetric); every panel has a colour bar in e/Å³. The plane is c-index
+    ``z_index`` (default: the plane holding the largest density), drawn in Cartesian in-plane coordinates so
+    non-orthogonal cells look right.
     ``parity``: (predicted, reference, x label, y label) flattened values, drawn as a log-count hexbin with y = x.
     """
     path = Path(path)
@@ -110,6 +122,7 @@ def plot_density_slices(panels: list[tuple[str, np.ndarray, str]], lattice: np.n
     x, y = _plane_coords(lattice, panels[0][1].shape[:2])
     dens = [p[1][:, :, z_index] for p in panels if p[2] == "density"]
     dmax = max(float(np.max(d)) for d in dens) if dens else 1.0
+    dens_style = density_style(min(float(np.min(d)) for d in dens) if dens else 0.0, dmax)
     n = len(panels) + (parity is not None)
     fig = Figure(figsize=(4.3 * n, 4.4), dpi=110)
     FigureCanvasAgg(fig)
@@ -120,7 +133,7 @@ def plot_density_slices(panels: list[tuple[str, np.ndarray, str]], lattice: np.n
             m = float(np.max(np.abs(sl))) or 1e-12
             im = ax.pcolormesh(x, y, sl, cmap="RdBu_r", vmin=-m, vmax=m, shading="flat")
         else:
-            im = ax.pcolormesh(x, y, sl, cmap="viridis", vmin=0.0, vmax=dmax, shading="flat")
+            im = ax.pcolormesh(x, y, sl, shading="flat", **dens_style)
         ax.set_aspect("equal")
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("x (Å)")

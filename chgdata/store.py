@@ -745,13 +745,14 @@ class Dataset:
         return Structure(lattice, row[C.COL_SPECIES], frac)
 
 
-def open_dataset(url: str | os.PathLike, catalog: str | os.PathLike | None = None) -> Dataset:
+def open_dataset(url: str | os.PathLike, catalog: str | os.PathLike | None = None, verify: bool = True) -> Dataset:
     """Open a dataset directory or fsspec URL for reading; ``catalog:NAME[@VERSION]`` resolves through the
-    catalogue (``catalog`` path, else ``$CHGDATA_CATALOG``, else the repo-root catalog.yaml; chgdata.catalog)."""
+    catalogue (``catalog`` path, else ``$CHGDATA_CATALOG``, else the repo-root catalog.yaml; chgdata.catalog) and
+    is checked against the published content checksum unless ``verify=False`` or ``CHGDATA_CATALOG_VERIFY=0``."""
     if isinstance(url, str) and url.startswith("catalog:"):
-        from chgdata.catalog import resolve
+        from chgdata.catalog import open_catalog_dataset
 
-        return Dataset(resolve(url, catalog))
+        return open_catalog_dataset(url, catalog, verify=verify)
     return Dataset(url)
 
 

@@ -12,7 +12,7 @@ CATALOG = typer.Option(None, "--catalog", "-c", envvar="CHGDATA_CATALOG",
                        help="Catalogue file (default: $CHGDATA_CATALOG, else catalog.yaml at the repo root).")
 
 catalog_app = typer.Typer(help="List and show the published datasets of the catalogue (catalog.yaml).",
-                          no_args_is_help=True)
+                          no_args_is_help=True, rich_markup_mode=None)
 
 
 def publish(

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 STORE = typer.Option("data/store", "--store", "-s", help="Dataset directory or fsspec URL (s3://bucket/prefix).")
 WORKERS = typer.Option(2, "--workers", "-w", min=1, help="Local Dask worker processes (one thread each).")
@@ -29,8 +30,15 @@ def cli_errors() -> Iterator[None]:
     try:
         yield
     except (StoreError, SourceError, GridError, FileNotFoundError, KeyError, ValueError) as exc:
-        console.print(f"[bold red]error:[/] {str(exc).strip(chr(39))}", highlight=False)
+        console.print(error_line(exc), highlight=False, soft_wrap=True)
         sys.exit(1)
+
+
+def error_line(exc: BaseException) -> Text:
+    """``error: <message>`` as literal text: no Rich markup is parsed (``[rho, mag]`` stays), quotes are kept
+    (only a KeyError's repr quotes go: its message is its first argument)."""
+    msg = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 else exc
+    return Text.assemble(("error:", "bold red"), " ", " ".join(str(msg).split("\n")))
 
 
 #: Exit code of a pipeline command that finished but could not process some materials: the others are committed,

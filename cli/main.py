@@ -24,7 +24,8 @@ app = typer.Typer(help="Materials Project style charge densities and DOS as ML d
                   epilog="Exit codes: 0 success; 1 an error stopped the command (one line on stderr); 2 bad command "
                          "line; 3 the command finished but some materials failed (listed on stderr, recorded in "
                          "failures.parquet; a rerun retries them).",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False,
+                  rich_markup_mode=None)  # help texts are literal: "[rho, mag]" must not be read as markup
 
 
 def setup_logging(verbose: bool) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from chgdata.cli.common import STORE, cli_errors, out
 
-plot_app = typer.Typer(help="Write figures (PNG) of a dataset.", no_args_is_help=True)
+plot_app = typer.Typer(help="Write figures (PNG) of a dataset.", no_args_is_help=True, rich_markup_mode=None)
 
 
 @plot_app.command("dos")

@@ -29,11 +29,14 @@ def train(
     run_dir: Path = typer.Option(None, "--out", "-o", help="Run directory (config, splits, metrics, checkpoints)."),
     config: Path = typer.Option(None, "--config", "-c", exists=True, dir_okay=False,
                                 help="YAML or TOML file of TrainConfig fields; flags given here override it."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from RUN_DIR/last.pt."),
+    preset: str = typer.Option(None, "--preset", help="cpu or gpu: model size, probes, batch and step count "
+                               "sized for the device (default: gpu with --device cuda, else cpu); --config and "
+                               "flags override it."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from RUN_DIR/last.pt (with RUN_DIR/config.json "
+                                "unless --config is given)."),
     quiet: bool = QUIET,
 ) -> None:
     """Train a model on a store; writes RUN_DIR/{config.json,splits.json,metrics.csv,last.pt,model.pt}."""
-    from chgdata.models.train import TrainConfig
     from chgdata.models.train import train as run_train
 
     flags = {"store": store, "target": target, "device": device,
@@ -43,13 +46,36 @@ def train(
              "out": str(run_dir) if run_dir else None}
     flags = {k: v for k, v in flags.items() if v is not None}
     with cli_errors():
-        try:
-            cfg = TrainConfig.from_file(config, **flags) if config else TrainConfig(**flags)
-        except TypeError as exc:
-            raise ValueError(f"bad training options: {exc}") from None
+        cfg = resolve_config(flags, config, preset, resume)
         final = run_train(cfg, resume=resume, progress=not quiet)
     if final:
         shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in final.items())
-        out.print(f"trained {cfg.target} → {cfg.out}: {shown}")
+        out.print(f"trained {cfg.target} → {cfg.out}: {shown}", soft_wrap=True, highlight=False)
     else:
         console.print(f"nothing to do: {cfg.out} is already trained to step/epoch limits")
+
+
+def resolve_config(flags: dict, config: Path | None, preset: str | None, resume: bool):
+    """TrainConfig from, in increasing precedence: defaults, the preset, ``--config`` (or, when resuming without
+    one, the run's own config.json, with no preset: the run keeps what it was started with), the flags."""
+    from chgdata.models.presets import default_preset, preset_options
+    from chgdata.models.schema import ConfigError
+    from chgdata.models.train import TrainConfig
+
+    run_dir = Path(flags.get("out") or TrainConfig.out)
+    recorded = run_dir / "config.json"
+    if resume and config is None and recorded.is_file():
+        if preset:
+            raise ValueError(f"--preset with --resume: {run_dir} keeps the config it was started with ({recorded})")
+        return TrainConfig.from_file(recorded, **flags)
+    data = TrainConfig.read_file(config) if config is not None else {}
+    device = flags.get("device") or data.get("device") or TrainConfig.device
+    target = flags.get("target") or data.get("target") or TrainConfig.target
+    base = preset_options(preset or default_preset(str(device)), str(target))
+    if ("epochs" in data or "epochs" in flags) and not ("max_steps" in data or "max_steps" in flags):
+        base.pop("max_steps")  # epochs asked for: the preset's step count must not cut them short
+    data = {**base, **data}
+    try:
+        return TrainConfig.from_dict(data, **flags)
+    except ConfigError as exc:
+        raise ConfigError(f"{config}: {exc}" if config is not None else str(exc)) from None

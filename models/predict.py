@@ -69,14 +69,14 @@ def attach_reference(checkpoint_path: str | os.PathLike, table: ReferenceTable |
         loc = Location.parse(table)
         path_in = loc.root if loc.fs.isfile(loc.root) else loc.path(REFERENCE_FILE)
         table = ReferenceTable.from_json(loc.fs.cat_file(path_in).decode())
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    from .checkpoint import read_checkpoint, save_checkpoint
+
+    ckpt = read_checkpoint(path)
     want = (ckpt.get("data_version") or {}).get("saed_reference_id")
     if want and want != table.id:
         raise PredictError(f"{path}: trained with reference {want}, not {table.id}")
     ckpt[REFERENCE_KEY] = table.to_json()
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
+    save_checkpoint(path, ckpt)
     return path
 
 

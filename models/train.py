@@ -31,7 +31,8 @@ from chgdata import contract as C
 from chgdata.metrics import nmae
 
 from . import keys as K
-from .config import ChargeDensityConfig, DosConfig, EncoderConfig, count_parameters
+from .checkpoint import plain, read_checkpoint, save_checkpoint  # noqa: F401  (plain: API)
+from .config import ChargeDensityConfig, DosConfig, count_parameters
 from .data import DensityProbes, DosWindows, attach_probe_edges, make_loader, make_splits
 from .density import ChargeDensityModel, density_in_chunks
 from .dos import DosModel
@@ -88,29 +89,44 @@ class TrainConfig:
         self.split = tuple(self.split)
 
     @classmethod
+    def from_dict(cls, data: dict[str, Any], **overrides) -> TrainConfig:
+        """Validated config (pydantic, :mod:`.schema`): strings such as YAML 1.1's ``"3e-3"`` become numbers;
+        unknown keys and wrong types raise :class:`~.schema.ConfigError` (a ValueError, one line)."""
+        from .schema import validate
+
+        data = {**data, **{k: v for k, v in overrides.items() if v is not None}}
+        cfg = validate(cls, data)
+        _model_config(cfg, 1)  # the model overrides, checked the same way
+        return cfg
+
+    @classmethod
+    def read_file(cls, path: str | os.PathLike) -> dict[str, Any]:
+        """The options of a YAML or TOML file, or of a run's config.json (its ``config`` entry), unvalidated."""
+        from .schema import read_options
+
+        return read_options(path)
+
+    @classmethod
     def from_file(cls, path: str | os.PathLike, **overrides) -> TrainConfig:
-        text = Path(path).read_text()
-        if str(path).endswith(".toml"):
-            import tomllib
+        """Validated config from a file (see :meth:`read_file`); ``overrides`` that are not None win."""
+        from .schema import ConfigError
 
-            data = tomllib.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text) or {}
-        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"{path}: unknown training options {sorted(unknown)}")
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**data)
+        data = cls.read_file(path)
+        try:
+            return cls.from_dict(data, **overrides)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
 
 
 def _model_config(cfg: TrainConfig, n_spin_channels: int):
+    """The model config of a run: the dataclass defaults with ``cfg.model``'s overrides (validated)."""
+    from .schema import validate
+
     overrides = dict(cfg.model)
-    enc = EncoderConfig(**overrides.pop("encoder", {}))
     if cfg.target == "dos":
-        return DosConfig(encoder=enc, **overrides)
-    return ChargeDensityConfig(encoder=enc, target=cfg.target, n_spin_channels=n_spin_channels, **overrides)
+        return validate(DosConfig, overrides, "model option")
+    return validate(ChargeDensityConfig, {**overrides, "target": cfg.target, "n_spin_channels": n_spin_channels},
+                    "model option")
 
 
 def build_model(model_config) -> nn.Module:
@@ -223,15 +239,9 @@ def _lr_lambda(warmup: int, total: int):
     return f
 
 
-def _save(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
 def load_checkpoint(path: str | os.PathLike, device="cpu", use_ema: bool = True) -> tuple[nn.Module, dict]:
     """Model (EMA weights when present) and the checkpoint's metadata."""
-    ckpt = torch.load(path, map_location=device, weights_only=False)
+    ckpt = read_checkpoint(path, device)
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: checkpoint format {ckpt.get('format')} is not {CHECKPOINT_FORMAT}")
     model = build_model(model_config_from_dict(ckpt["model_config"])).to(device)
@@ -266,6 +276,9 @@ def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
           stop_after: int | None = None) -> dict[str, Any]:
     """Train; returns the final metrics. Writes config, splits, metrics.csv and checkpoints to ``cfg.out``.
+
+    The returned metrics are the last epoch's row of metrics.csv, except ``probes_per_s``: the steady rate of
+    the whole run in this process (supervised probes per second of training, epochs after the first).
 
     ``resume`` continues from ``out/last.pt`` (same step, epoch and batch within the epoch; model, optimiser,
     scheduler, EMA and RNG states), so an interrupted run ends where an uninterrupted one would.
@@ -330,9 +343,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         ema.eval()
     epoch, step, in_epoch = 0, 0, 0
     if resume and last.exists():
-        ckpt = torch.load(last, map_location=device, weights_only=False)
+        ckpt = read_checkpoint(last, device)
         if ckpt["model_config"] != model_cfg.to_dict():
-            raise ValueError(f"{last}: the checkpoint's model config differs from this run's; use another --out")
+            raise ValueError(f"{last}: the checkpoint's model config differs from this run's (resume without "
+                             "--config and model flags reads the run's own config.json); or use another --out")
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
@@ -350,7 +364,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     amp_checked = False
     meta = {"config": dataclasses.asdict(cfg), "model_config": model_cfg.to_dict(),
             "code_version": code_version(), "data_version": data_version(cfg.store),
-            "n_parameters": count_parameters(model), "torch": torch.__version__, "world_size": dist.world,
+            "n_parameters": count_parameters(model), "torch": str(torch.__version__), "world_size": dist.world,
             "amp_used": use_amp}
     meta["saed_reference_id"] = meta["data_version"]["saed_reference_id"]
     if dist.main:
@@ -368,13 +382,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
                      "scheduler": sched.state_dict(), "epoch": epoch, "step": step,
                      "batches_in_epoch": in_epoch, "metrics": row, "splits": splits,
                      "rng": {"torch": torch.get_rng_state()}}
-            _save(last, state)
+            save_checkpoint(last, state)
         dist.barrier()
 
     final: dict[str, Any] = {}
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     t_run = time.perf_counter()
+    epoch_rates: list[tuple[int, float]] = []  # (probes, seconds) of each epoch this process trained
     stopped = False
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, disable=not (progress and dist.main), transient=True) as bar:
@@ -445,8 +460,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
                         writer.add_scalar(k, v, step)
             checkpoint(row)
             final = row
+            epoch_rates.append((probes, wall))
             if in_epoch >= steps_per_epoch:
                 epoch, in_epoch = epoch + 1, 0
+    if final and cfg.target != "dos":  # the summary: steady throughput of the whole run, not of its last epoch
+        steady = epoch_rates[1:] or epoch_rates  # the first epoch carries start-up (workers, first batches)
+        rate = sum(p for p, _ in steady) / max(sum(w for _, w in steady), 1e-9)
+        final = {**final, "probes_per_s": dist.mean(rate, device) * dist.world}
     if dist.main and not stopped:
         _export_small(last, out / "model.pt")
         if cfg.target == "delta":  # a Δ model predicts ρ = SAED + Δρ̂: ship the reference table inside it
@@ -526,10 +546,10 @@ def code_version() -> str:
 
 def _export_small(last: Path, path: Path) -> None:
     """A shippable checkpoint: weights (EMA if any) + metadata, no optimiser state."""
-    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    ckpt = read_checkpoint(last)
     weights = ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"]
     keep = {k: v for k, v in ckpt.items() if k not in ("optimizer", "scheduler", "ema", "model")}
-    _save(path, {**keep, "model": weights, "ema": None})
+    save_checkpoint(path, {**keep, "model": weights, "ema": None})
 
 
 def _append_csv(path: Path, row: dict[str, Any]) -> None:

@@ -184,3 +184,43 @@ def test_reader_without_chgdata(full_gpaw, tmp_path):
             _, windows, energies = ds.dos_windows([mid], variant=variant)
             np.testing.assert_array_equal(got[key], windows[0])
         np.testing.assert_allclose(got["dos_energy"], energies, atol=1e-5)
+
+
+@pytest.fixture()
+def two_material_store(tmp_path) -> str:
+    """Two small gpaw crystals, ingested (seconds)."""
+    need_shared()
+    from chgdata.pipelines.ingest import run_ingest
+
+    src = tmp_path / "src"
+    for m in ("gpaw-0008", "gpaw-0009"):
+        (src / m).mkdir(parents=True)
+        for f in (GPAW / m).iterdir():
+            (src / m / f.name).symlink_to(f)
+    store = str(tmp_path / "store")
+    assert not run_ingest(store, from_dir=str(src), workers=1, processes=False, progress=False).failed
+    return store
+
+
+def test_catalog_open_checks_the_published_checksum(two_material_store, tmp_path, monkeypatch):
+    """catalog:NAME@VERSION opens only what was published: data changed at the location are refused with one
+    line (library and CLI), unless the check is switched off."""
+    from chgdata.cli.main import app
+    from typer.testing import CliRunner
+
+    import chgdata
+
+    catalog = tmp_path / "catalog.yaml"
+    cat.publish(two_material_store, "demo", "1", catalog=catalog)
+    assert len(chgdata.open_dataset("catalog:demo@1", catalog=catalog)) == 2
+    card = Path(two_material_store) / "dataset.yaml"  # the location's content changes after publication
+    card.write_text(card.read_text() + "notes: edited after publication\n")
+    cat._VERIFIED.clear()
+    with pytest.raises(cat.CatalogError, match=r"demo@1: the data at .* are not the published version"):
+        chgdata.open_dataset("catalog:demo@1", catalog=catalog)
+    res = CliRunner().invoke(app, ["info", "--store", "catalog:demo@1"], env={cat.CATALOG_ENV: str(catalog)})
+    assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1
+    assert "not the published version" in res.output and cat.VERIFY_ENV in res.output
+    assert len(chgdata.open_dataset("catalog:demo@1", catalog=catalog, verify=False)) == 2
+    monkeypatch.setenv(cat.VERIFY_ENV, "0")
+    assert len(chgdata.open_dataset("catalog:demo@1", catalog=catalog)) == 2

@@ -128,3 +128,46 @@ def test_mp_id_fetches_only_the_structure(spin_ckpt, tmp_path):
     # every other MPRester method raises when called; none was
     for name in ("get_charge_density_from_material_id", "get_charge_density_from_task_id", "get_dos_by_material_id"):
         getattr(fake, name).assert_not_called()
+
+
+def test_shipped_checkpoint_is_plain_and_predicts_as_before():
+    """The shipped model loads with weights_only=True (no unsafe unpickling) and, after its conversion to plain
+    types, predicts what it predicted before (values recorded from the unconverted file, same code)."""
+    from chgdata.models.predict import DEFAULT_CHECKPOINT, load, predict_structure
+    from pymatgen.core import Lattice, Structure
+
+    raw = torch.load(DEFAULT_CHECKPOINT, map_location="cpu", weights_only=True)
+    assert type(raw["torch"]) is str and raw["format"] == 1
+    s = Structure(Lattice.cubic(5.43), ["Si"] * 8, [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5],
+                  [0.25, 0.25, 0.25], [0.75, 0.75, 0.25], [0.75, 0.25, 0.75], [0.25, 0.75, 0.75]])
+    model, ckpt = load(None)
+    rho = predict_structure(model, ckpt, s, (12, 12, 12), name="Si8").rho
+    assert float(rho.sum(dtype=np.float64)) == pytest.approx(345.3776624985039, rel=1e-6)
+    got = [float(rho[i, j, k]) for i, j, k in [(0, 0, 0), (3, 3, 3), (6, 0, 0), (1, 2, 3)]]
+    assert got == pytest.approx([-0.7472484111785889, -0.7472483515739441, 0.04171512648463249,
+                                 0.35297468304634094], rel=1e-5, abs=1e-7)
+
+
+def test_unsafe_checkpoint_is_refused_in_one_line(tmp_path):
+    """A checkpoint that needs unsafe unpickling (here a numpy array inside) is not loaded: a clear error."""
+    from chgdata.cli.main import app
+
+    bad = tmp_path / "bad.pt"
+    torch.save({"format": 1, "extra": np.arange(3)}, bad)
+    res = CliRunner().invoke(app, ["predict", str(_poscar(tmp_path)), "-c", str(bad), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 1 and "not a plain checkpoint" in res.output
+    assert len(res.output.strip().splitlines()) == 1
+
+
+def test_density_panels_show_negative_pseudo_densities(tmp_path):
+    """Negative pseudo-densities get a diverging scale white at 0 spanning [min, max] (not clipped at 0)."""
+    from chgdata.plots import density_style, plot_density_slices
+
+    style = density_style(-0.5, 2.0)
+    assert style["cmap"] == "RdBu_r"
+    assert [float(style["norm"](v)) for v in (-0.5, 0.0, 2.0)] == [0.0, 0.5, 1.0]
+    assert density_style(0.1, 2.0) == {"cmap": "viridis", "vmin": 0.0, "vmax": 2.0}
+    grid = np.linspace(-0.5, 2.0, 6 * 5 * 4).reshape(6, 5, 4)
+    path = plot_density_slices([("ρ", grid, "density"), ("Δρ", grid - 1, "signed")], np.eye(3) * 3.0,
+                               tmp_path / "d.png", parity=(grid, grid, "a", "b"), z_index=1)
+    assert path.read_bytes()[:4] == b"\x89PNG"

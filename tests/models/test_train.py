@@ -190,7 +190,7 @@ def test_delta_training_loss_goes_down_and_checkpoint_metadata(store, tmp_path):
     # with it (the default) the first epoch already starts near the SAED baseline
     scaled = train(_cfg(store, tmp_path / "scaled", epochs=1, probes=120, val_every=100), progress=False)
     assert scaled["train_loss"] < 0.5 * float(rows[0]["train_loss"])
-    scale = torch.load(tmp_path / "scaled" / "last.pt", weights_only=False)["model_config"]["output_scale"]
+    scale = torch.load(tmp_path / "scaled" / "last.pt", weights_only=True)["model_config"]["output_scale"]
     assert 1e-4 < scale < 0.5  # mean |Δρ| (e/Å³) of the training probes
     assert 0 < final["val_nmae"] < 1e4 and 0 < final["val_nmae_saed"] < 100
     splits = json.loads((out / "splits.json").read_text())
@@ -201,7 +201,7 @@ def test_delta_training_loss_goes_down_and_checkpoint_metadata(store, tmp_path):
     assert ckpt["config"]["target"] == "delta" and ckpt["code_version"].startswith("0.")
     assert ckpt["saed_reference_id"] and ckpt["data_version"]["index_sha256"]
     assert "optimizer" not in ckpt
-    last = torch.load(out / "last.pt", weights_only=False)
+    last = torch.load(out / "last.pt", weights_only=True)
     assert last["ema"] is not None and "optimizer" in last
     for k, v in last["ema"].items():  # model.pt ships the EMA weights
         torch.testing.assert_close(ckpt["model"][k], v)
@@ -233,11 +233,11 @@ def _resume_equals_uninterrupted(store, tmp_path):
               val_every=100)
     full = train(_cfg(store, tmp_path / "a", **kw), progress=False)
     train(_cfg(store, tmp_path / "b", **kw), progress=False, stop_after=4)  # interrupted mid-epoch 1
-    part = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
+    part = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
     assert part["step"] == 4 and not (tmp_path / "b" / "model.pt").exists()
     resumed = train(_cfg(store, tmp_path / "b", **kw), resume=True, progress=False)
-    a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
-    b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
     assert a["step"] == b["step"] == 6
     for key in ("model", "ema"):
         for name, value in a[key].items():
@@ -258,7 +258,7 @@ def test_ddp_gloo_two_processes_and_cli_config(store, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     ranks = sorted(json.loads(p.read_text())["rank"] for p in (out / "ranks").glob("rank*.json"))
     assert ranks == [0, 1]
-    ckpt = torch.load(out / "last.pt", weights_only=False)
+    ckpt = torch.load(out / "last.pt", weights_only=True)
     assert ckpt["step"] == 2 and ckpt["world_size"] == 2 and ckpt["config"]["probes"] == 50  # file + flag
     assert ckpt["config"]["max_steps"] == 2 and (out / "model.pt").exists()
     # validation was shared out over the two ranks (2 + 1 materials) and gathered: same as one process
@@ -276,3 +276,85 @@ def test_cli_errors_are_one_line(store, tmp_path, flags):
                           "--out", str(tmp_path / "x")], capture_output=True, text=True, timeout=60)
     assert res.returncode == 1 and res.stderr.strip().startswith("error:") and len(res.stderr.splitlines()) == 1
     assert flags[1] in res.stderr
+
+
+def _yaml(path: Path, **kw) -> Path:
+    lines = [f"{k}: {json.dumps(v) if isinstance(v, dict | list) else v}" for k, v in kw.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_yaml_lr_string_trains_and_every_checkpoint_is_plain(store, tmp_path):
+    """`lr: 3e-3` (a string to YAML 1.1) trains; last.pt, the periodic and the exported model.pt checkpoints
+    load with weights_only=True; the summary's probes_per_s is the run's steady rate, not the last epoch's."""
+    from chgdata.cli.main import app
+    from typer.testing import CliRunner
+
+    conf = _yaml(tmp_path / "t.yaml", store=store, probes=60, batch_size=4, lr="3e-3", epochs=3, ckpt_every=1,
+                 val_max_materials=1, val_every=100, tensorboard="false", model=TINY)
+    import yaml
+
+    assert yaml.safe_load(conf.read_text())["lr"] == "3e-3"  # the YAML 1.1 trap is real
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["train", "--config", str(conf), "--out", str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    for name in ("last.pt", "model.pt"):
+        ckpt = torch.load(out / name, weights_only=True)
+        assert type(ckpt["torch"]) is str and ckpt["config"]["lr"] == 0.003 and ckpt["config"]["epochs"] == 3
+    assert "saed_reference" in torch.load(out / "model.pt", weights_only=True)  # attached after the export
+    rows = _metrics(out)
+    assert len(rows) == 3
+    rate = (sum(float(r["probes_per_s"]) * float(r["epoch_s"]) for r in rows[1:])
+            / sum(float(r["epoch_s"]) for r in rows[1:]))
+    summary = res.output.split("probes_per_s ")[1].split(",")[0]
+    assert float(summary) == pytest.approx(rate, rel=1e-3)
+
+
+@pytest.mark.parametrize("text, key", [("lr: fast\n", "'lr'"), ("epochs: 2.5\n", "'epochs'"),
+                                       ("lrr: 1e-3\n", "did you mean 'lr'"), ("model: {encoder: {l_maxx: 1}}\n",
+                                                                             "'encoder.l_maxx'"),
+                                       ("split: [0.8, 0.2]\n", "'split.2'"), ("- 1\n", "mapping")])
+def test_bad_config_is_one_line_naming_the_key(tmp_path, text, key):
+    from chgdata.cli.main import app
+    from typer.testing import CliRunner
+
+    conf = tmp_path / "bad.yaml"
+    conf.write_text(text)
+    res = CliRunner().invoke(app, ["train", "--config", str(conf), "--out", str(tmp_path / "x")])
+    assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1, res.output
+    assert res.output.startswith(f"error: {conf}:") and key in res.output
+
+
+def test_presets(tmp_path):
+    from chgdata.cli.train import resolve_config
+    from chgdata.models.presets import PRESETS
+
+    cpu = resolve_config({"out": str(tmp_path / "r")}, None, None, False)
+    assert cpu.probes == 200 and cpu.max_steps == 3000 and cpu.model == PRESETS["cpu"]["model"]
+    gpu = resolve_config({"out": str(tmp_path / "r"), "device": "cuda"}, None, None, False)
+    assert gpu.batch_size == 32 and gpu.model["encoder"]["n_scalars"] == 48
+    dos = resolve_config({"out": str(tmp_path / "r"), "target": "dos"}, None, "cpu", False)
+    assert dos.model == PRESETS["cpu"]["dos_model"]
+    # precedence: preset < file < flags; asking for epochs drops the preset's step count
+    conf = _yaml(tmp_path / "c.yaml", probes=77, lr="1e-3", model=TINY)
+    cfg = resolve_config({"out": str(tmp_path / "r"), "lr": 2e-3, "epochs": 2}, conf, "gpu", False)
+    assert (cfg.probes, cfg.lr, cfg.batch_size, cfg.model, cfg.max_steps) == (77, 2e-3, 32, TINY, None)
+    with pytest.raises(ValueError, match="--preset must be one of cpu, gpu"):
+        resolve_config({"out": str(tmp_path / "r")}, None, "tpu", False)
+
+
+def test_resume_without_config_reads_the_runs_config(store, tmp_path):
+    from chgdata.cli.main import app
+    from typer.testing import CliRunner
+
+    conf = _yaml(tmp_path / "t.yaml", store=store, probes=40, batch_size=4, max_steps=2, val_max_materials=1,
+                 tensorboard="false", model=TINY, target="total")
+    out = str(tmp_path / "run")
+    res = CliRunner().invoke(app, ["train", "--config", str(conf), "--out", out, "-q"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(app, ["train", "--out", out, "--resume", "--max-steps", "4", "-q"])
+    assert res.exit_code == 0, res.output
+    last = torch.load(Path(out) / "last.pt", weights_only=True)
+    assert last["step"] == 4 and last["config"]["probes"] == 40 and last["config"]["target"] == "total"
+    res = CliRunner().invoke(app, ["train", "--out", out, "--resume", "--preset", "gpu"])
+    assert res.exit_code == 1 and "keeps the config it was started with" in res.output
