@@ -39,14 +39,17 @@ def main(argv=None) -> None:
     ap.add_argument("--probes", type=int, default=200)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=5e-3)
-    ap.add_argument("--splits", default="test,val,train", help="splits to evaluate after training")
+    ap.add_argument("--splits", default="test,val", help="splits to evaluate after training")
+    ap.add_argument("--train-groups", type=float, default=1.0, help="fraction of the train split's groups used "
+                    "(learning curves; a nested subset)")
     args = ap.parse_args(argv)
     from chgdata.models.evaluate import format_report, run_evaluate
     out = Path(args.out)
     cfg = TrainConfig(store=args.store, target=args.target, out=str(out), device="cpu", epochs=1,
                       max_steps=args.steps, probes=args.probes, batch_size=args.batch, lr=args.lr,
                       warmup_steps=max(5, args.steps // 20), ema_decay=min(0.999, 1 - 10 / args.steps),
-                      split_source="store", seed=0, workers=0, val_every=10**9, model=SIZES[args.size],
+                      split_source="store", train_group_fraction=args.train_groups, seed=0, workers=0,
+                      val_every=10**9, model=SIZES[args.size],
                       tensorboard=False)
     t0 = time.time()
     train(cfg)

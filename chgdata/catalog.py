@@ -20,10 +20,10 @@ deterministic for the same inputs, so a rebuild from the same raw files verifies
                ``created``, ``updated``, ``built_at`` at any depth and the whole ``saed`` section (see ``delta``).
 ``content``    sha256 of ``{"index": …, "arrays": …, "card": …}``: the one that a rebuild must reproduce.
 ``saed_reference`` sha256 of the ``saed_reference.json`` bytes, and ``delta``: ``delta.parquet`` rows sorted by id
-               (``reference_id``, ``saed_sha256``, ``delta_sha256``). The SAED fit sums per-partition normal
-               equations in completion order and names the table after the store path and time, so a fresh fit
-               is not bit-identical: these two verify only a build-delta run given the published table with
-               ``--reference`` (they are reported, and not part of ``content``).
+               (``reference_id``, ``saed_sha256``, ``delta_sha256``). A fresh fit is now bit-identical for the
+               same densities (summed in material-id order, ``pipelines/delta.py``), but versions published
+               before that were fitted in another order: these two verify a build-delta run given the published
+               table with ``--reference`` (they are reported, and not part of ``content``).
 """
 
 from __future__ import annotations
@@ -436,6 +436,36 @@ def _relative_location(store: str, location: str | None, catalog: Path) -> str:
         return os.path.abspath(store)
 
 
+#: Packages whose versions can change the stored numbers (parsing, smearing, fitting): recorded at publication.
+NUMERIC_PACKAGES = ("numpy", "scipy", "pymatgen", "pyarrow", "zarr")
+
+
+def input_manifest(store: str | os.PathLike) -> dict[str, Any]:
+    """The store's exact raw inputs: {"materials": {id: input_sha256}, "sha256": of that mapping}."""
+    t = read_table(Location.parse(store), C.INDEX)
+    rows = [] if t is None else t.select([C.COL_ID, C.COL_INPUT_SHA]).to_pylist()
+    materials = {r[C.COL_ID]: r[C.COL_INPUT_SHA] for r in sorted(rows, key=lambda r: r[C.COL_ID])}
+    return {"materials": materials, "sha256": canonical_sha256(materials)}
+
+
+def build_record(store: str | os.PathLike) -> dict[str, Any]:
+    """How a store was built: code and numeric package versions, split and DOS window parameters (card)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def ver(pkg: str) -> str:
+        try:
+            return version(pkg)
+        except PackageNotFoundError:
+            return "absent"
+
+    card = read_card(Location.parse(store))
+    split = card.get("split") or {}
+    dos = card.get("dos") or {}
+    return {"code_version": chgdata.__version__, "packages": {p: ver(p) for p in NUMERIC_PACKAGES},
+            "split": {k: split[k] for k in ("group_by", "seed", "fractions") if k in split} or None,
+            "dos": {k: dos[k] for k in ("sigma_eV", "emin_eV", "emax_eV", "npoints") if k in dos} or None}
+
+
 def publish(store: str | os.PathLike, name: str, version: str, *, description: str = "",
             location: str | None = None, catalog: str | os.PathLike | None = None) -> tuple[dict[str, Any], str]:
     """Add ``name@version`` for ``store`` to the catalogue and record it in the card's ``published`` section.
@@ -472,6 +502,8 @@ def publish(store: str | os.PathLike, name: str, version: str, *, description: s
         **info,
         "published": (existing or {}).get("published", now),
         "checksums": checksums,
+        "inputs": input_manifest(store),
+        "build": (existing or {}).get("build") or build_record(store),
     }
     entry["provenance"]["created"] = entry["provenance"]["created"] or now
     if existing is not None and existing == entry:

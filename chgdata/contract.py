@@ -84,6 +84,7 @@ COL_RHO_OFFSET = "rho_offset"  # start of the grid in arrays/rho/<partition>
 COL_MAG_OFFSET = "mag_offset"  # start in arrays/mag/<partition>, -1 when not spin-polarised
 COL_AE_OFFSET = "rho_ae_offset"  # start in arrays/rho_ae/<partition>, -1 when no AECCAR0/2
 COL_INPUT_SHA = "input_sha256"  # sha256 of the raw input files, sorted by name and concatenated
+COL_INPUT_STAT = "input_stat"  # "size:mtime_ns" per input file (local folders; the cheap change pre-check)
 COL_RHO_SHA = "rho_sha256"  # sha256 of the stored float32 rho bytes
 COL_MAG_SHA = "mag_sha256"
 COL_AE_SHA = "rho_ae_sha256"

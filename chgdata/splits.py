@@ -12,8 +12,8 @@ Design
 * Element coverage: every element of a val/test material must occur in training (the SAED reference is fitted
   on the training split only, and an element embedding that never trained is noise). When some materials
   carry a density, coverage is judged on those (materials with only a DOS do not enter the SAED fit).
-  Uncovered val/test groups move to training one at a time, smallest hash first, until every held-out element is covered; the moved
-  groups are recorded.
+  Uncovered val/test groups move to training one at a time, smallest hash first, until every held-out
+  element is covered; the moved groups are recorded.
 * Stored as ``splits.parquet`` (``material_id``, ``group``, ``split``) plus the card's ``split`` section
   (``group_by``, ``seed``, fractions, counts, moved groups). Existing rows are kept when new materials arrive:
   a new material of a known group takes that group's split, a new group is hashed.

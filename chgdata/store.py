@@ -134,7 +134,7 @@ INDEX_SCHEMA = pa.schema([
     (C.COL_AE_OFFSET, pa.int64()), (C.COL_RHO_SHA, pa.string()), (C.COL_MAG_SHA, pa.string()),
     (C.COL_AE_SHA, pa.string()), (C.COL_INPUT_SHA, pa.string()), (C.COL_FILES, pa.list_(pa.string())),
     (C.COL_RETRIEVED, pa.string()), (C.COL_STATUS, pa.string()), (C.COL_PROTOTYPE, pa.string()),
-    (C.COL_DFT_CODE, pa.string()), (C.COL_DFT_SETTINGS, pa.string()),
+    (C.COL_DFT_CODE, pa.string()), (C.COL_DFT_SETTINGS, pa.string()), (C.COL_INPUT_STAT, pa.list_(pa.string())),
     # added later; fragments written before lack them and read as nulls (read_table promotes)
     (C.COL_CALC_TYPE, pa.string()), (C.COL_RUN_TYPE, pa.string()),
 ])
@@ -181,21 +181,48 @@ def _rows_to_table(table: str, rows: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=TABLE_SCHEMAS.get(table))
 
 
-def _table_bytes(table: pa.Table) -> bytes:
+def table_bytes(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     return sink.getvalue().to_pybytes()
 
 
-def read_table(loc: Location, table: str) -> pa.Table | None:
-    """Concatenate the committed fragments of ``table`` (None when there are none)."""
-    parts = []
-    for path in loc.list_fragments(table):
-        with loc.fs.open(path, "rb") as fh:
-            parts.append(pq.read_table(fh))
-    if not parts:
+def _arrow_fs(loc: Location):
+    """The filesystem handed to :mod:`pyarrow.dataset` (pyarrow's own for local paths, else the fsspec one)."""
+    import pyarrow.fs as pafs
+
+    return pafs.LocalFileSystem() if loc.is_local else loc.fs
+
+
+def _fragments_dataset(loc: Location, table: str, paths: Sequence[str]):
+    """A :class:`pyarrow.dataset.Dataset` over ``paths`` in the given order, with the table's declared schema
+    (fragments written before a column existed read it as null) or, for undeclared tables, the union of theirs."""
+    import pyarrow.dataset as pads
+
+    fs = _arrow_fs(loc)
+    schema = TABLE_SCHEMAS.get(table)
+    if schema is None:
+        found = pads.dataset(list(paths), format="parquet", filesystem=fs)
+        schema = pa.unify_schemas([f.physical_schema for f in found.get_fragments()],
+                                  promote_options="permissive")
+    return pads.dataset(list(paths), schema=schema, format="parquet", filesystem=fs)
+
+
+def read_table(loc: Location, table: str, raw: bool = False) -> pa.Table | None:
+    """The committed rows of ``table`` through :mod:`pyarrow.dataset` (None when it has no fragment).
+
+    One row per material in every table but the failures log (see :func:`_latest_rows`); ``raw=True`` returns
+    every row of every fragment in fragment order, with the fragment's position in a ``__fragment`` column.
+    """
+    paths = loc.list_fragments(table)
+    if not paths:
         return None
-    out = pa.concat_tables(parts, promote_options="permissive")
+    dataset = _fragments_dataset(loc, table, paths)
+    parts = [frag.to_table(schema=dataset.schema) for frag in dataset.get_fragments()]  # in path order
+    out = pa.concat_tables(parts)
+    if raw:
+        pos = np.repeat(np.arange(len(parts), dtype=np.int32), [p.num_rows for p in parts])
+        return out.append_column("__fragment", pa.array(pos, pa.int32()))
     return out if table == C.FAILURES else _latest_rows(out)
 
 
@@ -203,8 +230,9 @@ def _latest_rows(index: pa.Table) -> pa.Table:
     """One row per material in every per-material table (all but the failures log): a material re-ingested by an
     incremental update (pipelines/ingest.py), or rebuilt by build-delta/build-dos after it, has a newer row in a
     newer partition; fragments are read in name order and partition names start with a UTC timestamp, so the
-    last row of an id supersedes the earlier ones. Fragments are written atomically, so readers see exactly one
-    row of an id at every moment."""
+    last row of an id supersedes the earlier ones. :func:`chgdata.compaction.compact` removes superseded rows
+    from the fragments at the end of every stage, so stock Parquet readers see one row per id too; this rule
+    covers the window between a new fragment's commit and the compaction (and a run killed in it)."""
     ids = index.column(C.COL_ID).to_pylist()
     last = {mid: pos for pos, mid in enumerate(ids)}
     if len(last) == len(ids):
@@ -370,6 +398,12 @@ class PartitionCommit:
             self._writers[array] = PartitionArrayWriter(self._zstore, f"{array}/{self.partition}")
         return self._writers[array].append(values)
 
+    def pad_to(self, array: str, offset: int) -> None:
+        """Fill ``array`` with NaN up to ``offset``: keeps a derived array in the layout of ``rho/<partition>`` when
+        materials before ``offset`` left the partition (re-ingested elsewhere); their slots stay unused."""
+        while (n := self._writers[array].length if array in self._writers else 0) < offset:
+            self.append(array, np.full(min(offset - n, SHARD_POINTS), np.nan, np.float32))
+
     def write_array(self, array: str, values: np.ndarray, chunks: tuple[int, ...] | None = None,
                     dims: Sequence[str] | None = None, layout: str | None = None) -> None:
         """Write a whole N-D float32 array as ``array/<partition>`` at once (arrays first, like :meth:`append`);
@@ -403,7 +437,7 @@ class PartitionCommit:
             self._write(self.index_table, self.rows)
 
     def _write(self, table: str, rows: list[dict[str, Any]], name: str | None = None) -> None:
-        data = _table_bytes(_rows_to_table(table, rows))
+        data = table_bytes(_rows_to_table(table, rows))
         self.loc.write_bytes_atomic(self.loc.path(table, f"{name or self.partition}.parquet"), data)
 
 
@@ -543,7 +577,8 @@ class Dataset:
         if not self.loc.fs.exists(self.loc.root):
             raise StoreError(f"no dataset at {self.loc.url}")
         self._zstore = self.loc.zarr_store(read_only=True)
-        self._rows: dict[str, dict[str, Any]] | None = None
+        self._rows: dict[str, dict[str, Any]] = {}
+        self._positions: dict[str, int] | None = None
         self._arrays: dict[str, zarr.Array] = {}
         self._index: pa.Table | None = None
 
@@ -558,8 +593,8 @@ class Dataset:
     @property
     def index(self) -> pa.Table:
         if self._index is None:
-            t = read_table(self.loc, C.INDEX)
-            self._index = t if t is not None else pa.table({C.COL_ID: pa.array([], pa.string())})
+            t = read_table(self.loc, C.INDEX)  # one chunk: a row is then sliced in O(1), not per fragment
+            self._index = t.combine_chunks() if t is not None else pa.table({C.COL_ID: pa.array([], pa.string())})
         return self._index
 
     def table(self, name: str) -> pa.Table | None:
@@ -594,12 +629,19 @@ class Dataset:
         return {} if t is None else dict(zip(t.column(C.COL_ID).to_pylist(), t.column("group").to_pylist()))
 
     def row(self, material_id: str) -> dict[str, Any]:
-        if self._rows is None:
-            self._rows = {r[C.COL_ID]: r for r in self.index.to_pylist()}
-        try:
-            return self._rows[material_id]
-        except KeyError:
-            raise KeyError(f"material {material_id!r} is not in {self.url}") from None
+        """The index row of one material as a dict. The first call maps ids to row positions (the id column
+        only); each row is converted when first asked for, then cached (not the whole index: that took 2.6 s
+        at 100k rows, BENCHMARKS.md)."""
+        if self._positions is None:
+            self._positions = {mid: pos for pos, mid in enumerate(self.index.column(C.COL_ID).to_pylist())}
+        row = self._rows.get(material_id)
+        if row is None:
+            try:
+                pos = self._positions[material_id]
+            except KeyError:
+                raise KeyError(f"material {material_id!r} is not in {self.url}") from None
+            row = self._rows[material_id] = self.index.slice(pos, 1).to_pylist()[0]
+        return row
 
     def array(self, array: str, partition: str) -> zarr.Array:
         """A partition array, opened once per Dataset (its metadata is not re-read on every material)."""
@@ -609,9 +651,12 @@ class Dataset:
         return self._arrays[key]
 
     def read_flat(self, array: str, material_id: str, offset_column: str | None = None,
-                  points: np.ndarray | None = None) -> np.ndarray:
-        """The flattened grid of ``array`` for one material, or only the flat indices ``points``."""
-        row = self.row(material_id)
+                  points: np.ndarray | None = None, row: dict[str, Any] | None = None) -> np.ndarray:
+        """The flattened grid of ``array`` for one material, or only the flat indices ``points``.
+
+        ``row``: the material's index row when the caller has it (Dask tasks get theirs from the driver), so the
+        index is not read at all."""
+        row = self.row(material_id) if row is None else row
         offset = row[offset_column or C.COL_RHO_OFFSET]
         if offset is None or offset < 0:
             raise KeyError(f"material {material_id!r} has no {array!r} grid")
@@ -754,6 +799,15 @@ def open_dataset(url: str | os.PathLike, catalog: str | os.PathLike | None = Non
 
         return open_catalog_dataset(url, catalog, verify=verify)
     return Dataset(url)
+
+
+def file_stats(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """``"size:mtime_ns"`` of each of ``paths`` in the given order (the cheap pre-check of :func:`file_sha256`)."""
+    out = []
+    for p in paths:
+        st = os.stat(p)
+        out.append(f"{st.st_size}:{st.st_mtime_ns}")
+    return out
 
 
 def file_sha256(paths: Sequence[str | os.PathLike]) -> str:

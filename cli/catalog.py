@@ -93,3 +93,25 @@ def export(
         except ExportError as exc:
             raise ValueError(str(exc)) from None
     out.print(f"exported {len(paths)} file(s) as {fmt} → {out_dir}", highlight=False)
+
+
+def rebuild(
+    ref: str = typer.Argument(..., help="NAME[@VERSION] of the catalogue (latest version when omitted)."),
+    from_dir: Path = typer.Option(..., "--from-dir", exists=True, file_okay=False,
+                                  help="Source folder holding the version's inputs (it may hold more)."),
+    store: str = STORE,
+    catalog: Path = CATALOG,
+    workers: int = typer.Option(2, "--workers", "-w", min=1, help="Local Dask worker processes."),
+) -> None:
+    """Rebuild a published version from exactly its recorded inputs and verify its checksums (exit 1 if not)."""
+    from chgdata.pipelines.rebuild import run_rebuild
+
+    with cli_errors():
+        rep = run_rebuild(ref, from_dir, store, catalog=catalog, workers=workers)
+    out.print(f"{rep.ref}: rebuilt {rep.materials} materials into {store}; checksums: "
+              + ", ".join(f"{k} {'ok' if v else 'DIFFERENT'}" for k, v in rep.checks.items()), highlight=False)
+    for pkg, (then, now) in rep.packages.items():
+        out.print(f"  {pkg}: published with {then}, now {now}", highlight=False)
+    if not rep.ok:
+        console.print("error: the rebuilt content differs from the published checksum", highlight=False)
+        raise typer.Exit(1)

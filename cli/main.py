@@ -74,6 +74,7 @@ app.add_typer(plot_app, name="plot")
 app.command("train")(_train.train)
 app.command("publish")(_catalog.publish)
 app.command("export")(_catalog.export)
+app.command("rebuild")(_catalog.rebuild)
 app.add_typer(_catalog.catalog_app, name="catalog")
 
 

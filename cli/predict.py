@@ -51,7 +51,7 @@ def predict(
                             store=store, progress=not quiet, conserve_electrons=conserve, spin=spin.lower(),
                             aug_from=str(aug_from) if aug_from else None)
     for w in caught:
-        if w.category.__name__ == "ConventionWarning":
+        if w.category.__name__ in ("ConventionWarning", "UnseenElementWarning"):
             out.print(f"[yellow]warning:[/yellow] {w.message}", highlight=False)
     if preds:
         out.print(f"density convention: {preds[0].convention}", highlight=False)

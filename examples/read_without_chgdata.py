@@ -4,7 +4,10 @@ Needs only numpy, pyarrow, zarr (v3) and pyyaml. It follows the catalogue entry 
 
 1. ``catalog.yaml`` → the entry NAME@VERSION → ``location`` (relative paths resolve against the catalogue's folder).
 2. ``structures.parquet`` (a folder of Parquet fragments) → the material's row: ``partition``, ``rho_offset``,
-   ``mag_offset`` (-1 if not spin-polarised), ``n_grid_points``, ``grid_shape``.
+   ``mag_offset`` (-1 if not spin-polarised), ``n_grid_points``, ``grid_shape``. Every writer compacts the
+   tables at the end of its run, so a material has one row; should a writer have been killed between committing
+   a re-ingested material and compacting, the row of the last fragment in file-name order is the current one
+   (names start with a UTC timestamp), which is what :func:`read_row` takes.
 3. ``arrays/rho/<partition>`` is a 1-D float32 Zarr array; the grid is
    ``[rho_offset, rho_offset + n_grid_points)`` reshaped to ``grid_shape`` (C order), in e/Å³.
 4. ``dos.parquet`` → ``partition`` and ``row``; ``arrays/dos_norm/<partition>[row]`` (and ``dos_abs``) is the
@@ -23,7 +26,7 @@ import os
 import sys
 
 import numpy as np
-import pyarrow.parquet as pq
+import pyarrow.dataset as pads
 import yaml
 import zarr
 
@@ -47,8 +50,9 @@ def read_row(store: str, table: str, material_id: str) -> dict | None:
     path = os.path.join(store, table)
     if not os.path.isdir(path):
         return None
-    t = pq.read_table(path, filters=[("material_id", "==", material_id)])
-    return t.to_pylist()[0] if t.num_rows else None
+    fragments = sorted(pads.dataset(path, format="parquet").files)  # hidden .tmp files are not listed
+    t = pads.dataset(fragments, format="parquet").to_table(filter=pads.field("material_id") == material_id)
+    return t.to_pylist()[-1] if t.num_rows else None  # the newest fragment's row
 
 
 def read_material(store: str, material_id: str) -> dict[str, np.ndarray]:

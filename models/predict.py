@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,6 +232,23 @@ def atomic_numbers(structure) -> np.ndarray:
     return np.array([site.specie.Z for site in structure], dtype=np.int64)
 
 
+class UnseenElementWarning(UserWarning):
+    """The structure holds elements the checkpoint never trained on: its prediction there is an extrapolation."""
+
+
+def warn_unseen_elements(ckpt: dict[str, Any], structure, name: str = "structure") -> list[str]:
+    """Warn (and return them) when ``structure`` has elements outside the checkpoint's training set."""
+    known = ckpt.get("train_elements")
+    if not known:
+        return []
+    unseen = sorted({site.specie.symbol for site in structure} - set(known))
+    if unseen:
+        warnings.warn(f"{name}: {', '.join(unseen)} never occurred in this model's training data "
+                      f"(trained on {', '.join(known)}); its prediction there is an extrapolation",
+                      UnseenElementWarning, stacklevel=2)
+    return unseen
+
+
 def predict_structure(model, ckpt: dict[str, Any], structure, grid_shape: Sequence[int], *, name: str = "structure",
                       reference: ReferenceTable | None = None, device: str = "cpu", chunk_size: int | None = None,
                       callback: Callable[[int, int], None] | None = None,
@@ -245,6 +263,7 @@ def predict_structure(model, ckpt: dict[str, Any], structure, grid_shape: Sequen
     cfg = model.config
     if not hasattr(cfg, "probe_r_cut"):
         raise PredictError("this checkpoint is a DOS model; `chgdata predict` needs a charge-density checkpoint")
+    warn_unseen_elements(ckpt, structure, name)
     z = atomic_numbers(structure)
     cell = structure.lattice.matrix
     timing = GridTiming()

@@ -66,6 +66,7 @@ class TrainConfig:
     split_source: str = "auto"  # store: the store's grouped split (chgdata split) | random | auto: store if recorded
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)  # random split by material (split_source random)
     split_seed: int = 0
+    train_group_fraction: float = 1.0  # learning curves: train on this fraction of the train split's groups
     workers: int = 0
     val_every: int = 1  # epochs
     val_max_materials: int | None = None
@@ -84,6 +85,8 @@ class TrainConfig:
             raise ValueError(f"loss must be l1 or mse, not {self.loss!r}")
         if self.weighting not in ("nmae", "none"):
             raise ValueError(f"weighting must be nmae or none, not {self.weighting!r}")
+        if not 0 < self.train_group_fraction <= 1:
+            raise ValueError(f"train_group_fraction must be in (0, 1], not {self.train_group_fraction}")
         if self.split_source not in ("auto", "store", "random"):
             raise ValueError(f"split_source must be auto, store or random, not {self.split_source!r}")
         self.split = tuple(self.split)
@@ -307,6 +310,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         if not splits["val"]:
             splits["val"], splits["train"] = splits["train"][-1:], splits["train"][:-1]
     id_set = set(ids)
+    train_ids = set(splits["train"])
+    train_elements = sorted({e for r in ds.index.select([C.COL_ID, C.COL_SPECIES]).to_pylist()
+                             if r[C.COL_ID] in train_ids for e in r[C.COL_SPECIES]})
     spin = {r[C.COL_ID]: bool(r[C.COL_SPIN]) for r in ds.index.select([C.COL_ID, C.COL_SPIN]).to_pylist()}
     n_spin = 2 if any(spin.get(m) for m in id_set) else 1
     model_cfg = _model_config(cfg, n_spin)
@@ -381,6 +387,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
                      "ema": None if ema is None else ema.state_dict(), "optimizer": opt.state_dict(),
                      "scheduler": sched.state_dict(), "epoch": epoch, "step": step,
                      "batches_in_epoch": in_epoch, "metrics": row, "splits": splits,
+                     "train_elements": train_elements,
                      "rng": {"torch": torch.get_rng_state()}}
             save_checkpoint(last, state)
         dist.barrier()
@@ -501,7 +508,14 @@ def _choose_splits(ds, ids: list[str], cfg: TrainConfig) -> dict[str, list[str]]
     recorded = ds.splits()
     if cfg.split_source != "random" and any(recorded.values()):
         have = set(ids)
-        return {k: [m for m in v if m in have] for k, v in recorded.items()}
+        out = {k: [m for m in v if m in have] for k, v in recorded.items()}
+        if cfg.train_group_fraction < 1.0:  # a fixed, nested subset of whole groups (hash order)
+            from chgdata.splits import hash_unit
+
+            groups = ds.groups()
+            out["train"] = [m for m in out["train"]
+                            if hash_unit(cfg.split_seed + 1, groups.get(m, m)) < cfg.train_group_fraction]
+        return out
     if cfg.split_source == "store":
         raise ValueError(f"{cfg.store} records no split (run: chgdata split --store {cfg.store})")
     if cfg.split_source == "auto":

@@ -3,9 +3,11 @@
 Design:
 1. Reference table. ``--reference FILE`` reuses a table (e.g. the one stored with another dataset or a model);
    otherwise the store's own table is reused, or fitted: valence counts from the electron counts of all stored
-   materials, then per-material normal equations on seeded subsamples of their grids (one Dask task per ingest
-   partition), summed on the driver and solved. The table is written to ``saed_reference.json`` and named in the
-   card before any Δρ is computed, so a resumed run uses the same one.
+   materials, then per-material normal equations on seeded subsamples of their grids, summed in material-id
+   order (one Dask task per block of consecutive ids, blocks summed in order on the driver) and solved. The sum
+   does not depend on how materials fell into ingest partitions (worker counts, interrupted and resumed runs).
+   The table is written to ``saed_reference.json`` and named in the card before any Δρ is computed, so a resumed
+   run uses the same one.
 2. Δρ. One Dask task per ingest partition writes ``saed/<partition>`` and ``delta/<partition>`` with exactly the
    layout of ``rho/<partition>`` (same offsets), then its ``delta.parquet`` fragment last. Resume skips partitions
    whose materials are all committed. A ``CHGCAR.saed[.gz]`` next to a material's CHGCAR (a VASP ICHARG=12,
@@ -30,6 +32,7 @@ from chgdata.pipelines.split import ensure_split
 
 import chgdata
 from chgdata import contract as C
+from chgdata.compaction import finish_stage
 from chgdata.references import (
     MaterialCounts,
     NormalEquations,
@@ -91,13 +94,30 @@ def _geometry(row) -> tuple[np.ndarray, np.ndarray, list[str]]:
             np.asarray(row[C.COL_FRAC], np.float64).reshape(-1, 3), list(row[C.COL_SPECIES]))
 
 
+#: Materials per fit task. A constant (not a function of the worker count or of the ingest partitions), so
+#: that the reduction tree of the fit depends on the set of material ids only.
+FIT_BLOCK = 32
+
+
+def fit_blocks(rows: Sequence[dict[str, Any]], size: int = FIT_BLOCK) -> list[list[dict[str, Any]]]:
+    """The fit's task inputs: runs of ``size`` consecutive materials in material-id order.
+
+    Floating-point sums depend on their order; grouping by sorted id (not by ingest partition, which depends on
+    worker counts and on how an interrupted ingest was resumed) makes the summed normal equations, hence the
+    reference table and every Δρ checksum, a function of the stored densities alone."""
+    ordered = sorted(rows, key=lambda r: r[C.COL_ID])
+    return [ordered[i:i + size] for i in range(0, len(ordered), size)]
+
+
 def fit_partition(url: str, rows: Sequence[dict[str, Any]], seed: int, n_points: int) -> NormalEquations | None:
-    """The Dask task of the fit: summed normal equations of one partition's materials (seeded subsamples)."""
+    """The Dask task of the fit: normal equations of one block of materials (seeded subsamples), summed in the
+    order given (material-id order, :func:`fit_blocks`). ``rows`` are index rows from the driver: the task does
+    not read the index."""
     ds = chgdata.open_dataset(url)
     parts = []
     for row in rows:
         lattice, frac, species = _geometry(row)
-        rho = ds.read_flat(C.RHO, row[C.COL_ID]).reshape(row[C.COL_GRID])
+        rho = ds.read_flat(C.RHO, row[C.COL_ID], row=row).reshape(row[C.COL_GRID])
         id_hash = int.from_bytes(hashlib.sha256(row[C.COL_ID].encode()).digest()[:8], "little")
         rng = np.random.default_rng([seed, id_hash])
         parts.append(material_normal_equations(lattice, frac, species, rho, rng, n_points=n_points,
@@ -127,7 +147,7 @@ def delta_partition(url: str, partition: str, rows: Sequence[dict[str, Any]], ta
         try:
             lattice, frac, species = _geometry(row)
             shape = tuple(row[C.COL_GRID])
-            rho = ds.read_flat(C.RHO, mid).reshape(shape)
+            rho = ds.read_flat(C.RHO, mid, row=row).reshape(shape)
             user = _user_reference(row)
             saed = saed_density(lattice, frac, species, shape, table) if user is None else user.astype(np.float32)
             if saed.shape != rho.shape or not np.isfinite(saed).all():
@@ -136,6 +156,8 @@ def delta_partition(url: str, partition: str, rows: Sequence[dict[str, Any]], ta
             volume = abs(float(np.linalg.det(lattice)))
             abs_delta = float(np.abs(delta, dtype=np.float64).sum())
             abs_rho = float(np.abs(rho, dtype=np.float64).sum())
+            for array in (C.SAED, C.DELTA):  # slots of materials re-ingested into another partition stay empty
+                commit.pad_to(array, row[C.COL_RHO_OFFSET])
             if commit.append(C.SAED, saed) != row[C.COL_RHO_OFFSET] or commit.append(C.DELTA, delta) != row[
                     C.COL_RHO_OFFSET]:
                 raise StoreError(f"offsets of saed/{partition} do not follow rho/{partition}")
@@ -162,7 +184,8 @@ def _counts(rows) -> list[MaterialCounts]:
 
 def fit_reference(store: str, client, parts: dict[str, list[dict]], seed: int = 0, n_points: int = 4096,
                   progress: bool = True, nonnegative: bool = False) -> ReferenceTable:
-    """Fit the per-element references on every stored valence density (Dask over partitions).
+    """Fit the per-element references on every stored valence density (Dask over blocks of material ids;
+    ``parts`` gives the rows, its grouping into ingest partitions does not matter).
 
     ``nonnegative``: constrain every ρ_Z(r) ≥ 0. Off by default: pseudo valence densities (GPAW's, and VASP's
     with partial-core/augmentation) dip below zero near some nuclei, and on the gpaw held-out split the signed
@@ -170,14 +193,14 @@ def fit_reference(store: str, client, parts: dict[str, list[dict]], seed: int = 
     """
     from chgdata.pipelines.cluster import run_futures
 
-    rows = [r for rs in parts.values() for r in rs]
+    rows = sorted((r for rs in parts.values() for r in rs), key=lambda r: r[C.COL_ID])
     valence = valence_counts(_counts(rows))
-    calls = [(store, rs, seed, n_points) for _, rs in sorted(parts.items())]
+    calls = [(store, block, seed, n_points) for block in fit_blocks(rows)]
     futures = {client.submit(fit_partition, *call, pure=False): i for i, call in enumerate(calls)}
     pieces: dict[int, NormalEquations | None] = {}
     for res in run_futures(futures, "fit SAED references", weight=lambda i: len(calls[i][1]), show=progress):
         pieces.update(res)
-    # summed in partition order, not completion order, so the same data always give the same table
+    # summed in block (= material-id) order, not completion order, so the same data always give the same table
     normal = sum_normal_equations(pieces[i] for i in sorted(pieces) if pieces[i] is not None)
     return solve_reference(normal, valence, dataset_version=data_digest(rows), nonnegative=nonnegative)
 
@@ -251,6 +274,7 @@ def run_build_delta(store: str, *, reference: str | None = None, workers: int = 
         for res in run_tasks(client, delta_partition, calls, STAGE, weight=lambda c: len(c[2]), show=progress):
             report.committed += res["committed"]
             report.failed.update(res["failed"])
+        finish_stage(loc)  # stale Δ rows of re-ingested materials out of their fragments, then their arrays
         update_card(loc, saed=card_section(loc, table, kind))
         consolidate(loc)
     return report

@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 
 import chgdata
 from chgdata import contract as C
+from chgdata.compaction import finish_stage
 from chgdata.dos import DosWindow, raw_from_row, smear_window
 from chgdata.store import (
     Dataset,
@@ -273,6 +274,7 @@ def run_build_dos(store: str, *, sigma: float = 0.1, emin: float = -10.0, emax: 
                                      weight=lambda c: sum(len(ids) for _, ids in c[2]), show=progress):
                     report.committed += res["committed"]
                     report.failed.update(res["failed"])
+        finish_stage(loc)  # superseded windows out of their fragments, then their arrays
         update_card(loc, dos=card_section(loc, params))
         consolidate_arrays(loc)
     return report

@@ -11,8 +11,14 @@ only the ids whose task id differs from the one kept in the index. A re-ingested
 partition; the index reader keeps the newest row per id (partition names start with a UTC timestamp, fragments are
 read in name order: :func:`chgdata.store.read_table`), so the single atomic write of the new index fragment
 supersedes the old row — there is never a moment with two visible rows, and a killed update leaves the old version
-visible. The superseded row stays in its fragment (history); its arrays are swept as orphans once no table
-references them. The card's ``provenance.database_versions`` accumulates every version the dataset was built from.
+visible. At the end of the run :func:`chgdata.compaction.compact` removes the superseded row (and Δρ/DOS rows
+built from the old partition) from their fragments, so any Parquet reader sees one current row per id; the old
+arrays are then swept as orphans. The card's ``provenance.database_versions`` accumulates every version the
+dataset was built from.
+
+Local folders: a committed folder whose input files changed (size/mtime differ from the recorded ``input_stat``,
+then ``input_sha256`` differs: :func:`changed_local_materials`) is re-ingested the same way; build-delta and
+build-dos then rebuild its derived arrays (they redo every material whose current partition they have not built).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +35,7 @@ from chgdata.pipelines.cluster import dask_client, run_tasks
 
 import chgdata
 from chgdata import contract as C
+from chgdata.compaction import finish_stage
 from chgdata.grid import augmentation_to_json, density_from_vasp, electron_count_flag, electrons
 from chgdata.sources import vasp_dir
 from chgdata.sources.mp import MPSource, Secret, default_client
@@ -39,6 +46,8 @@ from chgdata.store import (
     PartitionCommit,
     committed_ids,
     consolidate,
+    file_sha256,
+    file_stats,
     locked,
     new_partition_name,
     read_card,
@@ -102,7 +111,9 @@ class IngestReport:
     flagged: dict[str, str] = field(default_factory=dict)
     partitions: int = 0
     orphans_removed: list[str] = field(default_factory=list)
-    updated: dict[str, tuple[str | None, str]] = field(default_factory=dict)  # id -> (old, new task id)
+    #: id -> (old, new): MP task ids, or input sha256 of a changed local folder
+    updated: dict[str, tuple[str | None, str]] = field(default_factory=dict)
+    compacted: dict[str, int] = field(default_factory=dict)  # superseded/stale rows removed, per table
 
 
 def plan_partitions(items: Sequence[Item], workers: int, max_points: int = PARTITION_POINTS,
@@ -134,7 +145,7 @@ def _row(rec: MaterialRecord, partition: str) -> dict[str, Any]:
         C.COL_SPECIES: [site.specie.symbol for site in s], C.COL_Z: [int(site.specie.Z) for site in s],
         C.COL_FRAC: s.frac_coords.reshape(-1).tolist(),
         C.COL_VOLUME: float(s.volume), C.COL_PARTITION: partition, C.COL_FILES: list(rec.input_files),
-        C.COL_INPUT_SHA: rec.input_sha256, C.COL_RETRIEVED: rec.retrieved_at,
+        C.COL_INPUT_SHA: rec.input_sha256, C.COL_INPUT_STAT: rec.input_stat, C.COL_RETRIEVED: rec.retrieved_at,
         C.COL_GRID: None, C.COL_NPOINTS: 0, C.COL_SPIN: False, C.COL_NELECT: None, C.COL_MAGMOM: None,
         C.COL_RHO_OFFSET: -1, C.COL_MAG_OFFSET: -1, C.COL_AE_OFFSET: -1, C.COL_RHO_SHA: None,
         C.COL_MAG_SHA: None, C.COL_AE_SHA: None, C.COL_EFERMI: None, C.COL_HAS_DOS: False, C.COL_STATUS: "ok",
@@ -260,6 +271,34 @@ def changed_mp_materials(index, items: Sequence[Item], mp: MPSource, mpr) -> dic
     return {mid: (stored.get(mid), task.task_id) for mid, task in now.items() if task.task_id != stored.get(mid)}
 
 
+def changed_local_materials(index, items: Sequence[Item]) -> dict[str, tuple[str | None, str]]:
+    """Committed local folders whose input files changed since they were ingested: {id: (old, new input sha256)}.
+
+    Cheap first: the same files with the same size and mtime (ns) as recorded at ingest are unchanged without
+    being read; otherwise they are hashed and compared with the recorded ``input_sha256`` (a touched or moved
+    but identical folder is not re-ingested). A folder that cannot be read now keeps its committed version."""
+    if index is None or not items:
+        return {}
+    cols = [c for c in (C.COL_ID, C.COL_FILES, C.COL_INPUT_SHA, C.COL_INPUT_STAT) if c in index.column_names]
+    stored = {r[C.COL_ID]: r for r in index.select(cols).to_pylist()}
+    changed = {}
+    for it in items:
+        row = stored.get(it.material_id)
+        if row is None or it.calc is None:
+            continue
+        files = it.calc.files
+        try:
+            if row.get(C.COL_INPUT_STAT) and row.get(C.COL_FILES) == files \
+                    and row[C.COL_INPUT_STAT] == file_stats(files):
+                continue
+            now = file_sha256(files)
+        except OSError:
+            continue
+        if now != row.get(C.COL_INPUT_SHA):
+            changed[it.material_id] = (row.get(C.COL_INPUT_SHA), now)
+    return changed
+
+
 def collect_items(from_dir: str | None, mp_ids: Sequence[str] | None) -> tuple[list[Item], dict[str, str]]:
     """Materials to ingest and the ids rejected before any I/O (malformed ids, bad folders)."""
     items: list[Item] = []
@@ -289,15 +328,23 @@ def collect_items(from_dir: str | None, mp_ids: Sequence[str] | None) -> tuple[l
 def run_ingest(store: str, *, from_dir: str | None = None, mp_ids: Sequence[str] | None = None,
                api_key: str | None = None, client_factory: Callable | None = None, workers: int = 2,
                scheduler: str | None = None, processes: bool = True, progress: bool = True,
-               client=None) -> IngestReport:
+               client=None, only: Collection[str] | None = None) -> IngestReport:
     """Ingest local folders and/or MP ids into ``store`` (created if missing); resume is the default.
 
     With MP ids the driver opens one MPRester for the run: it reads the database version (recorded on every row
     of the run) and checks committed ids for newer charge densities; each partition task opens its own. When the
     driver cannot open one (no key, bad key, no network), the MP ids not yet committed fail with that one reason.
     ``client``: an open ``distributed.Client`` to use instead of starting one (``workers``/``scheduler``).
+    ``only``: ingest just these material ids of ``from_dir`` (e.g. a published version's inputs in a folder
+    that has grown since); ids absent from the folder are reported as failed.
     """
     items, rejected = collect_items(from_dir, mp_ids)
+    if only is not None:
+        wanted = set(only)
+        found = {it.material_id for it in items}
+        items = [it for it in items if it.material_id in wanted]
+        rejected = {m: why for m, why in rejected.items() if m in wanted}
+        rejected.update({m: f"{m}: not found under {from_dir}" for m in sorted(wanted - found - set(rejected))})
     mp = None
     if any(it.calc is None for it in items):
         mp = MPSource(api_key=Secret.from_env(api_key), client_factory=client_factory or default_client)
@@ -326,12 +373,14 @@ def run_ingest(store: str, *, from_dir: str | None = None, mp_ids: Sequence[str]
             for mid, why in rejected.items():
                 reject.add_failure(mid, "ingest", why)
             reject.finish()
+        report.updated.update(changed_local_materials(read_table(loc, C.INDEX), [
+            it for it in items if it.calc is not None and it.material_id in have]))
         have -= set(report.updated)
         report.skipped = [it.material_id for it in items if it.material_id in have]
         todo = [it for it in items if it.material_id not in have]
         parts = plan_partitions(todo, workers)
         report.partitions = len(parts)
-        log.info("%d materials to ingest in %d partitions (%d already committed, %d updated at MP)",
+        log.info("%d materials to ingest in %d partitions (%d already committed, %d changed since ingested)",
                  len(todo), len(parts), len(report.skipped), len(report.updated))
         if parts:
             calls = [(store, new_partition_name(), part, mp, db_version) for part in parts]
@@ -343,6 +392,7 @@ def run_ingest(store: str, *, from_dir: str | None = None, mp_ids: Sequence[str]
                     report.committed += res["committed"]
                     report.failed.update(res["failed"])
                     report.flagged.update(res["flagged"])
+        report.compacted = finish_stage(loc)
         index = read_table(loc, C.INDEX)
         column = (lambda name: []) if index is None else (
             lambda name: index.column(name).to_pylist() if name in index.column_names else [])

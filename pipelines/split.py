@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from chgdata import contract as C
 from chgdata.splits import DEFAULT_FRACTIONS, SplitAssignment, SplitError, assign_splits, check_fractions, split_table
-from chgdata.store import Location, _table_bytes, locked, read_card, read_table, update_card, utcnow
+from chgdata.store import Location, locked, read_card, read_table, table_bytes, update_card, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def ensure_split(loc: Location, group_by: str | None = None, fractions: Sequence
     new = {m for m in assignment.split if existing.get(m) != (assignment.group[m], assignment.split[m])}
     if new or not section:
         name = f"{utcnow().replace(':', '').replace('-', '')}-split.parquet"
-        loc.write_bytes_atomic(loc.path(C.SPLITS_TABLE, name), _table_bytes(split_table(assignment)))
+        loc.write_bytes_atomic(loc.path(C.SPLITS_TABLE, name), table_bytes(split_table(assignment)))
         update_card(loc, split=assignment.card_section())
         log.info("split %s: %s", loc.url, assignment.card_section()["materials"])
     return assignment

@@ -18,6 +18,7 @@ from tests.conftest import GPAW, REPO, need_shared
 jsonschema = pytest.importorskip("jsonschema")
 
 from chgdata import catalog as cat  # noqa: E402
+from chgdata.store import StoreError  # noqa: E402
 
 REPO_CATALOG = REPO / "catalog.yaml"
 
@@ -26,18 +27,19 @@ def _validate(instance, schema_file: Path) -> None:
     jsonschema.Draft202012Validator(json.loads(schema_file.read_text())).validate(instance)
 
 
+REBUILT: dict = {}
+
+
 @pytest.fixture(scope="module")
 def full_gpaw(tmp_path_factory) -> str:
-    """../shared/data/gpaw ingested, with build-delta and build-dos: what the catalogue entry gpaw@1.0.0 holds."""
+    """The latest published gpaw version rebuilt from its recorded inputs in ../shared/data/gpaw (a folder that
+    grows: the rebuild selects exactly the published ids)."""
     need_shared()
-    from chgdata.pipelines.delta import run_build_delta
-    from chgdata.pipelines.dos import run_build_dos
-    from chgdata.pipelines.ingest import run_ingest
+    from chgdata.pipelines.rebuild import run_rebuild
 
     store = str(tmp_path_factory.mktemp("cat") / "gpaw")
-    assert not run_ingest(store, from_dir=str(GPAW), workers=2, processes=False, progress=False).failed
-    assert not run_build_delta(store, workers=2, processes=False, progress=False).failed
-    assert not run_build_dos(store, workers=2, processes=False, progress=False).failed
+    REBUILT["report"] = run_rebuild("gpaw", GPAW, store, catalog=REPO_CATALOG, workers=2, processes=False,
+                                    progress=False)
     return store
 
 
@@ -64,17 +66,54 @@ def test_cards_follow_schema(full_gpaw, vasp_store, gpaw_store):
 
 
 def test_rebuild_reproduces_published_checksums(full_gpaw):
-    entry = cat.find_entry("gpaw@1.0.0", REPO_CATALOG)
-    got = cat.compute_checksums(full_gpaw)
-    assert got["content"] == entry["checksums"]["content"]
-    assert {k: got[k] == entry["checksums"][k] for k in ("index", "arrays", "card")} == {
-        "index": True, "arrays": True, "card": True}
-    ok = cat.verify(full_gpaw, "gpaw@1.0.0", REPO_CATALOG)
-    assert ok["content"]
-    # the description matches what was built
+    entry = cat.find_entry("gpaw", REPO_CATALOG)  # the latest version
+    rep = REBUILT["report"]
+    assert rep.materials == len(entry["inputs"]["materials"]) == entry["counts"]["materials"]
+    assert {k: rep.checks[k] for k in ("index", "arrays", "card", "content")} == {
+        "index": True, "arrays": True, "card": True, "content": True}, rep.packages
     info = cat.describe(full_gpaw)
     assert info["counts"] == entry["counts"]
     assert info["dos"] == entry["dos"]
+    assert cat.input_manifest(full_gpaw) == entry["inputs"]
+
+
+def test_superseded_version_without_inputs_is_refused_clearly(tmp_path):
+    from chgdata.pipelines.rebuild import run_rebuild
+
+    with pytest.raises(cat.CatalogError, match="records no inputs"):
+        run_rebuild("gpaw@1.0.0", GPAW, str(tmp_path / "s"), catalog=REPO_CATALOG, progress=False)
+
+
+def test_rebuild_selects_recorded_inputs_from_a_grown_folder(tmp_path):
+    """Publish three crystals, add a fourth to the folder: the rebuild takes the three and verifies; a changed
+    or missing input is named."""
+    need_shared()
+    from chgdata.pipelines.dos import run_build_dos
+    from chgdata.pipelines.ingest import run_ingest
+    from chgdata.pipelines.rebuild import run_rebuild
+
+    src = tmp_path / "src"
+    for mid in ("gpaw-0002", "gpaw-0008", "gpaw-0010"):
+        shutil.copytree(GPAW / mid, src / mid)
+    store = str(tmp_path / "published")
+    run_ingest(store, from_dir=str(src), workers=1, processes=False, progress=False)
+    run_build_dos(store, workers=1, processes=False, progress=False)
+    catalog = tmp_path / "catalog.yaml"
+    entry, _ = cat.publish(store, "small", "1", catalog=catalog)
+    assert sorted(entry["inputs"]["materials"]) == ["gpaw-0002", "gpaw-0008", "gpaw-0010"]
+    shutil.copytree(GPAW / "gpaw-0013", src / "gpaw-0013")  # the folder grows
+    rep = run_rebuild("small@1", src, str(tmp_path / "r1"), catalog=catalog, workers=1, processes=False,
+                      progress=False)
+    assert rep.ok and rep.materials == 3, rep.checks
+    meta = src / "gpaw-0008" / "meta.json"
+    meta.write_text(meta.read_text().replace('"variant"', '"variant_"'))  # a changed input file
+    with pytest.raises(StoreError, match="raw files of 1 recorded inputs differ.*gpaw-0008"):
+        run_rebuild("small@1", src, str(tmp_path / "r2"), catalog=catalog, workers=1, processes=False,
+                    progress=False)
+    shutil.rmtree(src / "gpaw-0002")
+    with pytest.raises(StoreError, match="gpaw-0002: not found under"):
+        run_rebuild("small@1", src, str(tmp_path / "r3"), catalog=catalog, workers=1, processes=False,
+                    progress=False)
 
 
 def test_publish_list_show_open_round_trip(full_gpaw, tmp_path, monkeypatch):

@@ -171,3 +171,15 @@ def test_density_panels_show_negative_pseudo_densities(tmp_path):
     path = plot_density_slices([("ρ", grid, "density"), ("Δρ", grid - 1, "signed")], np.eye(3) * 3.0,
                                tmp_path / "d.png", parity=(grid, grid, "a", "b"), z_index=1)
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_warns_for_elements_outside_the_training_set():
+    from pymatgen.core import Lattice, Structure
+
+    from chgdata.models.predict import UnseenElementWarning, warn_unseen_elements
+
+    s = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    with pytest.warns(UnseenElementWarning, match="Cl never occurred"):
+        assert warn_unseen_elements({"train_elements": ["Na", "Si"]}, s, "NaCl") == ["Cl"]
+    assert warn_unseen_elements({"train_elements": ["Cl", "Na"]}, s) == []
+    assert warn_unseen_elements({}, s) == []  # checkpoints that do not record it

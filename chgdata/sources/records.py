@@ -53,6 +53,7 @@ class MaterialRecord:
     database_version: str | None = None
     input_files: list[str] = field(default_factory=list)
     input_sha256: str | None = None
+    input_stat: list[str] | None = None  # "size:mtime_ns" per input file, taken before reading (local only)
     retrieved_at: str | None = None
     expected_grid: tuple[int, int, int] | None = None
     prototype: str | None = None

@@ -16,7 +16,7 @@ from pathlib import Path
 from chgdata.grid import GridError, read_chgcar_header
 from chgdata.sources.records import MaterialRecord, SourceError, validate_local_id
 from chgdata.sources.settings import META_NAMES, gpaw_meta, gpaw_settings, incar_settings, vasprun_settings
-from chgdata.store import file_sha256, utcnow
+from chgdata.store import file_sha256, file_stats, utcnow
 
 COMPRESSIONS = ("", ".gz", ".bz2", ".xz")
 CHGCAR_NAMES = tuple(f"CHGCAR{c}" for c in COMPRESSIONS)
@@ -197,6 +197,7 @@ def load(calc: LocalCalc) -> MaterialRecord:
     """Read one calculation folder into a :class:`MaterialRecord` (raises SourceError/GridError/ValueError)."""
     from chgdata.dos import read_dos, read_dos_and_structure
 
+    stats = file_stats(calc.files)  # before reading: a file rewritten meanwhile differs next run
     structure = None
     total = diff = ae = data_aug = None
     grid = None
@@ -236,7 +237,8 @@ def load(calc: LocalCalc) -> MaterialRecord:
     return MaterialRecord(
         material_id=calc.material_id, source=code, structure=structure, total=total, diff=diff,
         ae_total=ae, dos=dos, input_files=calc.files, input_sha256=file_sha256(calc.files),
-        retrieved_at=utcnow(), expected_grid=grid, dft_code=code, dft_settings=settings, data_aug=data_aug,
+        input_stat=stats, retrieved_at=utcnow(), expected_grid=grid, dft_code=code, dft_settings=settings,
+        data_aug=data_aug,
         prototype=read_prototype(calc))
 
 
