@@ -61,6 +61,9 @@ ARRAYS_DIR = "arrays"
 COL_ID = "material_id"  # e.g. "mp-149" or a folder name for local data
 COL_SOURCE = "source"  # "mp" | "vasp" | "gpaw": the code (or database) the density comes from
 COL_TASK_ID = "task_id"  # MP task that produced the charge density (None for local data)
+# MP task behind the density (None for local data and for rows written before these columns existed):
+COL_CALC_TYPE = "calc_type"  # "GGA Static" | "GGA+U Static" (MP mixes both)
+COL_RUN_TYPE = "run_type"  # "GGA" | "GGA+U"
 COL_DB_VERSION = "database_version"  # MP database version (None for local data)
 COL_FORMULA = "chemical_formula_reduced"
 COL_NSITES = "nsites"

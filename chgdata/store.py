@@ -135,6 +135,8 @@ INDEX_SCHEMA = pa.schema([
     (C.COL_AE_SHA, pa.string()), (C.COL_INPUT_SHA, pa.string()), (C.COL_FILES, pa.list_(pa.string())),
     (C.COL_RETRIEVED, pa.string()), (C.COL_STATUS, pa.string()), (C.COL_PROTOTYPE, pa.string()),
     (C.COL_DFT_CODE, pa.string()), (C.COL_DFT_SETTINGS, pa.string()), (C.COL_INPUT_STAT, pa.list_(pa.string())),
+    # added later; fragments written before lack them and read as nulls (read_table promotes)
+    (C.COL_CALC_TYPE, pa.string()), (C.COL_RUN_TYPE, pa.string()),
 ])
 
 #: Raw DOS as ingested (absolute energies in eV, states/eV/cell; non-spin data has dos_down null).

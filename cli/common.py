@@ -39,3 +39,15 @@ def error_line(exc: BaseException) -> Text:
     (only a KeyError's repr quotes go: its message is its first argument)."""
     msg = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 else exc
     return Text.assemble(("error:", "bold red"), " ", " ".join(str(msg).split("\n")))
+
+
+#: Exit code of a pipeline command that finished but could not process some materials: the others are committed,
+#: the failed ones are listed on stderr and recorded in failures.parquet, and a rerun retries them. (1: an error
+#: stopped the command; 2: a bad command line.)
+EXIT_MATERIALS_FAILED = 3
+
+
+def exit_if_failed(n_failed: int) -> None:
+    """End the command with :data:`EXIT_MATERIALS_FAILED` when materials failed (after everything else ran)."""
+    if n_failed:
+        sys.exit(EXIT_MATERIALS_FAILED)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from chgdata.cli.common import QUIET, SCHEDULER, STORE, WORKERS, cli_errors, console, out
+from chgdata.cli.common import QUIET, SCHEDULER, STORE, WORKERS, cli_errors, console, exit_if_failed, out
 
 
 def build_delta(
@@ -29,3 +29,4 @@ def build_delta(
               f"already built {len(report.skipped)}, failed {len(report.failed)} → {store}")
     for mid, why in sorted(report.failed.items()):
         console.print(f"  [red]failed[/] {mid}: {why}", highlight=False)
+    exit_if_failed(len(report.failed))

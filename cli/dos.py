@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import typer
-from chgdata.cli.common import QUIET, SCHEDULER, STORE, WORKERS, cli_errors, console, out
+from chgdata.cli.common import QUIET, SCHEDULER, STORE, WORKERS, cli_errors, console, exit_if_failed, out
 
 
 def build_dos(
@@ -27,3 +27,4 @@ def build_dos(
               f"failed {len(report.failed)} → {store}")
     for mid, why in sorted(report.failed.items()):
         console.print(f"  [red]failed[/] {mid}: {why}", highlight=False)
+    exit_if_failed(len(report.failed))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from chgdata.cli.common import QUIET, SCHEDULER, STORE, WORKERS, cli_errors, console, out
+from chgdata.cli.common import QUIET, SCHEDULER, STORE, WORKERS, cli_errors, console, exit_if_failed, out
 
 
 def ingest(
@@ -21,7 +21,9 @@ def ingest(
     scheduler: str = SCHEDULER,
     quiet: bool = QUIET,
 ) -> None:
-    """Read structures, charge densities and DOS into the store. Reruns resume: committed materials are skipped."""
+    """Read structures, charge densities and DOS into the store. Reruns resume: committed materials are skipped.
+
+    Exit code 3 when some materials failed (the others are committed; a rerun retries the failed ones)."""
     from chgdata.pipelines.ingest import run_ingest
 
     ids = [s for s in (mp_ids or "").replace(" ", ",").split(",") if s]
@@ -38,3 +40,4 @@ def ingest(
         console.print(f"  [red]failed[/] {mid}: {why}", highlight=False)
     for mid, why in sorted(report.flagged.items()):
         console.print(f"  [yellow]flagged[/] {mid}: {why}", highlight=False)
+    exit_if_failed(len(report.failed))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+
 import typer
 from chgdata.cli import catalog as _catalog
 from chgdata.cli import delta as _delta
@@ -18,8 +21,45 @@ from chgdata.cli.plot import plot_app
 
 app = typer.Typer(help="Materials Project style charge densities and DOS as ML datasets (Zarr + Parquet), "
                        "and equivariant models that train on them.",
+                  epilog="Exit codes: 0 success; 1 an error stopped the command (one line on stderr); 2 bad command "
+                         "line; 3 the command finished but some materials failed (listed on stderr, recorded in "
+                         "failures.parquet; a rerun retries them).",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False,
                   rich_markup_mode=None)  # help texts are literal: "[rho, mag]" must not be read as markup
+
+
+def setup_logging(verbose: bool) -> None:
+    """chgdata's module loggers to stderr: INFO (dashboard address, plans) by default, DEBUG with --verbose, when
+    Dask's own INFO messages are shown too."""
+    root = logging.getLogger("chgdata")
+    for handler in [h for h in root.handlers if getattr(h, "_chgdata_cli", False)]:
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler._chgdata_cli = True  # replaced, not stacked, when the app runs again in one process (tests)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s" if verbose
+                                           else "%(message)s", "%H:%M:%S"))
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)  # propagates: the root logger has no handler here
+    if verbose:
+        logging.getLogger("distributed").setLevel(logging.INFO)
+
+
+def _version(value: bool) -> None:
+    if value:
+        import chgdata
+
+        typer.echo(f"chgdata {chgdata.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    verbose: bool = typer.Option(False, "--verbose", help="Debug messages of chgdata and Dask's INFO messages."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the chgdata version and exit."),
+) -> None:
+    setup_logging(verbose)
+
 
 app.command("run")(_run.run)
 app.command("ingest")(_ingest.ingest)

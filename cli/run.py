@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from chgdata.cli.common import QUIET, SCHEDULER, STORE, WORKERS, cli_errors, out
+from chgdata.cli.common import QUIET, SCHEDULER, STORE, WORKERS, cli_errors, console, exit_if_failed, out
 from chgdata.cli.split import GROUP_BY, SPLIT_SEED
 
 
@@ -23,7 +23,9 @@ def run(
     scheduler: str = SCHEDULER,
     quiet: bool = QUIET,
 ) -> None:
-    """Ingest, split by group, then SAED/Δρ, then DOS windows: a model-ready dataset in one command (resumable)."""
+    """Ingest, split by group, then SAED/Δρ, then DOS windows: a model-ready dataset in one command (resumable).
+
+    Exit code 3 when some materials failed in any stage (the rest is built; a rerun retries them)."""
     from chgdata.pipelines.cluster import dask_client
     from chgdata.pipelines.delta import run_build_delta
     from chgdata.pipelines.dos import run_build_dos
@@ -47,4 +49,8 @@ def run(
         dos = run_build_dos(store, sigma=sigma, client=client, progress=not quiet)
         out.print(f"build-dos: built {len(dos.committed)}, already there {len(dos.skipped)}, "
                   f"failed {len(dos.failed)}")
+    failed = {**dos.failed, **delta.failed, **ing.failed}
+    for mid, why in sorted(failed.items()):
+        console.print(f"  [red]failed[/] {mid}: {why}", highlight=False)
     out.print(f"dataset ready: {store}  (see: chgdata info --store {store})")
+    exit_if_failed(len(failed))

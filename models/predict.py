@@ -135,8 +135,8 @@ def _name_from_path(p: Path) -> str:
 
 def read_structure(spec: str, mp_source=None) -> StructureInput:
     """One structure from a file (CIF, POSCAR, CHGCAR, anything pymatgen reads), an MP id (through
-    :class:`chgdata.sources.mp.MPSource`, or the given ``mp_source`` with a ``structure(mid)`` or ``fetch(mid)``
-    method), or ``store:PATH#material_id``."""
+    :class:`chgdata.sources.mp.MPSource`, or the given ``mp_source`` with its ``structure(mid)`` method), or
+    ``store:PATH#material_id``."""
     from pymatgen.core import Structure
 
     if spec.startswith("store:"):
@@ -158,10 +158,7 @@ def read_structure(spec: str, mp_source=None) -> StructureInput:
             from chgdata.sources.mp import MPSource
 
             mp_source = MPSource()
-        if hasattr(mp_source, "structure"):
-            s = mp_source.structure(spec)
-        else:
-            s = mp_source.fetch(spec).structure
+        s = mp_source.structure(spec)  # the structure only: no density or DOS download, none needed at MP
         return StructureInput(spec, s, f"mp:{spec}")
     raise PredictError(f"{spec!r} is neither a file, an MP id (mp-149) nor store:PATH#material_id")
 

@@ -3,31 +3,95 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from distributed import Client, LocalCluster, as_completed
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+log = logging.getLogger(__name__)
+
+#: Seconds to wait for the local workers to leave the scheduler before it is closed anyway.
+CLOSE_TIMEOUT_S = 30.0
+
 
 @contextlib.contextmanager
 def dask_client(workers: int = 2, scheduler: str | None = None, processes: bool = True,
                 memory_limit: str | None = "auto") -> Iterator[Client]:
     """A ``distributed.Client``: on ``scheduler`` (or ``$DASK_SCHEDULER_ADDRESS``) if given, else a local
-    cluster of ``workers`` single-threaded worker processes (threads when ``processes`` is False)."""
+    cluster of ``workers`` single-threaded worker processes (threads when ``processes`` is False). The dashboard
+    address is logged (``chgdata.pipelines.cluster``, INFO) when the client opens."""
     address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
     if address:
         with Client(address, timeout="30s") as client:
+            log.info("Dask scheduler %s, dashboard %s", address, client.dashboard_link)
             yield client
         return
     cluster = LocalCluster(n_workers=max(1, workers), threads_per_worker=1, processes=processes,
                            memory_limit=memory_limit, dashboard_address=":0")
+    client = None
     try:
-        with Client(cluster) as client:
-            yield client
+        client = Client(cluster)
+        level = logging.getLogger("chgdata").getEffectiveLevel()
+        if processes and level < logging.WARNING:  # the CLI asked for chgdata's messages: workers' too
+            client.run(log_to_stderr, level)
+        n = max(1, workers)
+        log.info("Dask dashboard: %s (local cluster, %d worker %s)", cluster.dashboard_link, n,
+                 ("process" if n == 1 else "processes") if processes else ("thread" if n == 1 else "threads"))
+        yield client
     finally:
-        cluster.close()
+        close_local_cluster(cluster, client)
+
+
+def log_to_stderr(level: int) -> None:
+    """In a worker process: chgdata's module loggers to stderr at ``level`` (the driver's level)."""
+    import sys
+
+    root = logging.getLogger("chgdata")
+    if not any(getattr(h, "_chgdata_worker", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler._chgdata_worker = True
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [worker %(process)d]: "
+                                               "%(message)s", "%H:%M:%S"))
+        root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False
+
+
+@contextlib.contextmanager
+def quiet_distributed(level: int = logging.CRITICAL) -> Iterator[None]:
+    """Raise the ``distributed`` loggers of this process to ``level`` for the duration (shutdown chatter)."""
+    names = ["distributed"] + [n for n in logging.root.manager.loggerDict if n.startswith("distributed.")]
+    loggers = [logging.getLogger(n) for n in names]
+    saved = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(level)
+    try:
+        yield
+    finally:
+        for lg, lvl in zip(loggers, saved):
+            lg.setLevel(lvl)
+
+
+def close_local_cluster(cluster: LocalCluster, client: Client | None, timeout: float = CLOSE_TIMEOUT_S) -> None:
+    """Close a local cluster in order: workers first (waiting until they have left the scheduler, so none is
+    still sending heartbeats), then the client, then the scheduler. The expected messages of a shutdown (closed
+    comms, heartbeats to a scheduler going away) stay off the terminal."""
+    with quiet_distributed():
+        try:
+            cluster.scale(0)
+            deadline = time.monotonic() + timeout
+            while client is not None and client.nthreads() and time.monotonic() < deadline:
+                time.sleep(0.1)
+        except Exception as exc:  # noqa: BLE001 - a cluster that is already going down: close what is left
+            log.debug("closing workers: %s: %s", type(exc).__name__, exc)
+        finally:
+            if client is not None:
+                client.close()
+            cluster.close()
 
 
 def run_tasks(client: Client, fn: Callable[..., dict], calls: Sequence[tuple[Any, ...]], label: str,

@@ -6,14 +6,15 @@ time (bounded memory: one grid plus one shard buffer), writes arrays, then its r
 and its index fragment last. A killed run leaves no visible half-material; rerunning finishes the rest.
 
 Incremental updates (a newer MP database version): for MP ids already committed the driver asks MP for the task id
-of the material's current charge density (metadata only, :func:`current_task_id`) and re-ingests only the ids
-whose task id differs from the one kept in the index. A re-ingested material gets a new row in a new partition;
-the index reader keeps the newest row per id (partition names start with a UTC timestamp, fragments are read in
-name order: :func:`chgdata.store.read_table`), so the single atomic write of the new index fragment supersedes the
-old row — there is never a moment with two visible rows, and a killed update leaves the old version visible.
-At the end of the run :func:`chgdata.compaction.compact` removes the superseded row (and Δρ/DOS rows built from
-the old partition) from their fragments, so any Parquet reader sees one current row per id; the old arrays are
-then swept as orphans. The card's ``provenance.database_versions`` accumulates every version the dataset was built from.
+of the material's current charge density (metadata only, batched: :meth:`MPSource.current_tasks`) and re-ingests
+only the ids whose task id differs from the one kept in the index. A re-ingested material gets a new row in a new
+partition; the index reader keeps the newest row per id (partition names start with a UTC timestamp, fragments are
+read in name order: :func:`chgdata.store.read_table`), so the single atomic write of the new index fragment
+supersedes the old row — there is never a moment with two visible rows, and a killed update leaves the old version
+visible. At the end of the run :func:`chgdata.compaction.compact` removes the superseded row (and Δρ/DOS rows
+built from the old partition) from their fragments, so any Parquet reader sees one current row per id; the old
+arrays are then swept as orphans. The card's ``provenance.database_versions`` accumulates every version the
+dataset was built from.
 
 Local folders: a committed folder whose input files changed (size/mtime differ from the recorded ``input_stat``,
 then ``input_sha256`` differs: :func:`changed_local_materials`) is re-ingested the same way; build-delta and
@@ -23,8 +24,8 @@ build-dos then rebuild its derived arrays (they redo every material whose curren
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
-import warnings
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,8 @@ from chgdata.store import (
     update_card,
     utcnow,
 )
+
+log = logging.getLogger(__name__)
 
 #: A partition holds at most this many grid points (float32: 256 MiB) ...
 PARTITION_POINTS = 64 * 1024 * 1024
@@ -136,6 +139,7 @@ def _row(rec: MaterialRecord, partition: str) -> dict[str, Any]:
     s = rec.structure
     return {
         C.COL_ID: rec.material_id, C.COL_SOURCE: rec.source, C.COL_TASK_ID: rec.task_id,
+        C.COL_CALC_TYPE: rec.calc_type, C.COL_RUN_TYPE: rec.run_type,
         C.COL_DB_VERSION: rec.database_version, C.COL_FORMULA: s.composition.reduced_formula,
         C.COL_NSITES: len(s), C.COL_LATTICE: s.lattice.matrix.reshape(-1).tolist(),
         C.COL_SPECIES: [site.specie.symbol for site in s], C.COL_Z: [int(site.specie.Z) for site in s],
@@ -206,69 +210,65 @@ def commit_material(commit: PartitionCommit, rec: MaterialRecord) -> str | None:
     return row[C.COL_STATUS] if flags else None
 
 
-def ingest_partition(url: str, partition: str, items: Sequence[Item], mp: MPSource | None) -> dict[str, Any]:
-    """The Dask task: read, validate and commit one partition. Never raises for a bad material."""
+def ingest_partition(url: str, partition: str, items: Sequence[Item], mp: MPSource | None,
+                     database_version: str | None = None) -> dict[str, Any]:
+    """The Dask task: read, validate and commit one partition. Never raises for a bad material.
+
+    MP items share one client for the whole partition; when it cannot be opened they all fail with its reason."""
     commit = PartitionCommit(url, partition)
     done, failed, flagged = [], {}, {}
-    for item in items:
-        rec = None
-        try:
-            check_fits_in_memory(item)
-            rec = vasp_dir.load(item.calc) if item.calc is not None else mp.fetch(item.material_id)
-            flag = commit_material(commit, rec)
-            done.append(item.material_id)
-            if flag:
-                flagged[item.material_id] = flag
-        except Exception as exc:  # noqa: BLE001 - one bad material must not stop the run: record it, go on
-            text = " ".join(str(exc).split())
-            known = isinstance(exc, SourceError | ValueError | OSError | EOFError | KeyError)
-            reason = text if known and text else f"{type(exc).__name__}: {text}"
-            if mp is not None:
-                reason = mp.api_key.scrub(reason)
-            commit.add_failure(item.material_id, "ingest", reason)
-            failed[item.material_id] = reason
-        del rec
+    with contextlib.ExitStack() as stack:
+        mpr, mpr_error, tasks = None, None, {}
+        mp_ids = [item.material_id for item in items if item.calc is None]
+        if mp is not None and mp_ids:
+            try:
+                mpr = stack.enter_context(mp.client())
+                tasks = mp.current_tasks(mpr, mp_ids)  # one batched lookup for the partition
+            except SourceError as exc:  # no client: every MP item fails; no batch: each looks its task up
+                mpr_error = None if mpr is not None else exc
+        for item in items:
+            rec = None
+            try:
+                check_fits_in_memory(item)
+                if item.calc is not None:
+                    rec = vasp_dir.load(item.calc)
+                elif mpr_error is not None:
+                    raise mpr_error
+                else:
+                    rec = mp.fetch(item.material_id, mpr, database_version, tasks.get(item.material_id))
+                flag = commit_material(commit, rec)
+                done.append(item.material_id)
+                if flag:
+                    flagged[item.material_id] = flag
+            except Exception as exc:  # noqa: BLE001 - one bad material must not stop the run: record it, go on
+                text = " ".join(str(exc).split())
+                known = isinstance(exc, SourceError | ValueError | OSError | EOFError | KeyError)
+                reason = text if known and text else f"{type(exc).__name__}: {text}"
+                if mp is not None:
+                    reason = mp.api_key.scrub(reason)
+                commit.add_failure(item.material_id, "ingest", reason)
+                failed[item.material_id] = reason
+                log.debug("%s failed: %s", item.material_id, reason)
+            del rec
     commit.finish()
     return {"partition": partition, "committed": done, "failed": failed, "flagged": flagged}
 
 
-def _doc_get(doc: Any, name: str) -> Any:
-    return doc.get(name) if isinstance(doc, dict) else getattr(doc, name, None)
-
-
-def current_task_id(mp: MPSource, mpr, material_id: str) -> str | None:
-    """Task id of MP's current charge density of ``material_id``, from the charge-density metadata only (no grid
-    download): ``MPRester().materials.chgcar.search(material_ids=[...], fields=["task_id", "last_updated"])``,
-    the most recently updated document. None when MP has no charge density for it."""
-    docs = mp._call("charge-density task id", material_id, lambda: mpr.materials.chgcar.search(
-        material_ids=[material_id], fields=["task_id", "last_updated"]))
-    docs = [d for d in docs or [] if _doc_get(d, "task_id") is not None]
-    if not docs:
-        return None
-    latest = max(docs, key=lambda d: str(_doc_get(d, "last_updated") or ""))
-    return str(_doc_get(latest, "task_id"))
-
-
-def changed_mp_materials(index, items: Sequence[Item], mp: MPSource | None) -> dict[str, tuple[str | None, str]]:
+def changed_mp_materials(index, items: Sequence[Item], mp: MPSource, mpr) -> dict[str, tuple[str | None, str]]:
     """Committed MP items whose current charge-density task differs from the indexed one: {id: (old, new)}.
-    An id whose current task cannot be fetched keeps its committed version (one client for the whole check)."""
-    if mp is None or index is None or not items:
+
+    Metadata only, batched (:meth:`MPSource.current_tasks`); when MP cannot be asked, the committed versions are
+    kept and a warning says so."""
+    if index is None or not items:
         return {}
     stored = dict(zip(index.column(C.COL_ID).to_pylist(), index.column(C.COL_TASK_ID).to_pylist()))
-    changed = {}
     try:
-        with mp.client_factory(mp.api_key) as mpr:
-            for it in items:
-                try:
-                    now = current_task_id(mp, mpr, it.material_id)
-                except SourceError:
-                    continue
-                if now is not None and now != stored.get(it.material_id):
-                    changed[it.material_id] = (stored.get(it.material_id), now)
-    except Exception as exc:  # noqa: BLE001 - no client (no key, no network): keep the committed versions
-        warnings.warn(mp.api_key.scrub(f"cannot check Materials Project for updated charge densities "
-                                       f"({type(exc).__name__}: {exc}); committed versions kept"), stacklevel=2)
-    return changed
+        now = mp.current_tasks(mpr, [it.material_id for it in items])
+    except SourceError as exc:
+        log.warning("cannot check the Materials Project for updated charge densities (%s); committed versions "
+                    "kept", exc)
+        return {}
+    return {mid: (stored.get(mid), task.task_id) for mid, task in now.items() if task.task_id != stored.get(mid)}
 
 
 def changed_local_materials(index, items: Sequence[Item]) -> dict[str, tuple[str | None, str]]:
@@ -328,10 +328,12 @@ def collect_items(from_dir: str | None, mp_ids: Sequence[str] | None) -> tuple[l
 def run_ingest(store: str, *, from_dir: str | None = None, mp_ids: Sequence[str] | None = None,
                api_key: str | None = None, client_factory: Callable | None = None, workers: int = 2,
                scheduler: str | None = None, processes: bool = True, progress: bool = True,
-               mp_retries: int = 4, mp_backoff_s: float = 1.0, client=None,
-               only: Collection[str] | None = None) -> IngestReport:
+               client=None, only: Collection[str] | None = None) -> IngestReport:
     """Ingest local folders and/or MP ids into ``store`` (created if missing); resume is the default.
 
+    With MP ids the driver opens one MPRester for the run: it reads the database version (recorded on every row
+    of the run) and checks committed ids for newer charge densities; each partition task opens its own. When the
+    driver cannot open one (no key, bad key, no network), the MP ids not yet committed fail with that one reason.
     ``client``: an open ``distributed.Client`` to use instead of starting one (``workers``/``scheduler``).
     ``only``: ingest just these material ids of ``from_dir`` (e.g. a published version's inputs in a folder
     that has grown since); ids absent from the folder are reported as failed.
@@ -345,29 +347,43 @@ def run_ingest(store: str, *, from_dir: str | None = None, mp_ids: Sequence[str]
         rejected.update({m: f"{m}: not found under {from_dir}" for m in sorted(wanted - found - set(rejected))})
     mp = None
     if any(it.calc is None for it in items):
-        mp = MPSource(api_key=Secret.from_env(api_key), client_factory=client_factory or default_client,
-                      retries=mp_retries, backoff_s=mp_backoff_s)
+        mp = MPSource(api_key=Secret.from_env(api_key), client_factory=client_factory or default_client)
     report = IngestReport(failed=dict(rejected))
     with locked(store, owner="chgdata ingest") as loc:
         report.orphans_removed = remove_orphans(loc)
+        have = committed_ids(store)
+        db_version = None
+        if mp is not None:
+            try:
+                with mp.client() as mpr:
+                    db_version = mp.database_version(mpr)
+                    log.info("Materials Project database version %s", db_version)
+                    report.updated = changed_mp_materials(read_table(loc, C.INDEX), [
+                        it for it in items if it.calc is None and it.material_id in have], mp, mpr)
+            except SourceError as exc:
+                for it in items:
+                    if it.calc is None and it.material_id not in have:
+                        rejected[it.material_id] = str(exc)
+                if any(it.calc is None and it.material_id in have for it in items):
+                    log.warning("%s; committed MP materials kept as they are", exc)
+                items = [it for it in items if it.calc is not None or it.material_id in have]
+                report.failed.update(rejected)
         if rejected:
             reject = PartitionCommit(store, new_partition_name("rejected"))
             for mid, why in rejected.items():
                 reject.add_failure(mid, "ingest", why)
             reject.finish()
-        have = committed_ids(store)
-        index = read_table(loc, C.INDEX)
-        report.updated = changed_mp_materials(index, [
-            it for it in items if it.calc is None and it.material_id in have], mp)
-        report.updated.update(changed_local_materials(index, [it for it in items if it.calc is not None
-                                                              and it.material_id in have]))
+        report.updated.update(changed_local_materials(read_table(loc, C.INDEX), [
+            it for it in items if it.calc is not None and it.material_id in have]))
         have -= set(report.updated)
         report.skipped = [it.material_id for it in items if it.material_id in have]
         todo = [it for it in items if it.material_id not in have]
         parts = plan_partitions(todo, workers)
         report.partitions = len(parts)
+        log.info("%d materials to ingest in %d partitions (%d already committed, %d changed since ingested)",
+                 len(todo), len(parts), len(report.skipped), len(report.updated))
         if parts:
-            calls = [(store, new_partition_name(), part, mp) for part in parts]
+            calls = [(store, new_partition_name(), part, mp, db_version) for part in parts]
             with contextlib.ExitStack() as stack:
                 if client is None:
                     client = stack.enter_context(dask_client(workers, scheduler, processes=processes))

@@ -62,3 +62,62 @@ def vasp_store(tmp_path_factory) -> str:
 def gpaw_store(tmp_path_factory) -> str:
     """All of ../shared/data/gpaw, ingested once per session."""
     return _ingested(tmp_path_factory, GPAW)
+
+
+# ---- the Materials Project boundary ---------------------------------------------------------------------
+
+
+def _rester_class(route: str) -> type:
+    """The rester class mp-api mounts at ``route`` ("materials/core", "materials/tasks", …), or AttributeError."""
+    import importlib
+
+    from mp_api.client.mprester import RESTER_LAYOUT
+
+    lazy = RESTER_LAYOUT.get(route)
+    if lazy is None:
+        raise AttributeError(f"the installed mp-api's MPRester has no {route.replace('/core', '').replace('/', '.')}")
+    return getattr(importlib.import_module(lazy._module_name), lazy._class_name)
+
+
+def _autospec(cls: type, path: str, answers: dict):
+    """``cls`` autospecced; its public methods not in ``answers`` raise when called (no silent MagicMock)."""
+    import inspect
+    from unittest import mock
+
+    double = mock.create_autospec(cls, instance=True)
+    for name, _ in inspect.getmembers(cls, inspect.isfunction):
+        if not name.startswith("_") and f"{path}{name}" not in answers:
+            getattr(double, name).side_effect = AssertionError(f"unexpected MPRester call {path}{name}")
+    return double
+
+
+def fake_mprester(answers: dict, db_version: str = "2025.09.25"):
+    """A test double of ``mp_api.client.MPRester`` that cannot have names the real client lacks.
+
+    Built with ``unittest.mock.create_autospec`` from the installed MPRester and from the rester classes mp-api
+    mounts under it (``materials`` → MaterialsRester, ``materials.tasks`` → TaskRester, …, from mp-api's own
+    ``RESTER_LAYOUT``): reading an attribute the real client lacks raises AttributeError, a call with arguments the
+    real method does not take raises TypeError, and building the double with an answer for a name MP lacks
+    (``materials.chgcar.search``) fails at once. ``answers`` maps dotted method names to the callables that
+    answer them; every other real method raises AssertionError when called. ``db_version`` is the instance
+    attribute MPRester.__init__ sets from the server's heartbeat.
+    """
+    from mp_api.client import MPRester
+
+    root = _autospec(MPRester, "", answers)
+    root.db_version = db_version
+    root.__enter__.return_value = root
+    resters: dict[str, object] = {"": root}
+    for dotted, fn in answers.items():
+        *route, method = dotted.split(".")
+        for depth in range(1, len(route) + 1):
+            key = ".".join(route[:depth])
+            if key not in resters:
+                top, sub = route[0], "/".join(route[1:depth]) or "core"
+                if depth > 2:
+                    raise AttributeError(f"the installed mp-api's MPRester has no {key}")
+                resters[key] = _autospec(_rester_class(f"{top}/{sub}"), key + ".", answers)
+                setattr(resters[".".join(route[:depth - 1])], route[depth - 1], resters[key])
+        owner = resters[".".join(route)]
+        getattr(owner, method).side_effect = fn  # AttributeError when the real class has no such method
+    return root

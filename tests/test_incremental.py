@@ -1,6 +1,7 @@
 """Incremental updates: rerunning ingest against a newer MP database version re-fetches only the materials whose
 charge-density task changed; the new row supersedes the old one (never two visible rows); the card lists both
-database versions. The MPRester boundary is a small client serving real files from ../shared/data/gpaw."""
+database versions. The MPRester boundary is a double of the real class (tests/conftest.py:fake_mprester) serving
+real files from ../shared/data/gpaw."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -20,7 +20,7 @@ from pymatgen.io.vasp.outputs import Chgcar
 from chgdata import contract as C
 from chgdata import open_dataset
 from chgdata.store import read_table
-from tests.conftest import GPAW, need_shared
+from tests.conftest import GPAW, fake_mprester, need_shared
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "abcdefghijklmnopqrstuvwxyz012345"
@@ -31,52 +31,46 @@ V1 = {"version": "2025.09.25", "mp-1001": ("gpaw-0001", "mp-91001"), "mp-1002": 
 V2 = {**V1, "version": "2026.02.01", "mp-1002": ("gpaw-0006", "mp-99002")}
 
 
-class VersionedMPRester:
-    """MPRester's methods used by chgdata, for one database version; records which materials were fetched."""
+CALLS: list[tuple[str, str]] = []
 
-    calls: list[tuple[str, str]] = []
 
-    def __init__(self, db: dict):
-        self.db = db
-        self.materials = SimpleNamespace(chgcar=SimpleNamespace(search=self._chgcar_search))
+def versioned_client(db: dict):
+    """An MPRester double (:func:`tests.conftest.fake_mprester`, so only real mp-api names) for one database
+    version; records which materials were looked up ("task") and fetched."""
+    by_task = {db[mid][1]: (mid, db[mid][0]) for mid in db if mid != "version"}
 
-    def __enter__(self):
-        return self
+    def materials_search(material_ids=None, fields=None, **kw):
+        CALLS.extend(("task", m) for m in material_ids)
+        return [{"material_id": m, "calc_types": {db[m][1]: "GGA Static"}} for m in material_ids]
 
-    def __exit__(self, *exc):
-        return False
+    def tasks_search(task_ids=None, fields=None, **kw):
+        return [{"task_id": t, "last_updated": db["version"], "calc_type": "GGA Static", "run_type": "GGA"}
+                for t in task_ids]
 
-    def _folder(self, mid) -> Path:
-        return GPAW / self.db[mid][0]
+    def structure(material_id, final=True, conventional_unit_cell=False):
+        CALLS.append(("structure", material_id))
+        return Chgcar.from_file(str(GPAW / db[material_id][0] / "CHGCAR.gz")).structure
 
-    def _chgcar_search(self, material_ids, fields):
-        self.calls.append(("task", material_ids[0]))
-        return [{"task_id": self.db[m][1], "last_updated": self.db["version"]} for m in material_ids]
+    def chgcar(task_id, inc_task_doc=False):
+        mid, folder = by_task[task_id]
+        CALLS.append(("chgcar", mid))
+        return Chgcar.from_file(str(GPAW / folder / "CHGCAR.gz"))
 
-    def get_database_version(self):
-        return self.db["version"]
-
-    def get_structure_by_material_id(self, mid):
-        self.calls.append(("structure", mid))
-        return Chgcar.from_file(str(self._folder(mid) / "CHGCAR.gz")).structure
-
-    def get_charge_density_from_material_id(self, mid, inc_task_doc=False):
-        self.calls.append(("chgcar", mid))
-        chg = Chgcar.from_file(str(self._folder(mid) / "CHGCAR.gz"))
-        return (chg, {"task_id": self.db[mid][1]}) if inc_task_doc else chg
-
-    def get_dos_by_material_id(self, mid):
-        with gzip.open(self._folder(mid) / "dos.json.gz", "rt") as fh:
+    def dos(material_id):
+        with gzip.open(GPAW / db[material_id][0] / "dos.json.gz", "rt") as fh:
             d = json.load(fh)
         d.setdefault("pdos", [])
         return CompleteDos.from_dict(d)
 
+    return fake_mprester({"materials.search": materials_search, "materials.tasks.search": tasks_search,
+                          "get_structure_by_material_id": structure, "get_charge_density_from_task_id": chgcar,
+                          "get_dos_by_material_id": dos}, db_version=db["version"])
+
 
 def _ingest(store, db):
-    VersionedMPRester.calls = []
+    CALLS.clear()
     return run_ingest(str(store), mp_ids=["mp-1001", "mp-1002", "mp-1003"], api_key=KEY,
-                      client_factory=lambda key: VersionedMPRester(db), workers=1, processes=False, progress=False,
-                      mp_retries=0, mp_backoff_s=0.0)
+                      client_factory=lambda key: versioned_client(db), workers=1, processes=False, progress=False)
 
 
 def test_newer_database_refetches_only_changed_materials(tmp_path):
@@ -89,12 +83,12 @@ def test_newer_database_refetches_only_changed_materials(tmp_path):
 
     same = _ingest(store, V1)  # same version: nothing fetched again
     assert same.committed == [] and not same.updated and sorted(same.skipped) == sorted(first.committed)
-    assert not [c for c in VersionedMPRester.calls if c[0] != "task"]
+    assert not [c for c in CALLS if c[0] != "task"]
 
     second = _ingest(store, V2)
     assert second.committed == ["mp-1002"] and second.updated == {"mp-1002": ("mp-91002", "mp-99002")}
     assert sorted(second.skipped) == ["mp-1001", "mp-1003"]
-    assert {mid for what, mid in VersionedMPRester.calls if what != "task"} == {"mp-1002"}
+    assert {mid for what, mid in CALLS if what != "task"} == {"mp-1002"}
 
     ds = open_dataset(store)
     assert sorted(ds.material_ids) == ["mp-1001", "mp-1002", "mp-1003"]  # one visible row per id

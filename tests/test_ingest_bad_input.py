@@ -126,8 +126,9 @@ def test_cli_ingest_and_info(tmp_path):
     runner = CliRunner()
     res = runner.invoke(app, ["ingest", "--from-dir", str(calcs), "--store", str(tmp_path / "s"), "-q",
                               "--workers", "1"])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 3, res.output  # finished, the good folder committed, one material failed
     assert "committed 1" in res.output and "failed 1" in res.output
+    assert open_dataset(tmp_path / "s").material_ids == [GOOD]
     res = runner.invoke(app, ["info", "--store", str(tmp_path / "s")])
     assert res.exit_code == 0 and "truncated" in res.output and "24x24x24" in res.output
     res = runner.invoke(app, ["info", "--store", str(tmp_path / "nope")])

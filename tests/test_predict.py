@@ -109,6 +109,27 @@ def test_plot_training(tmp_path):
     assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_mp_id_fetches_only_the_structure(spin_ckpt, tmp_path):
+    """`predict mp-…` asks MP for the structure alone (tested at the MPRester boundary, with a double of the real
+    class): no charge density or DOS is downloaded, so it works for materials MP has no density for."""
+    from chgdata.models.predict import run_predict
+    from pymatgen.core import Lattice, Structure
+
+    from chgdata.sources.mp import MPSource, Secret
+    from tests.conftest import fake_mprester
+
+    fe = Structure(Lattice.cubic(2.87), ["Fe", "Fe"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    fake = fake_mprester({"get_structure_by_material_id": lambda material_id, final=True, **kw: fe})
+    mp = MPSource(api_key=Secret("k" * 32), client_factory=lambda key: fake)
+    (pred,) = run_predict(["mp-13"], tmp_path / "o", checkpoint=str(spin_ckpt), grid=(8, 8, 8), mp_source=mp,
+                          progress=False)
+    fake.get_structure_by_material_id.assert_called_once_with("mp-13")
+    assert len(pred.structure) == 2 and pred.files and all(p.exists() for p in pred.files)
+    # every other MPRester method raises when called; none was
+    for name in ("get_charge_density_from_material_id", "get_charge_density_from_task_id", "get_dos_by_material_id"):
+        getattr(fake, name).assert_not_called()
+
+
 def test_shipped_checkpoint_is_plain_and_predicts_as_before():
     """The shipped model loads with weights_only=True (no unsafe unpickling) and, after its conversion to plain
     types, predicts what it predicted before (values recorded from the unconverted file, same code)."""

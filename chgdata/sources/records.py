@@ -48,6 +48,8 @@ class MaterialRecord:
     ae_total: np.ndarray | None = None
     dos: Any = None  # chgdata.dos.RawDos
     task_id: str | None = None
+    calc_type: str | None = None  # MP task's calculation type, e.g. "GGA Static" or "GGA+U Static"
+    run_type: str | None = None  # MP task's functional, e.g. "GGA" or "GGA+U"
     database_version: str | None = None
     input_files: list[str] = field(default_factory=list)
     input_sha256: str | None = None
