@@ -174,9 +174,8 @@ def test_density_panels_show_negative_pseudo_densities(tmp_path):
 
 
 def test_warns_for_elements_outside_the_training_set():
-    from pymatgen.core import Lattice, Structure
-
     from chgdata.models.predict import UnseenElementWarning, warn_unseen_elements
+    from pymatgen.core import Lattice, Structure
 
     s = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     with pytest.warns(UnseenElementWarning, match="Cl never occurred"):
