@@ -678,7 +678,7 @@ class Dataset:
 
     #: build-dos index table and partition arrays (written by chgdata.pipelines.dos).
     DOS_TABLE = C.DOS_INDEX
-    DOS_VARIANTS = {"absolute": "dos_abs", "normalised": "dos_norm"}
+    DOS_VARIANTS = {"absolute": C.DOS_ABS, "normalised": C.DOS_NORM}
 
     def dos_windows(self, material_ids: Sequence[str] | None = None,
                     variant: str = "normalised") -> tuple[list[str], np.ndarray, np.ndarray]:
