@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from chgdata import contract as C
 from chgdata.location import Location, StoreError, read_card, read_table, table_names
 
 
+@dataclass
 class DensityGrid:
     """One material's grids in e/Å³, shaped (nx, ny, nz); ``mag`` is None for non-spin materials."""
 
