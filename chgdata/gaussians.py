@@ -16,7 +16,7 @@ the grid (for widths σ ≳ 1.3 × grid spacing; narrower Gaussians are represen
 like the plane-wave DFT density itself). Memory: the half spectrum (≈ 1× the float32 grid) plus the output
 (1×) plus slab temporaries (≈ 0.2×); the FFT is done axis by axis in slabs so that no full-size copy is made.
 A real-space method with a cutoff would cost ~(4π/3)(6.4 σ_max)³/ΔV evaluations per atom (10⁶–10⁸ for
-σ_max ≈ 2.4 Å on fine grids) and is kept only for points (:func:`saed_at_points`).
+σ_max ≈ 2.4 Å on fine grids) and is kept only for points (:func:`chgdata.saed.saed_at_points`).
 """
 
 from __future__ import annotations
