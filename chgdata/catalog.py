@@ -40,15 +40,8 @@ import yaml
 
 import chgdata
 from chgdata import contract as C
-from chgdata.store import (
-    Dataset,
-    Location,
-    StoreError,
-    read_card,
-    read_table,
-    update_card,
-    utcnow,
-)
+from chgdata.dataset import Dataset
+from chgdata.location import Location, StoreError, read_card, read_table, update_card, utcnow
 
 CATALOG_ENV = "CHGDATA_CATALOG"
 VERIFY_ENV = "CHGDATA_CATALOG_VERIFY"  # 0: open catalogue datasets without checking their content checksum

@@ -25,6 +25,9 @@ RHO_AE = "rho_ae"  # all-electron density AECCAR0 + AECCAR2 over V_cell, e/Å^3 
 GRID_ARRAYS = (RHO, MAG, SAED, DELTA, RHO_AE)
 
 ARRAY_UNITS = {name: "e/Å^3" for name in GRID_ARRAYS}
+DOS_ABS = "dos_abs"  # build-dos: smeared DOS windows, states/eV/atom, (n, 2 spins, npoints) per partition
+DOS_NORM = "dos_norm"  # dos_abs / norm_const (max over both spin channels = 1)
+DOS_ENERGY = "dos_energy"  # energy axis E - E_F of the windows, eV (npoints,)
 
 #: Zarr attribute ``long_name`` of every array the stages write (with ``units`` and ``layout``; CF-style, so
 #: xarray shows them). DOS arrays: ``arrays/dos_abs|dos_norm/<partition>`` (n, 2, npoints), ``dos_energy`` (npoints,).

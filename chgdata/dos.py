@@ -21,6 +21,7 @@ sigma = 0.1 eV over the 166 DOS files of the shared data set (tests/test_dos.py 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import math
 import zlib
@@ -40,6 +41,7 @@ __all__ = [
     "band_gap",
     "smear_window",
     "FWHM_PER_SIGMA",
+    "dos_checksum",
 ]
 
 #: Full width at half maximum of a Gaussian in units of its standard deviation, 2 sqrt(2 ln 2).
@@ -445,3 +447,10 @@ def raw_from_row(r: dict[str, Any]) -> RawDos:
     return RawDos(energies=np.asarray(r["energies"], dtype=np.float64), densities=np.asarray(dens, dtype=np.float64),
                   efermi=float(r["efermi"]), natoms=int(r.get("natoms") or 0), spin_polarized=spin,
                   source=f"{mid} in dos_raw.parquet")
+
+
+def dos_checksum(absolute: np.ndarray, normalised: np.ndarray) -> str:
+    """sha256 of the stored little-endian float32 bytes of the absolute then the normalised window."""
+    h = hashlib.sha256(np.ascontiguousarray(absolute, dtype="<f4").tobytes())
+    h.update(np.ascontiguousarray(normalised, dtype="<f4").tobytes())
+    return h.hexdigest()

@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from chgdata.gaussians import basis_fields
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -273,8 +275,6 @@ def material_normal_equations(
     are drawn without replacement with ``rng``. Rows are weighted by 1/(n · mean ρ²) so that every material
     contributes its *relative* squared error with equal weight, whatever its size or density.
     """
-    from chgdata.saed import basis_fields
-
     rho = np.asarray(rho)
     shape = rho.shape
     elements = tuple(sorted(set(species)))

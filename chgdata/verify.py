@@ -31,6 +31,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from chgdata import contract as C
+from chgdata.contract import DOS_ABS, DOS_NORM
+from chgdata.dos import dos_checksum
 from chgdata.store import Dataset, Location, orphans, read_card, sha256_array
 
 DOS_TABLE = Dataset.DOS_TABLE
@@ -165,8 +167,6 @@ def _check_delta(ds: Dataset, report: VerifyReport, index: dict[str, dict[str, A
 
 
 def _check_dos(ds: Dataset, report: VerifyReport, index: dict[str, dict[str, Any]]) -> list[dict[str, Any]] | None:
-    from chgdata.pipelines.dos import DOS_ABS, DOS_NORM, dos_checksum
-
     t = ds.table(DOS_TABLE)
     if t is None:
         return None

@@ -8,6 +8,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
+from .config import ChargeDensityConfig, DosConfig
+from .density import ChargeDensityModel
+from .dos import DosModel
 
 
 def plain(obj: Any) -> Any:
@@ -47,3 +52,36 @@ def read_checkpoint(path: str | os.PathLike, device="cpu") -> dict[str, Any]:
             raise ValueError(f"{path}: not a plain checkpoint (it needs unsafe unpickling); re-save it with "
                              "chgdata.models.checkpoint.save_checkpoint") from None
         raise
+
+
+# ------------------------------------------------------------------- models from checkpoints
+
+CHECKPOINT_FORMAT = 1
+
+
+def build_model(model_config) -> nn.Module:
+    return DosModel(model_config) if isinstance(model_config, DosConfig) else ChargeDensityModel(model_config)
+
+
+def model_config_from_dict(d: dict[str, Any]):
+    return DosConfig.from_dict(d) if "n_points" in d else ChargeDensityConfig.from_dict(d)
+
+
+def load_checkpoint(path: str | os.PathLike, device="cpu", use_ema: bool = True) -> tuple[nn.Module, dict]:
+    """Model (EMA weights when present) and the checkpoint's metadata."""
+    ckpt = read_checkpoint(path, device)
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: checkpoint format {ckpt.get('format')} is not {CHECKPOINT_FORMAT}")
+    model = build_model(model_config_from_dict(ckpt["model_config"])).to(device)
+    state = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt["model"]
+    model.load_state_dict(state)
+    model.eval()
+    return model, ckpt
+
+
+def export_small(last: Path, path: Path) -> None:
+    """A shippable checkpoint: weights (EMA if any) + metadata, no optimiser state."""
+    ckpt = read_checkpoint(last)
+    weights = ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"]
+    keep = {k: v for k, v in ckpt.items() if k not in ("optimizer", "scheduler", "ema", "model")}
+    save_checkpoint(path, {**keep, "model": weights, "ema": None})

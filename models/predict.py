@@ -49,8 +49,8 @@ def default_checkpoint() -> Path:
 
 def load(checkpoint: str | os.PathLike | None, device: str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
     """(model in eval mode, checkpoint dict) of ``checkpoint`` or of the shipped default model."""
+    from .checkpoint import load_checkpoint
     from .conventions import CONVENTION_KEY, density_convention
-    from .train import load_checkpoint
 
     path = Path(checkpoint) if checkpoint else default_checkpoint()
     if not path.is_file():

@@ -11,7 +11,6 @@ full grid of the total density (for a Δ model ρ̂ = ρ_SAED + Δρ̂, so the e
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import json
 import math
@@ -22,22 +21,42 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 import chgdata
 from chgdata import contract as C
-from chgdata.metrics import nmae
 
 from . import keys as K
-from .checkpoint import plain, read_checkpoint, save_checkpoint  # noqa: F401  (plain: API)
+from .checkpoint import (  # noqa: F401  (plain, load_checkpoint, model_config_from_dict: API)
+    CHECKPOINT_FORMAT,
+    build_model,
+    export_small,
+    load_checkpoint,
+    model_config_from_dict,
+    plain,
+    read_checkpoint,
+    save_checkpoint,
+)
 from .config import ChargeDensityConfig, DosConfig, count_parameters
 from .data import DensityProbes, DosWindows, attach_probe_edges, make_loader, make_splits
-from .density import ChargeDensityModel, density_in_chunks
-from .dos import DosModel
+from .train_utils import (
+    Dist,
+    append_csv,
+    batch_to,
+    code_version,
+    data_version,
+    ema_update,
+    lr_lambda,
+    nmae_means,
+    target_scale,
+    tensorboard_writer,
+    usable_ids,
+    validate_density,
+    validate_dos,
+    weighted_loss,
+)
 
-CHECKPOINT_FORMAT = 1
 LOG_EVERY = 25  # steps between progress-bar loss readings (each one is a device synchronisation)
 
 
@@ -132,150 +151,6 @@ def _model_config(cfg: TrainConfig, n_spin_channels: int):
                     "model option")
 
 
-def build_model(model_config) -> nn.Module:
-    return DosModel(model_config) if isinstance(model_config, DosConfig) else ChargeDensityModel(model_config)
-
-
-def model_config_from_dict(d: dict[str, Any]):
-    return DosConfig.from_dict(d) if "n_points" in d else ChargeDensityConfig.from_dict(d)
-
-
-class _Dist:
-    """torchrun environment: rank, world size, and the process group (None when single-process)."""
-
-    def __init__(self, device: str):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        if self.world > 1 and not torch.distributed.is_initialized():
-            torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self):
-        if self.world > 1:
-            torch.distributed.barrier()
-
-    def mean(self, value: float, device) -> float:
-        if self.world == 1:
-            return value
-        t = torch.tensor([value], dtype=torch.float64, device=device)
-        torch.distributed.all_reduce(t)
-        return float(t) / self.world
-
-
-def data_version(store) -> dict[str, Any]:
-    """What identifies the training data: card provenance and a digest of the index checksums."""
-    import hashlib
-
-    ds = chgdata.open_dataset(store)
-    digest = hashlib.sha256()
-    for mid, sha in sorted(zip(ds.material_ids, ds.index.column(C.COL_RHO_SHA).to_pylist())):
-        digest.update(f"{mid}:{sha};".encode())
-    card = ds.card
-    return {"store": str(store), "index_sha256": digest.hexdigest(), "updated": card.get("provenance", {}).get(
-        "updated"), "saed_reference_id": (card.get("saed") or {}).get("reference_id"),
-        "dos_window": {k: v for k, v in (card.get("dos") or {}).items() if not isinstance(v, list | dict)}}
-
-
-def _batch_to(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
-def _loss(pred: torch.Tensor, target: torch.Tensor, kind: str, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean L1 or squared error; ``weight`` (n_rows,) multiplies each row's error (mean 1 over the data)."""
-    err = (pred - target).abs() if kind == "l1" else (pred - target).square()
-    return err.mean() if weight is None else (err * weight[:, None].to(err.dtype)).mean()
-
-
-@torch.no_grad()
-def validate_density(model: ChargeDensityModel, store: str, material_ids, target: str, device,
-                     chunk_size: int | None = None) -> dict[str, float]:
-    """Full-grid NMAE (%) of the total density per material and its mean; also for the SAED baseline."""
-    ds = chgdata.open_dataset(store)
-    model.eval()
-    per, base = {}, {}
-    for mid in material_ids:
-        row = ds.row(mid)
-        grid = ds.density(mid)
-        cell = grid.lattice
-        pos = np.asarray(row[C.COL_FRAC], np.float64).reshape(-1, 3) @ cell
-        pred = density_in_chunks(model, pos, row[C.COL_Z], cell, grid_shape=grid.rho.shape, chunk_size=chunk_size,
-                                 device=device).double().numpy()
-        pred_total = pred.sum(-1)  # (↑ + ↓) or the single channel
-        rho = grid.rho.astype(np.float64)
-        if target == "delta":
-            saed = ds.read_flat(C.SAED, mid).reshape(rho.shape).astype(np.float64)
-            pred_total = pred_total + saed
-            base[mid] = nmae(saed, rho)
-        per[mid] = nmae(pred_total, rho)
-    return {**_nmae_means(per, base), "per_material": per, "per_material_saed": base}
-
-
-def _nmae_means(per: dict[str, float], base: dict[str, float]) -> dict[str, float]:
-    out = {"val_nmae": float(np.mean(list(per.values()))) if per else float("nan")}
-    if base:
-        out["val_nmae_saed"] = float(np.mean(list(base.values())))
-    return out
-
-
-@torch.no_grad()
-def validate_dos(model: DosModel, loader, device) -> dict[str, float]:
-    se, n = 0.0, 0
-    for batch in loader:
-        batch = _batch_to(batch, device)
-        pred = model(batch).double()
-        se += float((pred - batch[K.TARGET_DOS].double()).square().sum())
-        n += batch[K.TARGET_DOS].numel()
-    return {"val_mse": se / max(n, 1)}
-
-
-def _lr_lambda(warmup: int, total: int):
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return f
-
-
-def load_checkpoint(path: str | os.PathLike, device="cpu", use_ema: bool = True) -> tuple[nn.Module, dict]:
-    """Model (EMA weights when present) and the checkpoint's metadata."""
-    ckpt = read_checkpoint(path, device)
-    if ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: checkpoint format {ckpt.get('format')} is not {CHECKPOINT_FORMAT}")
-    model = build_model(model_config_from_dict(ckpt["model_config"])).to(device)
-    state = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt["model"]
-    model.load_state_dict(state)
-    model.eval()
-    return model, ckpt
-
-
-def _usable_ids(ds, target: str) -> list[str]:
-    if target == "dos":
-        have = ds.table(C.DOS_INDEX)
-        return sorted(set(have.column(C.COL_ID).to_pylist())) if have is not None else []
-    ids = sorted(r[C.COL_ID] for r in ds.index.select([C.COL_ID, C.COL_RHO_OFFSET]).to_pylist()
-                 if (r[C.COL_RHO_OFFSET] if r[C.COL_RHO_OFFSET] is not None else -1) >= 0)
-    if target == "delta":
-        have = ds.table(C.DELTA_INDEX)
-        done = set() if have is None else set(have.column(C.COL_ID).to_pylist())
-        if not done:
-            raise ValueError(f"{ds.url}: no Δρ in the store: run chgdata build-delta first (or --target total)")
-        ids = [m for m in ids if m in done]
-    return ids
-
-
-def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    with torch.no_grad():
-        for pe, pm in zip(ema.parameters(), model.parameters()):
-            pe.lerp_(pm, 1 - decay)
-        # buffers are constants here (e3nn's Clebsch–Gordan tables, codegen caches): nothing to average
-
-
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
           stop_after: int | None = None) -> dict[str, Any]:
     """Train; returns the final metrics. Writes config, splits, metrics.csv and checkpoints to ``cfg.out``.
@@ -288,7 +163,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     ``stop_after`` ends the process after that many optimiser steps *without* changing the schedule (it
     writes a checkpoint first): the run is then continued with ``resume``; time-boxed jobs and tests use it.
     """
-    dist = _Dist(cfg.device)
+    dist = Dist(cfg.device)
     if cfg.device == "cuda":
         if not torch.cuda.is_available():
             raise ValueError("--device cuda: no CUDA device is visible")
@@ -299,7 +174,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     ds = chgdata.open_dataset(cfg.store)
-    ids = _usable_ids(ds, cfg.target)
+    ids = usable_ids(ds, cfg.target)
     if len(ids) < 2:
         raise ValueError(f"{cfg.store}: {len(ids)} materials usable for target {cfg.target!r}; need at least 2")
     split_path = out / "splits.json"
@@ -339,7 +214,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     epochs = cfg.epochs if not cfg.max_steps else max(cfg.epochs, math.ceil(cfg.max_steps / steps_per_epoch))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(min(cfg.warmup_steps, total_steps // 4 + 1),
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(min(cfg.warmup_steps, total_steps // 4 + 1),
                                                               total_steps))
     last = out / "last.pt"
     ema = None
@@ -377,7 +252,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         (out / "config.json").write_text(json.dumps(meta, indent=2, default=str))
         split_path.write_text(json.dumps(splits, indent=1))
     metrics_path = out / "metrics.csv"
-    writer = _tensorboard(out) if dist.main and cfg.tensorboard else None
+    writer = tensorboard_writer(out) if dist.main and cfg.tensorboard else None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -409,13 +284,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             t0, probes = time.perf_counter(), 0
             loss_sum, n_losses = torch.zeros((), dtype=torch.float64, device=device), 0  # summed on the device
             for batch in loader:
-                batch = _batch_to(batch, device)
+                batch = batch_to(batch, device)
                 if cfg.target != "dos":
                     attach_probe_edges(batch, model_cfg.probe_r_cut)
                 target = batch[K.TARGET_DOS if cfg.target == "dos" else K.TARGET_DENSITY]
                 try:
                     with torch.autocast(device.type, dtype=torch.bfloat16) if use_amp else contextlib.nullcontext():
-                        loss = _loss(net(batch).float(), target.float(), cfg.loss, batch.get(K.PROBE_WEIGHT))
+                        loss = weighted_loss(net(batch).float(), target.float(), cfg.loss, batch.get(K.PROBE_WEIGHT))
                 except RuntimeError as exc:  # a layer that does not support bf16 autocast: go on in fp32
                     if not use_amp or amp_checked:
                         raise
@@ -423,7 +298,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
                     meta["amp_used"] = False
                     warnings.warn(f"bf16 autocast failed ({str(exc).splitlines()[0]}); training in fp32",
                                   stacklevel=1)
-                    loss = _loss(net(batch).float(), target.float(), cfg.loss, batch.get(K.PROBE_WEIGHT))
+                    loss = weighted_loss(net(batch).float(), target.float(), cfg.loss, batch.get(K.PROBE_WEIGHT))
                 amp_checked = True
                 if cfg.target != "dos":
                     probes += target.shape[0]
@@ -434,7 +309,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
                 opt.step()
                 sched.step()
                 if ema is not None:
-                    _ema_update(ema, model, cfg.ema_decay)
+                    ema_update(ema, model, cfg.ema_decay)
                 loss_sum += loss.detach()
                 n_losses += 1
                 step += 1
@@ -461,7 +336,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
                 row.update(_validate(cfg, ema if ema is not None else model, splits, device,
                                      val_loader if cfg.target == "dos" else None, dist))
             if dist.main:
-                _append_csv(metrics_path, row)
+                append_csv(metrics_path, row)
                 if writer is not None:
                     for k, v in row.items():
                         writer.add_scalar(k, v, step)
@@ -475,7 +350,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         rate = sum(p for p, _ in steady) / max(sum(w for _, w in steady), 1e-9)
         final = {**final, "probes_per_s": dist.mean(rate, device) * dist.world}
     if dist.main and not stopped:
-        _export_small(last, out / "model.pt")
+        export_small(last, out / "model.pt")
         if cfg.target == "delta":  # a Δ model predicts ρ = SAED + Δρ̂: ship the reference table inside it
             from .predict import attach_reference
 
@@ -490,16 +365,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     if dist.world > 1:
         torch.distributed.destroy_process_group()
     return final
-
-
-def target_scale(train_set: DensityProbes, n_materials: int = 32) -> float:
-    """Mean |target| (e/Å³) over a fixed probe draw (epoch 10⁶) of up to ``n_materials`` training materials
-    spread over the set: the head's ``output_scale``. Deterministic, so every rank and a resume agree."""
-    picks = np.unique(np.linspace(0, len(train_set) - 1, min(n_materials, len(train_set))).round().astype(int))
-    values = np.concatenate([train_set[(10**6, int(i))][K.TARGET_DENSITY].double().abs().numpy().ravel()
-                             for i in picks])
-    scale = float(values.mean()) if values.size else 1.0
-    return scale if scale > 0 else 1.0
 
 
 def _choose_splits(ds, ids: list[str], cfg: TrainConfig) -> dict[str, list[str]]:
@@ -524,7 +389,7 @@ def _choose_splits(ds, ids: list[str], cfg: TrainConfig) -> dict[str, list[str]]
     return make_splits(ids, cfg.split, cfg.split_seed)
 
 
-def _validate(cfg: TrainConfig, model: nn.Module, splits, device, val_loader, dist: _Dist) -> dict[str, float]:
+def _validate(cfg: TrainConfig, model: nn.Module, splits, device, val_loader, dist: Dist) -> dict[str, float]:
     """Validation metrics; full-grid density validation is shared out over the ranks (every rank calls this)."""
     model.eval()
     if cfg.target == "dos":  # a few hundred windows: rank 0 alone (it writes the metrics)
@@ -537,55 +402,6 @@ def _validate(cfg: TrainConfig, model: nn.Module, splits, device, val_loader, di
         torch.distributed.all_gather_object(parts, (per, base))
         per = {k: v for p, _ in parts for k, v in p.items()}
         base = {k: v for _, b in parts for k, v in b.items()}
-    return _nmae_means(per, base)
+    return nmae_means(per, base)
 
 
-def code_version() -> str:
-    """Package version plus the git commit (and ``+dirty``) when running from a checkout."""
-    import subprocess
-
-    version = chgdata.__version__
-    try:
-        root = Path(__file__).resolve().parents[1]
-        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=5).stdout.strip()
-        if sha:
-            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                                   capture_output=True, text=True, timeout=5).stdout.strip()
-            version += f"+g{sha}" + (".dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return version
-
-
-def _export_small(last: Path, path: Path) -> None:
-    """A shippable checkpoint: weights (EMA if any) + metadata, no optimiser state."""
-    ckpt = read_checkpoint(last)
-    weights = ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"]
-    keep = {k: v for k, v in ckpt.items() if k not in ("optimizer", "scheduler", "ema", "model")}
-    save_checkpoint(path, {**keep, "model": weights, "ema": None})
-
-
-def _append_csv(path: Path, row: dict[str, Any]) -> None:
-    new = not path.exists()
-    fields = list(row)
-    if not new:
-        with open(path) as fh:
-            fields = list(dict.fromkeys(next(csv.reader(fh)) + fields))
-    rows = [] if new else list(csv.DictReader(open(path)))
-    rows.append(row)
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
-
-
-def _tensorboard(out: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    try:
-        return SummaryWriter(str(out / "tb"))
-    except Exception:  # tensorboard package missing behind torch's shim
-        return None

@@ -20,7 +20,6 @@ parameters differ from the stored ones is refused (build into a fresh store inst
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import os
 from collections.abc import Sequence
@@ -34,7 +33,7 @@ import pyarrow.parquet as pq
 import chgdata
 from chgdata import contract as C
 from chgdata.compaction import finish_stage
-from chgdata.dos import DosWindow, raw_from_row, smear_window
+from chgdata.dos import DosWindow, dos_checksum, raw_from_row, smear_window
 from chgdata.store import (
     Dataset,
     Location,
@@ -51,9 +50,9 @@ from chgdata.store import (
 from chgdata.store import consolidate as consolidate_arrays
 
 DOS_TABLE = Dataset.DOS_TABLE
-DOS_ABS = Dataset.DOS_VARIANTS["absolute"]
-DOS_NORM = Dataset.DOS_VARIANTS["normalised"]
-DOS_ENERGY = "dos_energy"
+DOS_ABS = C.DOS_ABS
+DOS_NORM = C.DOS_NORM
+DOS_ENERGY = C.DOS_ENERGY
 STAGE = "build-dos"
 
 #: A build-dos partition holds at most this many windows (2 x 400 float32 each: 3.2 kB per variant).
@@ -115,13 +114,6 @@ class DosReport:
     failed: dict[str, str] = field(default_factory=dict)
     partitions: int = 0
     orphans_removed: list[str] = field(default_factory=list)
-
-
-def dos_checksum(absolute: np.ndarray, normalised: np.ndarray) -> str:
-    """sha256 of the stored little-endian float32 bytes of the absolute then the normalised window."""
-    h = hashlib.sha256(np.ascontiguousarray(absolute, dtype="<f4").tobytes())
-    h.update(np.ascontiguousarray(normalised, dtype="<f4").tobytes())
-    return h.hexdigest()
 
 
 def _row(mid: str, partition: str, row: int, w: DosWindow, p: WindowParams, source: str) -> dict[str, Any]:
