@@ -182,7 +182,8 @@ def test_workers_spawn_give_the_same_batches(store):
 def test_delta_training_loss_goes_down_and_checkpoint_metadata(store, tmp_path):
     out = tmp_path / "delta"
     # without the data-dependent output scale the untrained head is far off: the loss must fall a lot
-    cfg = _cfg(store, out, epochs=10, probes=120, ema_decay=0.5, val_every=100, init_output_scale=False)
+    cfg = _cfg(store, out, epochs=10, probes=120, ema_decay=0.5, val_every=100, init_output_scale=False,
+               split_source="random")  # the store records a grouped split; this test pins the random one
     final = train(cfg, progress=False)
     rows = _metrics(out)
     assert len(rows) == 10
@@ -250,7 +251,7 @@ def test_ddp_gloo_two_processes_and_cli_config(store, tmp_path):
     out = tmp_path / "ddp"
     conf = tmp_path / "train.yaml"
     conf.write_text(f"store: {store}\ntarget: delta\nprobes: 50\nbatch_size: 4\nepochs: 3\nlr: 1.0e-3\n"
-                    f"val_max_materials: 3\nsplit: [0.6, 0.4, 0.0]\ntensorboard: false\nmodel: {json.dumps(TINY)}\n")
+                    f"val_max_materials: 3\nsplit_source: random\nsplit: [0.6, 0.4, 0.0]\ntensorboard: false\nmodel: {json.dumps(TINY)}\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "chgdata.cli.main", "train", "--config", str(conf), "--max-steps", "2", "--out", str(out), "-q"]
