@@ -148,6 +148,16 @@ class DosConfig(_DictMixin):
     pooling : ``"mean"`` (DosNet) or ``"sum"`` over the atoms of a structure
     mlp_hidden : hidden width of the per-atom MLP
     positive : softplus on the per-atom output (DOS >= 0)
+    backbone : ``"nequip"`` (the shared gated encoder, DESIGN.md §6) or ``"dosnet"`` (seed 001's blocks,
+        :mod:`chgdata.models.dosnet`: attention and the skip to the initial embedding, each switchable)
+    attention : dosnet only, neighbour softmax attention (False: plain sum of messages / √n̄)
+    embedding_skip : dosnet only, self-interaction as a tensor product with the initial embedding f_0
+        (False: a linear self-interaction of f_k alone)
+    n_key : dosnet only, channels per irrep of the attention queries and keys
+
+    Spin: with ``n_spin = 2`` the outputs are the (↑, ↓) windows; with ``n_spin = 1`` the output is the
+    spin average ½(↑ + ↓), copied to both channels when compared or written (see
+    :func:`chgdata.dos.normalise_window` for the normalisation of both).
     """
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -157,8 +167,16 @@ class DosConfig(_DictMixin):
     pooling: str = "mean"
     mlp_hidden: int = 128
     positive: bool = True
+    backbone: str = "nequip"
+    attention: bool = True
+    embedding_skip: bool = True
+    n_key: int = 8
 
     def __post_init__(self):
+        if self.backbone not in ("nequip", "dosnet"):
+            raise ValueError("backbone must be 'nequip' or 'dosnet'")
+        if self.n_spin not in (1, 2):
+            raise ValueError("n_spin must be 1 or 2")
         if self.pooling not in ("mean", "sum"):
             raise ValueError("pooling must be 'mean' or 'sum'")
         self.energy_window = tuple(self.energy_window)

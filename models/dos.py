@@ -52,13 +52,25 @@ class DosHead(nn.Module):
 
 
 class DosModel(nn.Module):
-    """Encoder + DOS head. ``forward(batch) -> (n_struct, n_spin, n_points)``."""
+    """Encoder (``config.backbone``: the shared NequIP-like one or DosNet's) + DOS head.
+
+    ``forward(batch) -> (n_struct, n_spin, n_points)``; :meth:`windows` gives (n_struct, 2, n_points)."""
 
     def __init__(self, config: DosConfig):
         super().__init__()
         self.config = config
-        self.encoder = AtomEncoder(config.encoder)
+        if config.backbone == "dosnet":
+            from .dosnet import DosNetEncoder
+
+            self.encoder = DosNetEncoder(config.encoder, config.n_key, config.attention, config.embedding_skip)
+        else:
+            self.encoder = AtomEncoder(config.encoder)
         self.head = DosHead(config, self.encoder.irreps_out)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.head(self.encoder(batch), batch)
+
+    def windows(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(n_struct, 2, n_points): the (↑, ↓) windows; a 1-channel model's spin average goes to both."""
+        out = self(batch)
+        return out.expand(-1, 2, -1) if out.shape[1] == 1 else out
