@@ -31,20 +31,23 @@ VARIANTS = {  # name: model config (the CPU configuration; DosNet's own width is
     "dosnet": DOSNET,
     "dosnet-lmax1": {**DOSNET, "encoder": {**SMALL, "l_max": 1}},
     "dosnet-3-layers": {**DOSNET, "encoder": {**SMALL, "n_layers": 3}},
+    # DosNet's own width (l_max 3, 259 scalar channels): a GPU configuration (bench/gpu_session.sh)
+    "dosnet-wide": {**DOSNET, "n_key": 16, "mlp_hidden": 256, "encoder": {
+        **SMALL, "n_scalars": 259, "n_vectors": 32, "l_max": 3, "n_layers": 3, "radial_hidden": 64}},
 }
 
 
-def run(store: str, name: str, steps: int, out: Path, lr: float = 3e-3) -> dict:
-    cfg = TrainConfig(store=store, target="dos", out=str(out / name), device="cpu", epochs=1, max_steps=steps,
+def run(store: str, name: str, steps: int, out: Path, lr: float = 3e-3, device: str = "cpu") -> dict:
+    cfg = TrainConfig(store=store, target="dos", out=str(out / name), device=device, epochs=1, max_steps=steps,
                       batch_size=8, lr=lr, warmup_steps=max(5, steps // 20), weight_decay=1e-4,
                       ema_decay=min(0.995, 1 - 10 / steps), split_source="store", val_every=10**9,
                       model=VARIANTS[name], tensorboard=False)
     t0 = time.perf_counter()
     train(cfg, progress=False)
     wall = time.perf_counter() - t0
-    model, ckpt = load_checkpoint(out / name / "model.pt")
-    res = evaluate_dos(model, ckpt, store, ckpt["splits"]["val"])["summary"]
-    return {"variant": name, "steps": steps, "wall_s": wall, "params": ckpt["n_parameters"], **{
+    model, ckpt = load_checkpoint(out / name / "model.pt", device=device)
+    res = evaluate_dos(model, ckpt, store, ckpt["splits"]["val"], device=device)["summary"]
+    return {"variant": name, "device": device, "steps": steps, "wall_s": wall, "params": ckpt["n_parameters"], **{
         k: res[k] for k in ("mse", "r2", "wasserstein_eV", "mse_mean_baseline", "mse_composition_baseline",
                             "fraction_beating_both_baselines")}}
 
@@ -54,6 +57,7 @@ def main() -> None:
     ap.add_argument("--store", default="data/gpaw-all")
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--only", default=None, help="comma-separated variant names")
     ap.add_argument("--out", default="runs/dos-ablation")
     ap.add_argument("--results", default="bench/results/dos_ablation.md")
@@ -63,13 +67,15 @@ def main() -> None:
     path = Path(args.results)
     if not path.exists():
         path.write_text("# DOS ablation (val split grouped by formula; baselines fitted on train)\n\n"
-                        "| variant | steps | params | wall s | val MSE | R² | W₁ eV | mean-window MSE | composition MSE "
-                        "| beats both |\n|---|---|---|---|---|---|---|---|---|---|\n")
+                        "| variant | steps | params | wall s | val MSE | R² | W₁ eV | mean-window MSE "
+                        "| composition MSE | beats both |\n|---|---|---|---|---|---|---|---|---|---|\n")
     for name in names:
-        r = run(args.store, name, args.steps, Path(args.out), args.lr)
+        r = run(args.store, name, args.steps, Path(args.out), args.lr, args.device)
         print(json.dumps(r))
         with open(path, "a") as fh:
-            fh.write(f"| {name} | {r['steps']} | {r['params']:,} | {r['wall_s']:.0f} | {r['mse']:.4f} | {r['r2']:.3f} "
+            where = "" if args.device == "cpu" else f" ({args.device})"
+            fh.write(f"| {name}{where} | {r['steps']} | {r['params']:,} | {r['wall_s']:.0f} | {r['mse']:.4f} "
+                     f"| {r['r2']:.3f} "
                      f"| {r['wasserstein_eV']:.3f} | {r['mse_mean_baseline']:.4f} | "
                      f"{r['mse_composition_baseline']:.4f} | {100 * r['fraction_beating_both_baselines']:.0f} % |\n")
 

@@ -154,6 +154,8 @@ class DosConfig(_DictMixin):
     embedding_skip : dosnet only, self-interaction as a tensor product with the initial embedding f_0
         (False: a linear self-interaction of f_k alone)
     n_key : dosnet only, channels per irrep of the attention queries and keys
+    output_bias : a learned per-energy bias inside the per-atom softplus; training starts it at the mean
+        training window (softplus⁻¹), so the model starts at the mean-window baseline and learns the rest
 
     Spin: with ``n_spin = 2`` the outputs are the (↑, ↓) windows; with ``n_spin = 1`` the output is the
     spin average ½(↑ + ↓), copied to both channels when compared or written (see
@@ -171,6 +173,13 @@ class DosConfig(_DictMixin):
     attention: bool = True
     embedding_skip: bool = True
     n_key: int = 8
+    output_bias: bool = True
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        data = dict(data)
+        data.setdefault("output_bias", False)  # configs older than the option: trained without it
+        return super().from_dict(data)
 
     def __post_init__(self):
         if self.backbone not in ("nequip", "dosnet"):

@@ -29,12 +29,16 @@ class DosHead(nn.Module):
             raise ValueError(f"DosHead needs 0e scalars in the atom irreps, got {self.irreps_in}")
         h = config.mlp_hidden
         self.mlp = FullyConnectedNet([len(self.scalars), h, h, config.n_spin * config.n_points], F.silu)
+        if config.output_bias:
+            self.bias = nn.Parameter(torch.zeros(config.n_spin * config.n_points))
 
     def per_atom(self, atom_features: torch.Tensor) -> torch.Tensor:
         """Per-atom DOS (n_atoms, n_spin, n_points)."""
         if atom_features.shape[-1] != self.irreps_in.dim:
             raise ValueError(f"atom features have {atom_features.shape[-1]} columns, expected {self.irreps_in}")
         out = self.mlp(atom_features[:, self.scalars])
+        if self.config.output_bias:
+            out = out + self.bias
         if self.config.positive:
             out = F.softplus(out)
         return out.reshape(-1, self.config.n_spin, self.config.n_points)
@@ -49,6 +53,15 @@ class DosHead(nn.Module):
             count = torch.bincount(index, minlength=n_struct).clamp(min=1).to(per_atom.dtype)
             pooled = pooled / count[:, None, None]
         return pooled
+
+
+@torch.no_grad()
+def start_at_window(head: DosHead, window: torch.Tensor, scale: float = 0.1) -> None:
+    """Set the output bias so that a zero MLP output gives ``window`` (n_spin, n_points) through the softplus,
+    and shrink the MLP's last layer by ``scale``: training then starts near that window (e.g. the mean one)."""
+    w = window.to(head.bias.dtype).reshape(-1).clamp(min=1e-4)
+    head.bias.copy_(w + torch.log(-torch.expm1(-w)) if head.config.positive else w)  # softplus⁻¹
+    list(head.mlp.parameters())[-1].mul_(scale)
 
 
 class DosModel(nn.Module):

@@ -186,3 +186,35 @@ def report_dos(specs: Sequence[str], out: str | os.PathLike, checkpoint: str | o
         echo(f"{p.name}: DOS window {p.energies[0]:g}..{p.energies[-1]:g} eV, {where}{ref} → "
              + ", ".join(str(f) for f in p.files), highlight=False)
     return preds
+
+
+SHIP_KEYS = ("format", "model_config", "model", "config", "splits", "data_version", "code_version", "n_parameters",
+             "metrics", "step", "torch")
+
+
+def export_dos_model(src: str | os.PathLike, dest: str | os.PathLike, store: str | None = None) -> Path:
+    """A shippable DOS checkpoint: the weights and plain-typed metadata of ``src`` (a ``model.pt`` of a DOS run)
+    plus the training split's baselines (mean and per-element windows, as tensors) when ``store`` is given.
+    The result loads with ``torch.load(dest, weights_only=True)`` (checked here)."""
+    import torch
+
+    ckpt = torch.load(src, map_location="cpu", weights_only=False)
+    if "n_points" not in (ckpt.get("model_config") or {}):
+        raise PredictError(f"{src} is not a DOS checkpoint")
+    out = {k: ckpt[k] for k in SHIP_KEYS if k in ckpt}
+    out["ema"] = None
+    out = json.loads(json.dumps({k: v for k, v in out.items() if k != "model"}, default=list)) | {
+        "model": {k: v.detach().clone() for k, v in ckpt["model"].items()}}
+    if store is not None:
+        from chgdata.store import open_dataset
+
+        from .evaluate_dos import baselines_from_store
+
+        base = baselines_from_store(open_dataset(store), ckpt["splits"]["train"])
+        out["baselines"] = {"mean": torch.tensor(base.mean, dtype=torch.float32), "n_materials": base.n_materials,
+                            "elements": {e: torch.tensor(w, dtype=torch.float32) for e, w in base.elements.items()}}
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(out, dest)
+    torch.load(dest, map_location="cpu", weights_only=True)  # raises if anything is not a plain type
+    return dest

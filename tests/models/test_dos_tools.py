@@ -51,6 +51,7 @@ def dos_ckpt(dos_store, tmp_path_factory):
 
 def test_baselines_use_the_training_split_only(dos_store):
     from chgdata.models.evaluate_dos import baselines_from_store, element_fractions, fit_baselines
+
     from chgdata.store import open_dataset
 
     ds = open_dataset(dos_store)
