@@ -61,15 +61,16 @@ def evaluate(
     out.print(table)
     if summ.get("splits"):  # DOS: model and both baselines on every split of the checkpoint
         st = Table(title="DOS per split (baselines fitted on train; MSE on max-normalised windows)")
-        keys = [("materials", "{}"), ("mse", "{:.4f}"), ("mse_mean_baseline", "{:.4f}"),
-                ("mse_composition_baseline", "{:.4f}"), ("r2", "{:.3f}"), ("r2_composition_baseline", "{:.3f}"),
-                ("wasserstein_eV", "{:.3f}"), ("wasserstein_composition_baseline_eV", "{:.3f}"),
-                ("fraction_beating_both_baselines", "{:.2f}")]
+        keys = [("materials", "n", "{}"), ("mse", "MSE", "{:.4f}"), ("mse_mean_baseline", "mean-window MSE", "{:.4f}"),
+                ("mse_composition_baseline", "composition MSE", "{:.4f}"), ("r2", "R²", "{:.3f}"),
+                ("r2_composition_baseline", "comp. R²", "{:.3f}"), ("wasserstein_eV", "W₁ eV", "{:.3f}"),
+                ("wasserstein_composition_baseline_eV", "comp. W₁ eV", "{:.3f}"),
+                ("fraction_beating_both_baselines", "beats both", "{:.0%}")]
         st.add_column("split")
-        for k, _ in keys:
-            st.add_column(k.replace("_", " "), justify="right")
+        for _, title, _ in keys:
+            st.add_column(title, justify="right")
         for name, s in summ["splits"].items():
-            st.add_row(name, *[fmt.format(s[k]) for k, fmt in keys])
+            st.add_row(name, *[fmt.format(s[k]) for k, _, fmt in keys])
         out.print(st)
     for k, v in summ.items():
         if k not in ("kind", "splits"):

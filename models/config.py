@@ -154,8 +154,10 @@ class DosConfig(_DictMixin):
     embedding_skip : dosnet only, self-interaction as a tensor product with the initial embedding f_0
         (False: a linear self-interaction of f_k alone)
     n_key : dosnet only, channels per irrep of the attention queries and keys
-    output_bias : a learned per-energy bias inside the per-atom softplus; training starts it at the mean
-        training window (softplus⁻¹), so the model starts at the mean-window baseline and learns the rest
+    output_bias : a learned bias inside the per-atom softplus, ``"element"`` (one window per element, training
+        starts it at the per-element average windows of the training split, so that mean pooling starts the
+        model exactly at the composition baseline), ``"mean"`` (one window, started at the mean training
+        window) or ``"none"``
 
     Spin: with ``n_spin = 2`` the outputs are the (↑, ↓) windows; with ``n_spin = 1`` the output is the
     spin average ½(↑ + ↓), copied to both channels when compared or written (see
@@ -173,15 +175,19 @@ class DosConfig(_DictMixin):
     attention: bool = True
     embedding_skip: bool = True
     n_key: int = 8
-    output_bias: bool = True
+    output_bias: str = "element"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
         data = dict(data)
-        data.setdefault("output_bias", False)  # configs older than the option: trained without it
+        data.setdefault("output_bias", "none")  # configs older than the option: trained without it
         return super().from_dict(data)
 
     def __post_init__(self):
+        if isinstance(self.output_bias, bool):  # early configs: True meant the mean-window bias
+            self.output_bias = "mean" if self.output_bias else "none"
+        if self.output_bias not in ("element", "mean", "none"):
+            raise ValueError("output_bias must be 'element', 'mean' or 'none'")
         if self.backbone not in ("nequip", "dosnet"):
             raise ValueError("backbone must be 'nequip' or 'dosnet'")
         if self.n_spin not in (1, 2):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from e3nn import o3
 from e3nn.nn import FullyConnectedNet
@@ -29,22 +30,27 @@ class DosHead(nn.Module):
             raise ValueError(f"DosHead needs 0e scalars in the atom irreps, got {self.irreps_in}")
         h = config.mlp_hidden
         self.mlp = FullyConnectedNet([len(self.scalars), h, h, config.n_spin * config.n_points], F.silu)
-        if config.output_bias:
-            self.bias = nn.Parameter(torch.zeros(config.n_spin * config.n_points))
+        width = config.n_spin * config.n_points
+        if config.output_bias == "element":
+            self.bias = nn.Parameter(torch.zeros(config.encoder.n_elements, width))
+        elif config.output_bias == "mean":
+            self.bias = nn.Parameter(torch.zeros(width))
 
-    def per_atom(self, atom_features: torch.Tensor) -> torch.Tensor:
-        """Per-atom DOS (n_atoms, n_spin, n_points)."""
+    def per_atom(self, atom_features: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-atom DOS (n_atoms, n_spin, n_points); ``z`` (atomic numbers) for the per-element bias."""
         if atom_features.shape[-1] != self.irreps_in.dim:
             raise ValueError(f"atom features have {atom_features.shape[-1]} columns, expected {self.irreps_in}")
         out = self.mlp(atom_features[:, self.scalars])
-        if self.config.output_bias:
+        if self.config.output_bias == "element":
+            out = out + self.bias[z]
+        elif self.config.output_bias == "mean":
             out = out + self.bias
         if self.config.positive:
             out = F.softplus(out)
         return out.reshape(-1, self.config.n_spin, self.config.n_points)
 
     def forward(self, atom_features: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        per_atom = self.per_atom(atom_features)
+        per_atom = self.per_atom(atom_features, batch[K.ATOMIC_NUMBERS])
         n_struct = batch[K.CELL].shape[0]
         index = batch[K.ATOM_BATCH]
         pooled = torch.zeros((n_struct,) + per_atom.shape[1:], dtype=per_atom.dtype, device=per_atom.device)
@@ -55,12 +61,39 @@ class DosHead(nn.Module):
         return pooled
 
 
+def element_windows(windows: np.ndarray, atomic_numbers: list, n_elements: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-element average windows ``W_Z = Σ_m x_mZ W_m / Σ_m x_mZ`` (x_mZ: atomic fraction of Z in material m)
+    of windows (n, S, P): (n_elements, S, P) and a mask of the elements seen; the composition baseline's
+    element windows (:mod:`chgdata.models.evaluate_dos`)."""
+    num = np.zeros((n_elements,) + windows.shape[1:])
+    den = np.zeros(n_elements)
+    for w, z in zip(windows, atomic_numbers, strict=True):
+        zs, counts = np.unique(np.asarray(z, np.int64), return_counts=True)
+        x = counts / counts.sum()
+        num[zs] += x[:, None, None] * np.asarray(w, np.float64)[None]
+        den[zs] += x
+    seen = den > 0
+    num[seen] /= den[seen][:, None, None]
+    return num, seen
+
+
 @torch.no_grad()
-def start_at_window(head: DosHead, window: torch.Tensor, scale: float = 0.1) -> None:
-    """Set the output bias so that a zero MLP output gives ``window`` (n_spin, n_points) through the softplus,
-    and shrink the MLP's last layer by ``scale``: training then starts near that window (e.g. the mean one)."""
-    w = window.to(head.bias.dtype).reshape(-1).clamp(min=1e-4)
-    head.bias.copy_(w + torch.log(-torch.expm1(-w)) if head.config.positive else w)  # softplus⁻¹
+def start_at_windows(head: DosHead, windows: np.ndarray, atomic_numbers: list, scale: float = 0.1) -> None:
+    """Start the output bias at the training windows (n, n_spin, n_points): per element (the composition
+    baseline; unseen elements get the mean window) or their mean, through softplus⁻¹; shrink the MLP's last
+    layer by ``scale`` so the model starts near that baseline and learns the rest."""
+    mean = np.asarray(windows, np.float64).mean(0)
+
+    def inv(w):
+        w = torch.as_tensor(w, dtype=head.bias.dtype).clamp(min=1e-4)
+        return w + torch.log(-torch.expm1(-w)) if head.config.positive else w  # softplus⁻¹
+
+    if head.config.output_bias == "element":
+        per, seen = element_windows(windows, atomic_numbers, head.bias.shape[0])
+        per[~seen] = mean
+        head.bias.copy_(inv(per.reshape(per.shape[0], -1)))
+    elif head.config.output_bias == "mean":
+        head.bias.copy_(inv(mean.reshape(-1)))
     list(head.mlp.parameters())[-1].mul_(scale)
 
 

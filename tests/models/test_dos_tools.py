@@ -171,3 +171,24 @@ def test_shipped_dos_model_loads_with_weights_only():
     assert raw["model_config"]["backbone"] == "dosnet"
     model, _ = load_dos_model(None)
     assert model.config.n_points == 400
+
+
+def test_element_bias_starts_the_model_at_the_composition_baseline(dos_store):
+    from chgdata.models import keys as K
+    from chgdata.models.config import DosConfig, EncoderConfig
+    from chgdata.models.data import DosWindows
+    from chgdata.models.dos import DosModel, start_at_windows
+    from chgdata.models.evaluate_dos import baselines_from_store, element_fractions, predict_windows
+    from chgdata.store import open_dataset
+
+    ds = open_dataset(dos_store)
+    splits = ds.splits()
+    model = DosModel(DosConfig(encoder=EncoderConfig(n_scalars=4, n_vectors=2, l_max=1, n_layers=1), mlp_hidden=8,
+                               backbone="dosnet", n_key=2)).eval()
+    train = DosWindows(dos_store, splits["train"], "normalised", model.config.encoder.r_cut)
+    start_at_windows(model.head, train.windows, [train.static_batch(i)[K.ATOMIC_NUMBERS].numpy()
+                                                 for i in range(len(train))], scale=0.0)
+    base = baselines_from_store(ds, splits["train"])
+    held = [ds.structure(m) for m in splits["val"] + splits["test"]]
+    want = np.stack([base.composition(element_fractions(s)) for s in held])
+    np.testing.assert_allclose(predict_windows(model, held), want, atol=2e-4)
