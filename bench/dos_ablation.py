@@ -5,7 +5,8 @@
 
 Each run: the store's split by formula (``chgdata split``), 8 structures per batch, AdamW peak lr 3e-3 with 5 %
 warm-up and cosine decay, weight decay 1e-4, EMA min(0.995, 1 − 10/steps), MSE on max-normalised windows, one
-CPU thread; then the EMA weights are evaluated on **val** (never test) beside the mean-window and composition
+CPU thread, the head's bias started at the composition baseline (``--output-bias element``); then the EMA
+weights are evaluated on **val** (never test) beside the mean-window and composition
 baselines fitted on train. Results are appended to ``bench/results/dos_ablation.md``. The shipped model's test
 figures come from ``chgdata evaluate`` (see models/default/DOS_README.md).
 """
@@ -29,6 +30,7 @@ VARIANTS = {  # name: model config (the CPU configuration; DosNet's own width is
     "dosnet-no-attention": {**DOSNET, "attention": False},
     "dosnet-no-skip": {**DOSNET, "embedding_skip": False},
     "dosnet": DOSNET,
+    "dosnet-element-features": {**DOSNET, "element_features": True},
     "dosnet-lmax1": {**DOSNET, "encoder": {**SMALL, "l_max": 1}},
     "dosnet-3-layers": {**DOSNET, "encoder": {**SMALL, "n_layers": 3}},
     # DosNet's own width (l_max 3, 259 scalar channels): a GPU configuration (bench/gpu_session.sh)
@@ -37,15 +39,17 @@ VARIANTS = {  # name: model config (the CPU configuration; DosNet's own width is
 }
 
 
-def run(store: str, name: str, steps: int, out: Path, lr: float = 3e-3, device: str = "cpu") -> dict:
-    cfg = TrainConfig(store=store, target="dos", out=str(out / name), device=device, epochs=1, max_steps=steps,
-                      batch_size=8, lr=lr, warmup_steps=max(5, steps // 20), weight_decay=1e-4,
-                      ema_decay=min(0.995, 1 - 10 / steps), split_source="store", val_every=10**9,
-                      model=VARIANTS[name], tensorboard=False)
+def run(store: str, name: str, steps: int, out: Path, lr: float = 3e-3, device: str = "cpu",
+        output_bias: str = "element", weight_decay: float = 1e-4, val_every: int = 10**9) -> dict:
+    run_dir = out / f"{name}-{output_bias}"
+    cfg = TrainConfig(store=store, target="dos", out=str(run_dir), device=device, epochs=1, max_steps=steps,
+                      batch_size=8, lr=lr, warmup_steps=max(5, steps // 20), weight_decay=weight_decay,
+                      ema_decay=min(0.995, 1 - 10 / steps), split_source="store", val_every=val_every,
+                      model={**VARIANTS[name], "output_bias": output_bias}, tensorboard=False)
     t0 = time.perf_counter()
     train(cfg, progress=False)
     wall = time.perf_counter() - t0
-    model, ckpt = load_checkpoint(out / name / "model.pt", device=device)
+    model, ckpt = load_checkpoint(run_dir / "model.pt", device=device)
     res = evaluate_dos(model, ckpt, store, ckpt["splits"]["val"], device=device)["summary"]
     return {"variant": name, "device": device, "steps": steps, "wall_s": wall, "params": ckpt["n_parameters"], **{
         k: res[k] for k in ("mse", "r2", "wasserstein_eV", "mse_mean_baseline", "mse_composition_baseline",
@@ -58,6 +62,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW; it pulls the head's bias back to "
+                    "the baseline it started at")
+    ap.add_argument("--val-every", type=int, default=10**9, help="epochs between val MSE rows in metrics.csv")
+    ap.add_argument("--output-bias", default="element", choices=["element", "mean", "none"],
+                    help="start of the head's bias: the composition baseline (element), the mean window, or none")
     ap.add_argument("--only", default=None, help="comma-separated variant names")
     ap.add_argument("--out", default="runs/dos-ablation")
     ap.add_argument("--results", default="bench/results/dos_ablation.md")
@@ -70,10 +79,12 @@ def main() -> None:
                         "| variant | steps | params | wall s | val MSE | R² | W₁ eV | mean-window MSE "
                         "| composition MSE | beats both |\n|---|---|---|---|---|---|---|---|---|---|\n")
     for name in names:
-        r = run(args.store, name, args.steps, Path(args.out), args.lr, args.device)
+        r = run(args.store, name, args.steps, Path(args.out), args.lr, args.device, args.output_bias,
+                args.weight_decay, args.val_every)
         print(json.dumps(r))
         with open(path, "a") as fh:
-            where = "" if args.device == "cpu" else f" ({args.device})"
+            where = f", {args.output_bias} bias, wd {args.weight_decay:g}, lr {args.lr:g}"
+            where += "" if args.device == "cpu" else f" ({args.device})"
             fh.write(f"| {name}{where} | {r['steps']} | {r['params']:,} | {r['wall_s']:.0f} | {r['mse']:.4f} "
                      f"| {r['r2']:.3f} "
                      f"| {r['wasserstein_eV']:.3f} | {r['mse_mean_baseline']:.4f} | "

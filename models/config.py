@@ -148,12 +148,15 @@ class DosConfig(_DictMixin):
     pooling : ``"mean"`` (DosNet) or ``"sum"`` over the atoms of a structure
     mlp_hidden : hidden width of the per-atom MLP
     positive : softplus on the per-atom output (DOS >= 0)
-    backbone : ``"nequip"`` (the shared gated encoder, DESIGN.md §6) or ``"dosnet"`` (seed 001's blocks,
-        :mod:`chgdata.models.dosnet`: attention and the skip to the initial embedding, each switchable)
+    backbone : ``"dosnet"`` (default; seed 001's blocks,
+        :mod:`chgdata.models.dosnet`: attention and the skip to the initial embedding, each switchable) or
+        ``"nequip"`` (the shared gated encoder of the density model, DESIGN.md §6)
     attention : dosnet only, neighbour softmax attention (False: plain sum of messages / √n̄)
     embedding_skip : dosnet only, self-interaction as a tensor product with the initial embedding f_0
         (False: a linear self-interaction of f_k alone)
     n_key : dosnet only, channels per irrep of the attention queries and keys
+    element_features : dosnet only, add chemical descriptors of each element (group, row, electronegativity,
+        radius, Mendeleev number, block, metal) to its one-hot embedding f_0
     output_bias : a learned bias inside the per-atom softplus, ``"element"`` (one window per element, training
         starts it at the per-element average windows of the training split, so that mean pooling starts the
         model exactly at the composition baseline), ``"mean"`` (one window, started at the mean training
@@ -161,7 +164,7 @@ class DosConfig(_DictMixin):
 
     Spin: with ``n_spin = 2`` the outputs are the (↑, ↓) windows; with ``n_spin = 1`` the output is the
     spin average ½(↑ + ↓), copied to both channels when compared or written (see
-    :func:`chgdata.dos.normalise_window` for the normalisation of both).
+    :mod:`chgdata.dos`, "Normalisation", for both).
     """
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -171,16 +174,18 @@ class DosConfig(_DictMixin):
     pooling: str = "mean"
     mlp_hidden: int = 128
     positive: bool = True
-    backbone: str = "nequip"
+    backbone: str = "dosnet"
     attention: bool = True
     embedding_skip: bool = True
     n_key: int = 8
     output_bias: str = "element"
+    element_features: bool = False
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
         data = dict(data)
-        data.setdefault("output_bias", "none")  # configs older than the option: trained without it
+        data.setdefault("output_bias", "none")  # configs older than these options: trained without them
+        data.setdefault("backbone", "nequip")
         return super().from_dict(data)
 
     def __post_init__(self):

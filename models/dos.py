@@ -31,10 +31,10 @@ class DosHead(nn.Module):
         h = config.mlp_hidden
         self.mlp = FullyConnectedNet([len(self.scalars), h, h, config.n_spin * config.n_points], F.silu)
         width = config.n_spin * config.n_points
-        if config.output_bias == "element":
-            self.bias = nn.Parameter(torch.zeros(config.encoder.n_elements, width))
-        elif config.output_bias == "mean":
-            self.bias = nn.Parameter(torch.zeros(width))
+        shape = {"element": (config.encoder.n_elements, width), "mean": (width,)}.get(config.output_bias)
+        if shape is not None:  # bias = fixed start (a baseline, saved with the weights) + learned change
+            self.register_buffer("bias_start", torch.zeros(shape))
+            self.bias = nn.Parameter(torch.zeros(shape))  # weight decay pulls it back to the start
 
     def per_atom(self, atom_features: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         """Per-atom DOS (n_atoms, n_spin, n_points); ``z`` (atomic numbers) for the per-element bias."""
@@ -42,9 +42,9 @@ class DosHead(nn.Module):
             raise ValueError(f"atom features have {atom_features.shape[-1]} columns, expected {self.irreps_in}")
         out = self.mlp(atom_features[:, self.scalars])
         if self.config.output_bias == "element":
-            out = out + self.bias[z]
+            out = out + (self.bias_start + self.bias)[z]
         elif self.config.output_bias == "mean":
-            out = out + self.bias
+            out = out + self.bias_start + self.bias
         if self.config.positive:
             out = F.softplus(out)
         return out.reshape(-1, self.config.n_spin, self.config.n_points)
@@ -80,20 +80,22 @@ def element_windows(windows: np.ndarray, atomic_numbers: list, n_elements: int) 
 @torch.no_grad()
 def start_at_windows(head: DosHead, windows: np.ndarray, atomic_numbers: list, scale: float = 0.1) -> None:
     """Start the output bias at the training windows (n, n_spin, n_points): per element (the composition
-    baseline; unseen elements get the mean window) or their mean, through softplus⁻¹; shrink the MLP's last
-    layer by ``scale`` so the model starts near that baseline and learns the rest."""
+    baseline; unseen elements get the mean window) or their mean, through softplus⁻¹ (``bias_start``; the
+    learned ``bias`` is zeroed); shrink the MLP's last layer by ``scale`` so the model starts near that
+    baseline and learns the rest."""
     mean = np.asarray(windows, np.float64).mean(0)
 
     def inv(w):
-        w = torch.as_tensor(w, dtype=head.bias.dtype).clamp(min=1e-4)
+        w = torch.as_tensor(w, dtype=head.bias_start.dtype).clamp(min=1e-4)
         return w + torch.log(-torch.expm1(-w)) if head.config.positive else w  # softplus⁻¹
 
     if head.config.output_bias == "element":
         per, seen = element_windows(windows, atomic_numbers, head.bias.shape[0])
         per[~seen] = mean
-        head.bias.copy_(inv(per.reshape(per.shape[0], -1)))
+        head.bias_start.copy_(inv(per.reshape(per.shape[0], -1)))
     elif head.config.output_bias == "mean":
-        head.bias.copy_(inv(mean.reshape(-1)))
+        head.bias_start.copy_(inv(mean.reshape(-1)))
+    head.bias.zero_()
     list(head.mlp.parameters())[-1].mul_(scale)
 
 
@@ -108,7 +110,8 @@ class DosModel(nn.Module):
         if config.backbone == "dosnet":
             from .dosnet import DosNetEncoder
 
-            self.encoder = DosNetEncoder(config.encoder, config.n_key, config.attention, config.embedding_skip)
+            self.encoder = DosNetEncoder(config.encoder, config.n_key, config.attention, config.embedding_skip,
+                                         config.element_features)
         else:
             self.encoder = AtomEncoder(config.encoder)
         self.head = DosHead(config, self.encoder.irreps_out)

@@ -115,13 +115,38 @@ class DosNetBlock(nn.Module):
         return out + x if self.residual else out
 
 
+def element_descriptors(n_elements: int) -> torch.Tensor:
+    """(n_elements, 10) chemical descriptors per atomic number (row 0 and unknown values zero): group/18,
+    row/7, Pauling electronegativity/4, atomic radius/3 Å, Mendeleev number/100, s/p/d/f block one-hot,
+    is_metal. They let an element embedding interpolate between chemically similar elements."""
+    import warnings
+
+    from pymatgen.core.periodic_table import Element
+
+    table = torch.zeros(n_elements, 10)
+    for z in range(1, min(n_elements, 104)):
+        el = Element.from_Z(z)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            x = [el.group / 18, el.row / 7, (el.X if el.X == el.X else 0.0) / 4,
+                 float(el.atomic_radius or 0.0) / 3, float(el.mendeleev_no or 0) / 100]
+        x += [float(el.block == b) for b in "spdf"] + [float(el.is_metal)]
+        table[z] = torch.tensor(x)
+    return table
+
+
 class DosNetEncoder(nn.Module):
     """Element embedding f_0 followed by ``n_layers`` :class:`DosNetBlock`; same batch contract and output as
     :class:`chgdata.models.encoder.AtomEncoder` (atom features, O(3)-equivariant)."""
 
-    def __init__(self, config: EncoderConfig, n_key: int = 8, attention: bool = True, embedding_skip: bool = True):
+    def __init__(self, config: EncoderConfig, n_key: int = 8, attention: bool = True, embedding_skip: bool = True,
+                 element_features: bool = False):
         super().__init__()
         self.config = config
+        self.element_features = element_features
+        if element_features:  # f_0 = one-hot embedding + a linear map of chemical descriptors
+            self.register_buffer("descriptors", element_descriptors(config.n_elements), persistent=False)
+            self.descriptor_embedding = nn.Linear(10, config.n_scalars, bias=False)
         self.irreps_sh = o3.Irreps.spherical_harmonics(config.l_max, p=-1)
         self.irreps_in = o3.Irreps(f"{config.n_scalars}x0e")
         self.embedding = nn.Embedding(config.n_elements, config.n_scalars)
@@ -141,7 +166,8 @@ class DosNetEncoder(nn.Module):
         r = vec.norm(dim=-1)
         sh, radial = self.sh(vec), self.radial(r)
         cutoff = polynomial_cutoff(r, self.config.r_cut, self.config.cutoff_p)
-        f0 = x = self.embedding(batch[K.ATOMIC_NUMBERS])
+        z = batch[K.ATOMIC_NUMBERS]
+        f0 = x = self.embedding(z) + (self.descriptor_embedding(self.descriptors[z]) if self.element_features else 0)
         for block in self.blocks:
             x = block(x, f0, sh, radial, cutoff, batch[K.EDGE_INDEX])
         return x
