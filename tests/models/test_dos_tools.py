@@ -162,15 +162,23 @@ def test_predict_dos_refuses_a_density_checkpoint(tmp_path):
     assert "Traceback" not in res.output
 
 
-def test_shipped_dos_model_loads_with_weights_only():
+def test_shipped_dos_model_loads_with_weights_only_and_predicts(tmp_path):
+    from chgdata.cli.main import app
     from chgdata.models.predict_dos import DEFAULT_DOS_CHECKPOINT, load_dos_model
+    from pymatgen.electronic_structure.dos import Dos
 
     if not DEFAULT_DOS_CHECKPOINT.is_file():
         pytest.skip("no shipped DOS model")
+    assert DEFAULT_DOS_CHECKPOINT.stat().st_size < 5e6
     raw = torch.load(DEFAULT_DOS_CHECKPOINT, map_location="cpu", weights_only=True)
-    assert raw["model_config"]["backbone"] == "dosnet"
+    assert raw["model_config"]["backbone"] == "dosnet" and len(raw["baselines"]["elements"]) > 10
     model, _ = load_dos_model(None)
     assert model.config.n_points == 400
+    poscar, _ = _poscar_from_shared(tmp_path, "gpaw-0008")  # C diamond
+    res = CliRunner().invoke(app, ["predict", str(poscar), "--dos-only", "-o", str(tmp_path / "p"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    dos = Dos.from_dict(json.loads((tmp_path / "p" / "gpaw-0008" / "dos.json").read_text()))
+    assert len(dos.energies) == 400 and float(dos.get_densities().max()) > 0
 
 
 def test_element_bias_starts_the_model_at_the_composition_baseline(dos_store):
@@ -179,6 +187,7 @@ def test_element_bias_starts_the_model_at_the_composition_baseline(dos_store):
     from chgdata.models.data import DosWindows
     from chgdata.models.dos import DosModel, start_at_windows
     from chgdata.models.evaluate_dos import baselines_from_store, element_fractions, predict_windows
+
     from chgdata.store import open_dataset
 
     ds = open_dataset(dos_store)
