@@ -34,7 +34,7 @@ VARIANTS = {  # name: model config (the CPU configuration; DosNet's own width is
     "dosnet-lmax1": {**DOSNET, "encoder": {**SMALL, "l_max": 1}},
     "dosnet-3-layers": {**DOSNET, "encoder": {**SMALL, "n_layers": 3}},
     # DosNet's own width (l_max 3, 259 scalar channels): a GPU configuration (bench/gpu_session.sh)
-    "dosnet-wide": {**DOSNET, "n_key": 16, "mlp_hidden": 256, "encoder": {
+    "dosnet-wide": {**DOSNET, "n_key": 16, "n_skip": 16, "mlp_hidden": 256, "encoder": {
         **SMALL, "n_scalars": 259, "n_vectors": 32, "l_max": 3, "n_layers": 3, "radial_hidden": 64}},
 }
 

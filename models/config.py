@@ -155,6 +155,7 @@ class DosConfig(_DictMixin):
     embedding_skip : dosnet only, self-interaction as a tensor product with the initial embedding f_0
         (False: a linear self-interaction of f_k alone)
     n_key : dosnet only, channels per irrep of the attention queries and keys
+    n_skip : dosnet only, channels of f_0 in the skip tensor product (0: the embedding's full width)
     element_features : dosnet only, add chemical descriptors of each element (group, row, electronegativity,
         radius, Mendeleev number, block, metal) to its one-hot embedding f_0
     output_bias : a learned bias inside the per-atom softplus, ``"element"`` (one window per element, training
@@ -180,6 +181,7 @@ class DosConfig(_DictMixin):
     n_key: int = 8
     output_bias: str = "element"
     element_features: bool = False
+    n_skip: int = 0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):

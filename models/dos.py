@@ -111,7 +111,7 @@ class DosModel(nn.Module):
             from .dosnet import DosNetEncoder
 
             self.encoder = DosNetEncoder(config.encoder, config.n_key, config.attention, config.embedding_skip,
-                                         config.element_features)
+                                         config.element_features, config.n_skip)
         else:
             self.encoder = AtomEncoder(config.encoder)
         self.head = DosHead(config, self.encoder.irreps_out)

@@ -140,7 +140,7 @@ class DosNetEncoder(nn.Module):
     :class:`chgdata.models.encoder.AtomEncoder` (atom features, O(3)-equivariant)."""
 
     def __init__(self, config: EncoderConfig, n_key: int = 8, attention: bool = True, embedding_skip: bool = True,
-                 element_features: bool = False):
+                 element_features: bool = False, n_skip: int = 0):
         super().__init__()
         self.config = config
         self.element_features = element_features
@@ -152,9 +152,13 @@ class DosNetEncoder(nn.Module):
         self.embedding = nn.Embedding(config.n_elements, config.n_scalars)
         self.sh = o3.SphericalHarmonics(self.irreps_sh, normalize=True, normalization="component")
         self.radial = BesselBasis(config.r_cut, config.n_radial_basis, config.cutoff_p)
+        # the skip's operand: f_0 itself, or a linear map of it to n_skip channels (the f_k ⊗ f_0 product has
+        # mul_in · mul_f0 · mul_out weights per path: at DosNet's 259 channels the full width is too large)
+        self.skip_proj = nn.Linear(config.n_scalars, n_skip, bias=False) if n_skip else None
+        irreps_f0 = o3.Irreps(f"{n_skip}x0e") if n_skip else self.irreps_in
         blocks, irreps = [], self.irreps_in
         for _ in range(config.n_layers):
-            block = DosNetBlock(irreps, self.irreps_in, self.irreps_sh, config.hidden_irreps(), config.n_radial_basis,
+            block = DosNetBlock(irreps, irreps_f0, self.irreps_sh, config.hidden_irreps(), config.n_radial_basis,
                                 config.radial_hidden, config.avg_num_neighbors, n_key, attention, embedding_skip)
             blocks.append(block)
             irreps = block.irreps_out
@@ -168,6 +172,8 @@ class DosNetEncoder(nn.Module):
         cutoff = polynomial_cutoff(r, self.config.r_cut, self.config.cutoff_p)
         z = batch[K.ATOMIC_NUMBERS]
         f0 = x = self.embedding(z) + (self.descriptor_embedding(self.descriptors[z]) if self.element_features else 0)
+        if self.skip_proj is not None:
+            f0 = self.skip_proj(f0)
         for block in self.blocks:
             x = block(x, f0, sh, radial, cutoff, batch[K.EDGE_INDEX])
         return x

@@ -214,7 +214,8 @@ def test_dosnet_encoder_and_model_invariant(material, rng):
     batch[keys.POSITIONS] = batch[keys.POSITIONS] + torch.tensor(rng.normal(scale=0.1, size=(len(
         batch[keys.POSITIONS]), 3)))
     assert_equivariant(enc, [batch], [BATCH_SPEC], enc.irreps_out)
-    dos = DosModel(small_dos_config(backbone="dosnet", n_key=3, element_features=material == MIXED)).double()
+    dos = DosModel(small_dos_config(backbone="dosnet", n_key=3, element_features=material == MIXED,
+                                    n_skip=3 if material == FECO else 0)).double()
     with torch.no_grad():  # a non-zero per-element bias (zero at construction)
         dos.head.bias.normal_(generator=torch.Generator().manual_seed(0))
     out = dos(batch)
