@@ -11,9 +11,11 @@
 #   pip wheel --no-deps -w .whl .                      # this checkout as a wheel (rebuild after every change)
 #   chgdata run --from-dir ../shared/data/gpaw --store .gpu/gpaw        (split by formula; gpaw-more can be
 #   added with a second `chgdata ingest --from-dir ../shared/data/gpaw-more` before build-delta, ~50 MB in all)
-# and on the device:  bash bench/gpu_session.sh .gpu/gpaw     (carry: .whl, .gpu; timeout_s 600)
+# DOS (optional second argument): the split store with DOS windows, e.g. cp -r data/gpaw-all .gpu/gpaw-all
+# and on the device:  bash bench/gpu_session.sh .gpu/gpaw .gpu/gpaw-all     (carry: .whl, .gpu; timeout_s 600)
 set -euo pipefail
 STORE=${1:-.gpu/gpaw}
+DOS_STORE=${2:-.gpu/gpaw-all}
 REPORTS=${OUT:-bench/results/gpu-run}
 mkdir -p "$REPORTS"
 if compgen -G ".whl/*.whl" > /dev/null; then
@@ -31,3 +33,8 @@ cp /tmp/train-work/train_gpu.json "$REPORTS/"
 timeout 240 python3 bench/train_grouped.py --store "$STORE" --out /tmp/grouped --size large --device cuda \
     --probes 8000 --batch 32 --lr 3e-3 --steps 3000 && cp /tmp/grouped/report.md "$REPORTS/train_grouped_gpu.md" \
     || echo "bench/train_grouped.py failed or timed out" >&2
+# DosNet at its own width (l_max 3, 259 channels) and the CPU configuration, 3000 steps each, on the grouped split
+if [ -d "$DOS_STORE" ]; then
+    timeout 240 python3 bench/dos_ablation.py --store "$DOS_STORE" --device cuda --only dosnet-wide,dosnet \
+        --steps 3000 --out /tmp/dos-gpu --results "$REPORTS/dos_gpu.md" || echo "DOS GPU runs failed or timed out" >&2
+fi

@@ -16,6 +16,13 @@ with ``h = (emax - emin) / (npoints - 1)``. Hence ``sum_j rho_j * h`` equals exa
 samples); this is what "states in the window" means here. Smearing only moves states across the two outer
 cell edges, so the raw and smeared counts differ only by the Gaussian leakage there: at most 0.65 % for
 sigma = 0.1 eV over the 166 DOS files of the shared data set (tests/test_dos.py checks < 1 % on each).
+
+Normalisation (the one used by the store's ``dos_norm`` windows, DOS training, metrics and baselines): both spin
+channels of a window are divided by one constant, ``norm_const = max over E and over the two channels`` of the
+absolute window, so the larger channel peaks at exactly 1. For a non-spin DOS each channel is half the total,
+so each normalised channel equals ``total / max(total)``: DosNet's max-normalised total DOS (seed 001). For a
+spin-polarised DOS DosNet (which used spin-summed MP DOS) has no rule; here the channels keep their ratio
+(↑/↓ and the magnetisation are not distorted) and their mean ½(↑ + ↓) peaks at or below 1, not at 1.
 """
 
 from __future__ import annotations

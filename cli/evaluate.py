@@ -20,6 +20,9 @@ def evaluate(
     chunk_size: int = typer.Option(None, "--chunk-size", min=1, help="Grid points per head chunk."),
     out_path: Path = typer.Option(None, "--out", "-o", dir_okay=False,
                                   help="results.json (a per-material .csv is written next to it)."),
+    plot: Path = typer.Option(None, "--plot", dir_okay=False,
+                              help="DOS models: PNG grid of the worst and median materials (default: next to "
+                                   "--out as <stem>_grid.png, else dos_<split>_grid.png)."),
     quiet: bool = QUIET,
 ) -> None:
     """Evaluate a checkpoint: NMAE % per material (ChargE3Net's definition), mean, SAED baseline; or DOS metrics."""
@@ -32,9 +35,11 @@ def evaluate(
     ids = [m.strip() for m in materials.split(",") if m.strip()] if materials else None
     with cli_errors(), Progress(console=console, transient=True, disable=quiet) as bar:
         task = bar.add_task("evaluate", total=None)
+        if plot is None:
+            plot = out_path.with_name(out_path.stem + "_grid.png") if out_path else Path(f"dos_{split}_grid.png")
         res = run_evaluate(str(checkpoint) if checkpoint else None, store, split, ids, device, chunk_size,
                            progress=lambda mid, i, n: bar.update(task, completed=i, total=n,
-                                                                 description=f"evaluate {mid}"))
+                                                                 description=f"evaluate {mid}"), plot=str(plot))
     summ, rows = res["summary"], res["per_material"]
     table = Table(title=f"{summ['kind']} metrics, {summ['materials']} materials ({summ['split']})")
     if summ["kind"] == "density":
@@ -43,9 +48,10 @@ def evaluate(
                 ("nmae_conserved", "NMAE % (∫ρ=N)", "{:.3f}"), ("nmae_saed", "SAED NMAE %", "{:.3f}"),
                 ("beats_saed", "beats SAED", "{}"), ("mag_nmae", "mag NMAE %", "{:.2f}"), ("split", "split", "{}")]
     else:
-        cols = [("material_id", "material", "{}"), ("mse", "MSE", "{:.4g}"), ("r2", "R²", "{:.3f}"),
-                ("wasserstein_up_eV", "W₁ ↑ eV", "{:.3f}"), ("wasserstein_down_eV", "W₁ ↓ eV", "{:.3f}"),
-                ("abs_mae", "MAE states/eV/atom", "{:.4f}")]
+        cols = [("material_id", "material", "{}"), ("formula", "formula", "{}"), ("mse", "MSE", "{:.4g}"),
+                ("r2", "R²", "{:.3f}"), ("wasserstein_up_eV", "W₁ ↑ eV", "{:.3f}"),
+                ("wasserstein_down_eV", "W₁ ↓ eV", "{:.3f}"), ("mse_mean_baseline", "mean-window MSE", "{:.4g}"),
+                ("mse_composition_baseline", "composition MSE", "{:.4g}"), ("beats_both", "beats both", "{}")]
     cols = [c for c in cols if any(c[0] in r for r in rows)]
     for key, title, _ in cols:  # ids are never cut: the other headers fold instead
         ident = key == "material_id"
@@ -58,8 +64,21 @@ def evaluate(
         from chgdata.models.evaluate import format_report
 
         out.print(format_report(res), highlight=False, markup=False)
+    if summ.get("splits"):  # DOS: model and both baselines on every split of the checkpoint
+        st = Table(title="DOS per split (baselines fitted on train; MSE on max-normalised windows)")
+        keys = [("materials", "n", "{}"), ("mse", "MSE", "{:.4f}"), ("mse_mean_baseline", "mean-window MSE", "{:.4f}"),
+                ("mse_composition_baseline", "composition MSE", "{:.4f}"), ("r2", "R²", "{:.3f}"),
+                ("r2_composition_baseline", "comp. R²", "{:.3f}"), ("wasserstein_eV", "W₁ eV", "{:.3f}"),
+                ("wasserstein_composition_baseline_eV", "comp. W₁ eV", "{:.3f}"),
+                ("fraction_beating_both_baselines", "beats both", "{:.0%}")]
+        st.add_column("split")
+        for _, title, _ in keys:
+            st.add_column(title, justify="right")
+        for name, s in summ["splits"].items():
+            st.add_row(name, *[fmt.format(s[k]) for k, _, fmt in keys])
+        out.print(st)
     for k, v in summ.items():
-        if k not in ("kind", "by_split", "by_group"):
+        if k not in ("kind", "splits", "by_split", "by_group"):
             out.print(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}", highlight=False)
     if out_path:
         files = write_results(res, out_path)

@@ -35,6 +35,11 @@ def predict(
                                                           "training store, else the copy in the checkpoint)."),
     conserve: bool = typer.Option(True, "--conserve-electrons/--raw",
                                   help="Δ models: shift Δρ̂ so that ∫ρ dV is the valence count exactly."),
+    dos: bool = typer.Option(False, "--dos", help="Also predict the DOS window: dos.json (pymatgen Dos), dos.csv, "
+                                                  "dos.png per structure."),
+    dos_only: bool = typer.Option(False, "--dos-only", help="Predict the DOS window only (no density)."),
+    dos_checkpoint: Path = typer.Option(None, "--dos-checkpoint", dir_okay=False,
+                                        help="DOS model.pt (default: the DOS model shipped with chgdata)."),
     quiet: bool = QUIET,
 ) -> None:
     """Predict ρ (e/Å³) on a full grid and write a VASP CHGCAR (ρ·V; a `diff` block for spin models)."""
@@ -44,6 +49,12 @@ def predict(
 
     with cli_errors(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        if dos or dos_only:
+            from chgdata.models.predict_dos import report_dos
+
+            report_dos(structures, out_dir, dos_checkpoint, device, out.print)
+            if dos_only:
+                return
         fmts = [f.strip().lower() for f in formats.split(",") if f.strip()]
         preds = run_predict(structures, out_dir, checkpoint=str(checkpoint) if checkpoint else None,
                             grid=parse_grid(grid) if grid else None, spacing=spacing,

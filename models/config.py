@@ -148,6 +148,24 @@ class DosConfig(_DictMixin):
     pooling : ``"mean"`` (DosNet) or ``"sum"`` over the atoms of a structure
     mlp_hidden : hidden width of the per-atom MLP
     positive : softplus on the per-atom output (DOS >= 0)
+    backbone : ``"dosnet"`` (default; seed 001's blocks,
+        :mod:`chgdata.models.dosnet`: attention and the skip to the initial embedding, each switchable) or
+        ``"nequip"`` (the shared gated encoder of the density model, DESIGN.md §6)
+    attention : dosnet only, neighbour softmax attention (False: plain sum of messages / √n̄)
+    embedding_skip : dosnet only, self-interaction as a tensor product with the initial embedding f_0
+        (False: a linear self-interaction of f_k alone)
+    n_key : dosnet only, channels per irrep of the attention queries and keys
+    n_skip : dosnet only, channels of f_0 in the skip tensor product (0: the embedding's full width)
+    element_features : dosnet only, add chemical descriptors of each element (group, row, electronegativity,
+        radius, Mendeleev number, block, metal) to its one-hot embedding f_0
+    output_bias : a learned bias inside the per-atom softplus, ``"element"`` (one window per element, training
+        starts it at the per-element average windows of the training split, so that mean pooling starts the
+        model exactly at the composition baseline), ``"mean"`` (one window, started at the mean training
+        window) or ``"none"``
+
+    Spin: with ``n_spin = 2`` the outputs are the (↑, ↓) windows; with ``n_spin = 1`` the output is the
+    spin average ½(↑ + ↓), copied to both channels when compared or written (see
+    :mod:`chgdata.dos`, "Normalisation", for both).
     """
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -157,8 +175,30 @@ class DosConfig(_DictMixin):
     pooling: str = "mean"
     mlp_hidden: int = 128
     positive: bool = True
+    backbone: str = "dosnet"
+    attention: bool = True
+    embedding_skip: bool = True
+    n_key: int = 8
+    output_bias: str = "element"
+    element_features: bool = False
+    n_skip: int = 0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        data = dict(data)
+        data.setdefault("output_bias", "none")  # configs older than these options: trained without them
+        data.setdefault("backbone", "nequip")
+        return super().from_dict(data)
 
     def __post_init__(self):
+        if isinstance(self.output_bias, bool):  # early configs: True meant the mean-window bias
+            self.output_bias = "mean" if self.output_bias else "none"
+        if self.output_bias not in ("element", "mean", "none"):
+            raise ValueError("output_bias must be 'element', 'mean' or 'none'")
+        if self.backbone not in ("nequip", "dosnet"):
+            raise ValueError("backbone must be 'nequip' or 'dosnet'")
+        if self.n_spin not in (1, 2):
+            raise ValueError("n_spin must be 1 or 2")
         if self.pooling not in ("mean", "sum"):
             raise ValueError("pooling must be 'mean' or 'sum'")
         self.energy_window = tuple(self.energy_window)

@@ -15,19 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from chgdata import contract as C
-from chgdata.metrics import (
-    DensityErrorSums,
-    density_error_sums,
-    dos_abs_mae,
-    dos_mse,
-    dos_wasserstein,
-    mean_nmae,
-    r2_score,
-)
+from chgdata.metrics import DensityErrorSums, density_error_sums, mean_nmae
 
+from .evaluate_dos import evaluate_dos  # noqa: F401 - DOS evaluation lives in its own module
 from .predict import atomic_numbers, load, predict_grid, reference_table
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -149,59 +141,15 @@ def group_summaries(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]
     return {g: density_summary(rs) for g, rs in sorted(groups.items())}
 
 
-@torch.no_grad()
-def evaluate_dos(model, ckpt: dict[str, Any], store: str, material_ids: Sequence[str],
-                 device: str = "cpu") -> dict[str, Any]:
-    """MSE on max-normalised windows, R², Wasserstein distance per spin (eV), absolute MAE (states/eV/atom).
-
-    A model trained on normalised windows predicts no absolute scale: its absolute windows use each target's
-    normalisation constant (``abs_mae`` is then an error of shape only, flagged by ``abs_scale``)."""
-    from chgdata.store import open_dataset
-
-    from .graph import structure_batch
-
-    ds = open_dataset(store)
-    variant = (ckpt.get("config") or {}).get("dos_variant", "normalised")
-    ids, norm_t, energies = ds.dos_windows(material_ids, "normalised")
-    _, abs_t, _ = ds.dos_windows(material_ids, "absolute")
-    preds = []
-    for mid in ids:
-        s = ds.structure(mid)
-        batch = structure_batch(s.cart_coords, atomic_numbers(s), s.lattice.matrix, model.config.encoder.r_cut,
-                                dtype=next(model.parameters()).dtype, device=device)
-        p = model(batch)[0].double().cpu().numpy()
-        if p.shape[0] == 1:
-            p = np.repeat(0.5 * p, 2, axis=0)
-        preds.append(p)
-    pred = np.stack(preds)
-    norm_const = np.max(abs_t.reshape(len(ids), -1), axis=1).astype(np.float64)
-    if variant == "absolute":
-        pred_abs = pred
-        pred_norm = pred / np.maximum(pred.reshape(len(ids), -1).max(axis=1), 1e-12)[:, None, None]
-    else:
-        pred_norm = pred
-        pred_abs = pred * norm_const[:, None, None]
-    w = dos_wasserstein(pred_norm, norm_t, energies)
-    rows = []
-    for i, mid in enumerate(ids):
-        rows.append({"material_id": mid, "mse": dos_mse(pred_norm[i], norm_t[i]),
-                     "r2": r2_score(pred_norm[i], norm_t[i]), "wasserstein_up_eV": float(w[i, 0]),
-                     "wasserstein_down_eV": float(w[i, 1]), "abs_mae": dos_abs_mae(pred_abs[i], abs_t[i])})
-    summary = {"kind": "dos", "variant": variant, "materials": len(ids), "mse": dos_mse(pred_norm, norm_t),
-               "r2": r2_score(pred_norm, norm_t), "wasserstein_eV": float(np.nanmean(w)),
-               "abs_mae_states_per_eV_atom": dos_abs_mae(pred_abs, abs_t),
-               "abs_scale": "model" if variant == "absolute" else "target max (model predicts shape only)"}
-    return {"summary": summary, "per_material": rows}
-
-
 def run_evaluate(checkpoint: str | None, store: str, split: str = "test", materials: Sequence[str] | None = None,
                  device: str = "cpu", chunk_size: int | None = None,
-                 progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+                 progress: Callable[[str, int, int], None] | None = None,
+                 plot: str | None = None) -> dict[str, Any]:
     """``chgdata evaluate``: load, select materials, evaluate; result dict with ``summary`` and ``per_material``.
 
     ``split``: one of train|val|test|all or several joined by commas ("test,val,train"); density results then
     carry ``by_split`` (summary per split) and ``by_group`` (per group of the first split), and the top-level
-    figures are those of the first split."""
+    figures are those of the first split. ``plot``: DOS models, PNG grid of the worst and median materials."""
     from chgdata.store import open_dataset
 
     model, ckpt = load(checkpoint, device)
@@ -217,7 +165,7 @@ def run_evaluate(checkpoint: str | None, store: str, split: str = "test", materi
     names = ["materials"] if materials else [s.strip() for s in split.split(",") if s.strip()]
     selected = {name: select_materials(ckpt, store_ids, name, materials, store_splits) for name in names}
     if is_dos:
-        res = evaluate_dos(model, ckpt, store, selected[names[0]], device)
+        res = evaluate_dos(model, ckpt, store, selected[names[0]], device, plot=plot)
     else:
         rows = []
         for name in names:

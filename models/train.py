@@ -93,7 +93,7 @@ class TrainConfig:
     ckpt_every: int | None = None  # also checkpoint every N steps (always at the end of each epoch)
     start_method: str = "forkserver"  # DataLoader workers: spawn | forkserver (never fork: zarr v3)
     tensorboard: bool = True  # when the tensorboard package is installed
-    init_output_scale: bool = True  # set the density head's output_scale to the targets' mean |value| at start
+    init_output_scale: bool = True  # density: output_scale = mean |target|; DOS: start at the mean training window
     model: dict[str, Any] = field(default_factory=dict)  # ChargeDensityConfig / DosConfig overrides
 
     def __post_init__(self):
@@ -204,6 +204,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             model_cfg.output_scale = target_scale(train_set)
     torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts them)
     model = build_model(model_cfg).to(device)
+    if (cfg.target == "dos" and cfg.init_output_scale and model_cfg.output_bias != "none"
+            and not (resume and (out / "last.pt").exists())):  # start at the composition (or mean) baseline
+        from .dos import start_at_windows
+
+        wins = train_set.windows if model_cfg.n_spin == 2 else train_set.windows.mean(1, keepdims=True)
+        start_at_windows(model.head, wins, [train_set.static_batch(i)[K.ATOMIC_NUMBERS].numpy()
+                                            for i in range(len(train_set))])
     if cfg.target == "delta" and cfg.init_output_scale and not (resume and (out / "last.pt").exists()):
         with torch.no_grad():  # start near Δρ̂ = 0, i.e. at the SAED baseline, and learn the residual
             list(model.head.intensity_mlp.parameters())[-1].mul_(0.1)

@@ -173,3 +173,86 @@ def test_rotated_crystal_with_atoms_on_grid_points(rng):
     b = predict_grid(model, s.frac_coords @ (cell @ rot.T), s.atomic_numbers, cell @ rot.T, grid,
                      dtype=torch.float64)
     assert float((a - b).abs().max() / a.abs().max()) < 1e-10
+
+
+# ----------------------------------------------------------------------------- DosNet blocks (seed 001)
+
+DOSNET_PIECES = [(True, True), (True, False), (False, True), (False, False)]  # (attention, embedding_skip)
+
+
+@pytest.mark.parametrize("attention,skip", DOSNET_PIECES)
+def test_dosnet_block_equivariant(attention, skip, generator):
+    from chgdata.models.dosnet import DosNetBlock
+    from chgdata.models.radial import polynomial_cutoff
+
+    irreps_in, irreps_f0 = "4x0e+2x0o+3x1o+2x1e+2x2e", "5x0e"
+    irreps_sh = o3.Irreps.spherical_harmonics(2, p=-1)
+    block = DosNetBlock(irreps_in, irreps_f0, irreps_sh, "4x0e+4x0o+3x1o+3x1e+2x2e+2x2o", 5, 8, 3.0, n_key=3,
+                        attention=attention, embedding_skip=skip).double()
+    sh = o3.SphericalHarmonics(irreps_sh, normalize=True, normalization="component")
+    basis = BesselBasis(3.0, 5).double()
+    n_nodes, n_edges = 6, 15
+    edge_index = torch.randint(0, n_nodes, (2, n_edges), generator=generator)
+    x = torch.randn(n_nodes, o3.Irreps(irreps_in).dim, dtype=torch.float64, generator=generator)
+    f0 = torch.randn(n_nodes, 5, dtype=torch.float64, generator=generator)
+    vec = torch.randn(n_edges, 3, dtype=torch.float64, generator=generator)
+
+    def fn(x, f0, vec):
+        r = vec.norm(dim=-1)
+        return block(x, f0, sh(vec), basis(r), polynomial_cutoff(r, 3.0), edge_index)
+
+    assert_equivariant(fn, [x, f0, vec], [irreps_in, irreps_f0, "cartesian"], block.irreps_out)
+    assert block.irreps_out.lmax == 2 and "0o" in str(block.irreps_out)
+    assert hasattr(block, "query") == attention
+
+
+@pytest.mark.parametrize("material", [SI, FECO, MIXED])
+def test_dosnet_encoder_and_model_invariant(material, rng):
+    from chgdata.models.dosnet import DosNetEncoder
+
+    enc = DosNetEncoder(small_encoder(n_layers=2), n_key=3).double()
+    batch = real_batch(material, rng)
+    batch[keys.POSITIONS] = batch[keys.POSITIONS] + torch.tensor(rng.normal(scale=0.1, size=(len(
+        batch[keys.POSITIONS]), 3)))
+    assert_equivariant(enc, [batch], [BATCH_SPEC], enc.irreps_out)
+    dos = DosModel(small_dos_config(backbone="dosnet", n_key=3, element_features=material == MIXED,
+                                    n_skip=3 if material == FECO else 0)).double()
+    with torch.no_grad():  # a non-zero per-element bias (zero at construction)
+        dos.head.bias.normal_(generator=torch.Generator().manual_seed(0))
+    out = dos(batch)
+    assert out.shape == (1, 2, 50) and out.abs().sum() > 0
+    assert_equivariant(lambda b: dos(b).reshape(1, -1), [batch], [BATCH_SPEC], None, n_trials=2)
+
+
+def test_dosnet_permutation_supercell_and_sensitivity(rng, generator):
+    dos = DosModel(small_dos_config(backbone="dosnet", n_key=3)).double()
+    batch = real_batch(MIXED, rng)
+    perm = torch.randperm(len(batch[keys.POSITIONS]), generator=generator)
+    torch.testing.assert_close(dos(permute_atoms(batch, perm)), dos(batch))
+    s = load_structure(MIXED)
+    sup = s * (2, 1, 1)  # mean pooling over atoms: a supercell is the same crystal, same window
+    b_sup = structure_batch(sup.cart_coords, sup.atomic_numbers, sup.lattice.matrix, 3.5, dtype=torch.float64)
+    b = structure_batch(s.cart_coords, s.atomic_numbers, s.lattice.matrix, 3.5, dtype=torch.float64)
+    torch.testing.assert_close(dos(b_sup), dos(b))
+    moved = dict(b)
+    moved[keys.POSITIONS] = b[keys.POSITIONS] + torch.tensor(rng.normal(scale=0.2, size=(len(s), 3)))
+    assert (dos(moved) - dos(b)).abs().max() > 1e-6  # not trivially invariant
+
+
+def test_dosnet_continuous_when_a_neighbour_crosses_the_cutoff():
+    """Two atoms in a big box moving apart through r_cut: the window changes continuously (the attention
+    weights carry the smooth cutoff, the values vanish there)."""
+    dos = DosModel(small_dos_config(backbone="dosnet", n_key=3)).double()
+    r_cut = dos.config.encoder.r_cut
+    cell = np.eye(3) * 20.0
+
+    def window(d):
+        pos = np.array([[0.0, 0.0, 0.0], [d, 0.3, 0.1]])
+        b = structure_batch(pos, [14, 8], cell, r_cut, dtype=torch.float64)
+        return dos(b)
+
+    dist_cut = np.sqrt(r_cut**2 - 0.1)
+    inside, outside = window(dist_cut - 1e-6), window(dist_cut + 1e-6)
+    far = window(dist_cut - 0.5)
+    assert (inside - outside).abs().max() < 1e-8
+    assert (far - outside).abs().max() > 1e-6
