@@ -224,7 +224,8 @@ def describe(store: str | os.PathLike) -> dict[str, Any]:
     dos_card = card.get("dos") or {}
     npts = dos_card.get("npoints")
     for name, units, desc in (("dos_abs", "states/eV/atom", "smeared DOS window, spin (up, down)"),
-                              ("dos_norm", "dimensionless (max = 1)", "dos_abs / norm_const (max over both channels = 1; DosNet's for non-spin)"),
+                              ("dos_norm", "dimensionless (max = 1)",
+                               "dos_abs / norm_const (max over both channels = 1; DosNet's for non-spin)"),
                               ("dos_energy", "eV (E - E_F)", "energy axis of the windows")):
         if name in present:
             shape = "(npoints,)" if name == "dos_energy" else "(n_materials, 2, npoints)"

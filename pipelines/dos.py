@@ -4,7 +4,8 @@ partition.
 Per build-dos partition a task writes two float32 Zarr arrays of shape ``(n, 2, npoints)``:
 
 ``arrays/dos_abs/<partition>``     smeared DOS, states/eV/atom, spin (up, down)
-``arrays/dos_norm/<partition>``    the same divided by its maximum over both channels (max = 1; DosNet's for a non-spin DOS, see chgdata.dos)
+``arrays/dos_norm/<partition>``    the same divided by its maximum over both channels (max = 1; DosNet's for a
+                                   non-spin DOS, see chgdata.dos)
 ``arrays/dos_energy/<partition>``  the energy axis E - E_F (eV), ``linspace(emin, emax, npoints)``
 
 then its failures fragment and last its ``dos.parquet`` index fragment (the commit point). The energy axis is
@@ -287,7 +288,8 @@ def card_section(loc: Location, params: WindowParams) -> dict[str, Any]:
         "energies_eV": [round(float(e), 10) for e in params.energies],
         "shape": "(n_materials, 2, npoints): spin up, spin down; a non-spin total is split evenly (0.5 each)",
         "arrays": {DOS_ABS: "states/eV/atom (cell averages of the smeared DOS, states in window conserved)",
-                   DOS_NORM: "dos_abs / norm_const (max over both channels = 1; DosNet's for non-spin, see chgdata.dos)"},
+                   DOS_NORM: "dos_abs / norm_const (max over both channels = 1; DosNet's for non-spin, "
+                             "see chgdata.dos)"},
         "normalisations": {"absolute": "states/eV/atom", "normalised": "max = 1; absolute = normalised * norm_const"},
         "index_table": DOS_TABLE, "code_version": chgdata.__version__, "updated": utcnow(),
         "materials": len(rows), "spin_polarized": sum(bool(r["spin_polarized"]) for r in rows),

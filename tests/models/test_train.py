@@ -251,7 +251,8 @@ def test_ddp_gloo_two_processes_and_cli_config(store, tmp_path):
     out = tmp_path / "ddp"
     conf = tmp_path / "train.yaml"
     conf.write_text(f"store: {store}\ntarget: delta\nprobes: 50\nbatch_size: 4\nepochs: 3\nlr: 1.0e-3\n"
-                    f"val_max_materials: 3\nsplit_source: random\nsplit: [0.6, 0.4, 0.0]\ntensorboard: false\nmodel: {json.dumps(TINY)}\n")
+                    f"val_max_materials: 3\nsplit_source: random\nsplit: [0.6, 0.4, 0.0]\ntensorboard: false\n"
+                    f"model: {json.dumps(TINY)}\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "chgdata.cli.main", "train", "--config", str(conf), "--max-steps", "2", "--out", str(out), "-q"]
