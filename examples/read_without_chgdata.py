@@ -15,7 +15,7 @@ Needs only numpy, pyarrow, zarr (v3) and pyyaml. It follows the catalogue entry 
 
 Usage::
 
-    python examples/read_without_chgdata.py --catalog catalog.yaml --dataset gpaw@1.0.0 --material gpaw-0001
+    python examples/read_without_chgdata.py --catalog catalog.yaml --dataset gpaw@1.1.0 --material gpaw-0001
     python examples/read_without_chgdata.py --store data/gpaw --material gpaw-0001 --out gpaw-0001.npz
 """
 
