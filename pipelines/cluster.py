@@ -89,9 +89,13 @@ def close_local_cluster(cluster: LocalCluster, client: Client | None, timeout: f
         except Exception as exc:  # noqa: BLE001 - a cluster that is already going down: close what is left
             log.debug("closing workers: %s: %s", type(exc).__name__, exc)
         finally:
-            if client is not None:
-                client.close()
-            cluster.close()
+            try:
+                if client is not None:
+                    client.close(timeout=timeout)
+                cluster.close(timeout=timeout)  # bounded: a close that never completes must not hang the run
+            except Exception as exc:  # noqa: BLE001 - leftover processes end with this one (nannies are children)
+                log.warning("local Dask cluster did not close within %.0f s (%s); continuing", timeout,
+                            type(exc).__name__)
 
 
 def run_tasks(client: Client, fn: Callable[..., dict], calls: Sequence[tuple[Any, ...]], label: str,
