@@ -27,25 +27,9 @@ from torch.nn import functional as F
 
 from . import keys as K
 from .config import EncoderConfig
-from .encoder import IrrepsSequential
+from .encoder import IrrepsSequential, uvu_tensor_product
 from .graph import edge_vectors
 from .radial import BesselBasis, polynomial_cutoff
-
-
-def _uvu_tp(irreps_in: o3.Irreps, irreps_sh: o3.Irreps, wanted: set) -> o3.TensorProduct:
-    """Per-channel ("uvu") tensor product ``irreps_in ⊗ Y`` onto the irreps in ``wanted``, external weights."""
-    mid, instructions = [], []
-    for i, (mul, ir_in) in enumerate(irreps_in):
-        for j, (_, ir_sh) in enumerate(irreps_sh):
-            for ir_out in ir_in * ir_sh:
-                if ir_out in wanted:
-                    instructions.append((i, j, len(mid), "uvu", True))
-                    mid.append((mul, ir_out))
-    mid = o3.Irreps(mid)
-    irreps_mid, perm, _ = mid.sort()
-    instructions = [(i, j, perm[k], mode, train) for i, j, k, mode, train in instructions]
-    return o3.TensorProduct(irreps_in, irreps_sh, irreps_mid, instructions, shared_weights=False,
-                            internal_weights=False)
 
 
 class DosNetBlock(nn.Module):
@@ -68,7 +52,7 @@ class DosNetBlock(nn.Module):
         self.attention, self.embedding_skip, self.avg_num_neighbors = attention, embedding_skip, avg_num_neighbors
         reachable = {ir_out for _, ir_in in self.irreps_in for _, ir_sh in self.irreps_sh for ir_out in ir_in * ir_sh}
         wanted = {ir for _, ir in target} | {o3.Irrep("0e")}
-        self.value = _uvu_tp(self.irreps_in, self.irreps_sh, wanted)
+        self.value = uvu_tensor_product(self.irreps_in, self.irreps_sh, wanted)
         self.value_radial = FullyConnectedNet([n_radial, radial_hidden, self.value.weight_numel], F.silu)
         scalars = o3.Irreps([(m, ir) for m, ir in target if ir.l == 0 and ir in reachable])
         gated = o3.Irreps([(m, ir) for m, ir in target if ir.l > 0 and ir in reachable])
@@ -87,7 +71,7 @@ class DosNetBlock(nn.Module):
             narrow = o3.Irreps([(n_key, ir) for _, ir in self.irreps_in]).simplify()
             self.query = o3.Linear(self.irreps_in, irreps_key)
             self.key_in = o3.Linear(self.irreps_in, narrow)
-            self.key = _uvu_tp(narrow, self.irreps_sh, {ir for _, ir in irreps_key})
+            self.key = uvu_tensor_product(narrow, self.irreps_sh, {ir for _, ir in irreps_key})
             self.key_out = o3.Linear(self.key.irreps_out, irreps_key)
             self.key_radial = FullyConnectedNet([n_radial, radial_hidden, self.key.weight_numel], F.silu)
             self.dot = o3.FullyConnectedTensorProduct(irreps_key, irreps_key, "0e")

@@ -38,6 +38,23 @@ def scalar_indices(irreps) -> torch.Tensor:
     return torch.tensor(idx, dtype=torch.int64)
 
 
+def uvu_tensor_product(irreps_in, irreps_sh, wanted: set) -> o3.TensorProduct:
+    """Per-channel ("uvu") tensor product ``irreps_in ⊗ Y`` onto the irreps in ``wanted``, weights given per edge
+    (``shared_weights=False``), output irreps sorted."""
+    irreps_in, irreps_sh = o3.Irreps(irreps_in), o3.Irreps(irreps_sh)
+    mid, instructions = [], []
+    for i, (mul, ir_in) in enumerate(irreps_in):
+        for j, (_, ir_sh) in enumerate(irreps_sh):
+            for ir_out in ir_in * ir_sh:
+                if ir_out in wanted:
+                    instructions.append((i, j, len(mid), "uvu", True))
+                    mid.append((mul, ir_out))
+    irreps_mid, perm, _ = o3.Irreps(mid).sort()
+    instructions = [(i, j, perm[k], mode, train) for i, j, k, mode, train in instructions]
+    return o3.TensorProduct(irreps_in, irreps_sh, irreps_mid, instructions, shared_weights=False,
+                            internal_weights=False)
+
+
 class GatedTensorProductBlock(nn.Module):
     """Tensor product with spherical harmonics, radial weights, self-interaction, gate (and residual).
 
@@ -70,18 +87,7 @@ class GatedTensorProductBlock(nn.Module):
 
         reachable = {ir_out for _, ir_in in self.irreps_in for _, ir_sh in self.irreps_sh for ir_out in ir_in * ir_sh}
         wanted = {ir for _, ir in target} | {o3.Irrep("0e")}
-        mid, instructions = [], []
-        for i, (mul, ir_in) in enumerate(self.irreps_in):
-            for j, (_, ir_sh) in enumerate(self.irreps_sh):
-                for ir_out in ir_in * ir_sh:
-                    if ir_out in wanted:
-                        instructions.append((i, j, len(mid), "uvu", True))
-                        mid.append((mul, ir_out))
-        mid = o3.Irreps(mid)
-        irreps_mid, perm, _ = mid.sort()
-        instructions = [(i, j, perm[k], mode, train) for i, j, k, mode, train in instructions]
-        self.tp = o3.TensorProduct(self.irreps_in, self.irreps_sh, irreps_mid, instructions,
-                                   shared_weights=False, internal_weights=False)
+        self.tp = uvu_tensor_product(self.irreps_in, self.irreps_sh, wanted)
         self.scalar_paths = _scalar_paths(self.tp)
         self.radial = FullyConnectedNet([n_radial, radial_hidden, self.tp.weight_numel], F.silu)
 
@@ -95,7 +101,7 @@ class GatedTensorProductBlock(nn.Module):
             [torch.sigmoid] if gated.num_irreps else [],
             gated,
         )
-        self.linear = o3.Linear(irreps_mid, self.gate.irreps_in)
+        self.linear = o3.Linear(self.tp.irreps_out, self.gate.irreps_in)
         self.self_interaction = o3.Linear(self.irreps_in, self.gate.irreps_in)
         self.irreps_out = self.gate.irreps_out
         self.residual = self.irreps_out == self.irreps_in
