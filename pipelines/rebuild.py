@@ -16,7 +16,7 @@ from typing import Any
 
 from chgdata import catalog as cat
 from chgdata import contract as C
-from chgdata.store import StoreError, read_table
+from chgdata.store import Location, StoreError, read_table
 
 
 @dataclass
@@ -51,7 +51,7 @@ def run_rebuild(ref: str, from_dir: str | os.PathLike, store: str, *, catalog: s
         first = sorted(ing.failed.items())[:3]
         raise StoreError(f"{name}: {len(ing.failed)} recorded inputs could not be ingested from {from_dir}, e.g. "
                          + "; ".join(why for _, why in first))
-    index = read_table(cat.Location.parse(store), C.INDEX)
+    index = read_table(Location.parse(store), C.INDEX)
     have = dict(zip(index.column(C.COL_ID).to_pylist(), index.column(C.COL_INPUT_SHA).to_pylist()))
     changed = sorted(m for m, sha in inputs.items() if sha is not None and have.get(m) != sha)
     if changed:
