@@ -76,15 +76,24 @@ def quiet_distributed(level: int = logging.CRITICAL) -> Iterator[None]:
             lg.setLevel(lvl)
 
 
+def _quiet_worker_shutdown() -> None:
+    """In a worker process about to be closed: Dask's own loggers to CRITICAL (shutdown chatter only)."""
+    for name in ["distributed"] + [n for n in logging.root.manager.loggerDict if n.startswith("distributed.")]:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def close_local_cluster(cluster: LocalCluster, client: Client | None, timeout: float = CLOSE_TIMEOUT_S) -> None:
     """Close a local cluster in order: workers first (waiting until they have left the scheduler, so none is
     still sending heartbeats), then the client, then the scheduler. The expected messages of a shutdown (closed
     comms, heartbeats to a scheduler going away) stay off the terminal."""
     with quiet_distributed():
         try:
+            if client is not None and cluster.workers and getattr(cluster, "processes", True):
+                client.run(_quiet_worker_shutdown)  # a late heartbeat of a closing worker is no error
             cluster.scale(0)
             deadline = time.monotonic() + timeout
-            while client is not None and client.nthreads() and time.monotonic() < deadline:
+            while ((cluster.workers or (client is not None and client.nthreads()))
+                   and time.monotonic() < deadline):
                 time.sleep(0.1)
         except Exception as exc:  # noqa: BLE001 - a cluster that is already going down: close what is left
             log.debug("closing workers: %s: %s", type(exc).__name__, exc)
