@@ -46,14 +46,11 @@ class DensityHead(nn.Module):
         self.irreps_sh = o3.Irreps.spherical_harmonics(enc.l_max, p=-1)
         self.sh = o3.SphericalHarmonics(self.irreps_sh, normalize=False, normalization="component")
         self.radial = BesselBasis(config.probe_r_cut, enc.n_radial_basis, enc.cutoff_p)
-        layers, irreps = [], self.irreps_in
-        for m in range(config.n_edge_layers):
-            last = m == config.n_edge_layers - 1
-            target = f"{config.n_edge_scalars}x0e" if last else enc.hidden_irreps()
-            layer = GatedTensorProductBlock(irreps, self.irreps_sh, target, enc.n_radial_basis, enc.radial_hidden)
-            layers.append(layer)
-            irreps = layer.irreps_out
-        self.layers = IrrepsSequential(layers, self.irreps_in)
+        def edge_layer(m: int, irreps) -> GatedTensorProductBlock:  # the last one keeps scalars only
+            target = f"{config.n_edge_scalars}x0e" if m == config.n_edge_layers - 1 else enc.hidden_irreps()
+            return GatedTensorProductBlock(irreps, self.irreps_sh, target, enc.n_radial_basis, enc.radial_hidden)
+
+        self.layers = IrrepsSequential.chain(self.irreps_in, edge_layer, config.n_edge_layers)
         check_irreps(f"{config.n_edge_scalars}x0e", self.layers.irreps_out, "density head output")
         self.irreps_out = o3.Irreps(f"{config.n_spin_channels}x0e")
         c, h = config.n_edge_scalars, config.mlp_hidden

@@ -140,13 +140,9 @@ class DosNetEncoder(nn.Module):
         # mul_in · mul_f0 · mul_out weights per path: at DosNet's 259 channels the full width is too large)
         self.skip_proj = nn.Linear(config.n_scalars, n_skip, bias=False) if n_skip else None
         irreps_f0 = o3.Irreps(f"{n_skip}x0e") if n_skip else self.irreps_in
-        blocks, irreps = [], self.irreps_in
-        for _ in range(config.n_layers):
-            block = DosNetBlock(irreps, irreps_f0, self.irreps_sh, config.hidden_irreps(), config.n_radial_basis,
-                                config.radial_hidden, config.avg_num_neighbors, n_key, attention, embedding_skip)
-            blocks.append(block)
-            irreps = block.irreps_out
-        self.blocks = IrrepsSequential(blocks, self.irreps_in)
+        self.blocks = IrrepsSequential.chain(self.irreps_in, lambda _, irreps: DosNetBlock(
+            irreps, irreps_f0, self.irreps_sh, config.hidden_irreps(), config.n_radial_basis, config.radial_hidden,
+            config.avg_num_neighbors, n_key, attention, embedding_skip), config.n_layers)
         self.irreps_out = self.blocks.irreps_out
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

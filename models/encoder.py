@@ -179,6 +179,15 @@ class IrrepsSequential(nn.ModuleList):
         self.irreps_in = self[0].irreps_in
         self.irreps_out = self[-1].irreps_out
 
+    @classmethod
+    def chain(cls, irreps_in, make_layer, n: int) -> IrrepsSequential:
+        """``n`` layers ``make_layer(index, irreps)``, each built on the previous layer's ``irreps_out``."""
+        layers, irreps = [], o3.Irreps(irreps_in)
+        for i in range(n):
+            layers.append(make_layer(i, irreps))
+            irreps = layers[-1].irreps_out
+        return cls(layers, irreps_in)
+
 
 class AtomEncoder(nn.Module):
     """Element embedding followed by ``n_layers`` interaction blocks on the periodic atom graph.
@@ -195,13 +204,9 @@ class AtomEncoder(nn.Module):
         self.embedding = nn.Embedding(config.n_elements, config.n_scalars)
         self.sh = o3.SphericalHarmonics(self.irreps_sh, normalize=True, normalization="component")
         self.radial = BesselBasis(config.r_cut, config.n_radial_basis, config.cutoff_p)
-        blocks, irreps = [], self.irreps_in
-        for _ in range(config.n_layers):
-            block = GatedTensorProductBlock(irreps, self.irreps_sh, config.hidden_irreps(), config.n_radial_basis,
-                                            config.radial_hidden, config.avg_num_neighbors)
-            blocks.append(block)
-            irreps = block.irreps_out
-        self.blocks = IrrepsSequential(blocks, self.irreps_in)
+        self.blocks = IrrepsSequential.chain(self.irreps_in, lambda _, irreps: GatedTensorProductBlock(
+            irreps, self.irreps_sh, config.hidden_irreps(), config.n_radial_basis, config.radial_hidden,
+            config.avg_num_neighbors), config.n_layers)
         self.irreps_out = self.blocks.irreps_out
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
