@@ -61,11 +61,16 @@ def log_to_stderr(level: int) -> None:
     root.propagate = False
 
 
+def _distributed_loggers() -> list[logging.Logger]:
+    """The ``distributed`` logger and every ``distributed.*`` logger this process has created."""
+    names = ["distributed"] + [n for n in logging.root.manager.loggerDict if n.startswith("distributed.")]
+    return [logging.getLogger(n) for n in names]
+
+
 @contextlib.contextmanager
 def quiet_distributed(level: int = logging.CRITICAL) -> Iterator[None]:
     """Raise the ``distributed`` loggers of this process to ``level`` for the duration (shutdown chatter)."""
-    names = ["distributed"] + [n for n in logging.root.manager.loggerDict if n.startswith("distributed.")]
-    loggers = [logging.getLogger(n) for n in names]
+    loggers = _distributed_loggers()
     saved = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(level)
@@ -78,8 +83,8 @@ def quiet_distributed(level: int = logging.CRITICAL) -> Iterator[None]:
 
 def _quiet_worker_shutdown() -> None:
     """In a worker process about to be closed: Dask's own loggers to CRITICAL (shutdown chatter only)."""
-    for name in ["distributed"] + [n for n in logging.root.manager.loggerDict if n.startswith("distributed.")]:
-        logging.getLogger(name).setLevel(logging.CRITICAL)
+    for lg in _distributed_loggers():
+        lg.setLevel(logging.CRITICAL)
 
 
 def close_local_cluster(cluster: LocalCluster, client: Client | None, timeout: float = CLOSE_TIMEOUT_S) -> None:
