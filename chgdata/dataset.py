@@ -61,6 +61,7 @@ class Dataset:
         self._positions: dict[str, int] | None = None
         self._arrays: dict[str, zarr.Array] = {}
         self._index: pa.Table | None = None
+        self._splits: list[dict[str, str]] | None = None
 
     @property
     def url(self) -> str:
@@ -94,19 +95,23 @@ class Dataset:
     def splits(self) -> dict[str, list[str]]:
         """The recorded grouped split (``chgdata split``): {"train"|"val"|"test": sorted material ids}; empty when
         none is recorded. The grouping is in ``card["split"]``."""
-        t = read_table(self.loc, C.SPLITS_TABLE)
         out: dict[str, list[str]] = {"train": [], "val": [], "test": []}
-        if t is not None:
-            have = set(self.material_ids)
-            for r in t.select([C.COL_ID, "split"]).to_pylist():
-                if r[C.COL_ID] in have:
-                    out[r["split"]].append(r[C.COL_ID])
+        have = set(self.material_ids)
+        for r in self._split_rows():
+            if r[C.COL_ID] in have:
+                out[r["split"]].append(r[C.COL_ID])
         return {k: sorted(v) for k, v in out.items()}
 
     def groups(self) -> dict[str, str]:
         """material id -> group label of the recorded split (empty when none is recorded)."""
-        t = read_table(self.loc, C.SPLITS_TABLE)
-        return {} if t is None else dict(zip(t.column(C.COL_ID).to_pylist(), t.column("group").to_pylist()))
+        return {r[C.COL_ID]: r["group"] for r in self._split_rows()}
+
+    def _split_rows(self) -> list[dict[str, str]]:
+        """``splits.parquet`` rows (material_id, group, split), read once per Dataset."""
+        if self._splits is None:
+            t = read_table(self.loc, C.SPLITS_TABLE)
+            self._splits = [] if t is None else t.select([C.COL_ID, "group", "split"]).to_pylist()
+        return self._splits
 
     def row(self, material_id: str) -> dict[str, Any]:
         """The index row of one material as a dict. The first call maps ids to row positions (the id column
