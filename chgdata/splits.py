@@ -29,6 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from chgdata import contract as C
@@ -159,6 +160,17 @@ def assign_splits(rows: Iterable[dict[str, Any]], group_by: str = "formula",
         out.moved.append(g)
     out.split = {m: group_split[g] for m, g in out.group.items()}
     return out
+
+
+def grouped_folds(groups: Sequence[str], n_folds: int, seed: int = 0) -> list[np.ndarray]:
+    """Indices of ``n_folds`` folds that each hold whole groups (a seeded shuffle of the sorted group names)."""
+    names = sorted(set(groups))
+    if len(names) < n_folds:
+        raise ValueError(f"{len(names)} groups cannot make {n_folds} folds")
+    order = np.random.default_rng(seed).permutation(len(names))
+    fold_of = {names[j]: i % n_folds for i, j in enumerate(order)}
+    g = np.array([fold_of[x] for x in groups])
+    return [np.flatnonzero(g == f) for f in range(n_folds)]
 
 
 def split_table(assignment: SplitAssignment) -> pa.Table:

@@ -1,6 +1,8 @@
-"""``chgdata build-dos``."""
+"""``chgdata build-dos`` and ``chgdata fit-dos``."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 from chgdata.cli.common import QUIET, SCHEDULER, STORE, WORKERS, cli_errors, console, exit_if_failed, out
@@ -28,3 +30,22 @@ def build_dos(
     for mid, why in sorted(report.failed.items()):
         console.print(f"  [red]failed[/] {mid}: {why}", highlight=False)
     exit_if_failed(len(report.failed))
+
+
+def fit_dos(
+    store: str = STORE,
+    out_path: Path = typer.Option(..., "--out", "-o", dir_okay=False, help="Checkpoint to write (e.g. dos_kernel.pt)."),
+    folds: int = typer.Option(5, "--folds", min=2,
+                              help="Grouped cross-validation folds over the train split's groups."),
+) -> None:
+    """Fit the kernel DOS model on the train split; (γ, λ) by grouped cross-validation (val/test not read)."""
+    from chgdata.models.fit_dos import fit_dos_kernel
+
+    with cli_errors():
+        res = fit_dos_kernel(store, out_path, n_folds=folds)
+    best = res["selected"]
+    out.print(f"grouped {folds}-fold CV over {best['groups']} groups of the train split ({best['materials']} "
+              f"materials): MSE {best['mse']:.4f} at gamma {best['gamma']}, lambda {best['lam']}; composition "
+              f"baseline {best['mse_composition_baseline']:.4f}, mean window {best['mse_mean_baseline']:.4f}; "
+              f"beats both on {best['fraction_beating_both_baselines']:.0%}")
+    out.print(f"wrote {res['checkpoint']} (chgdata evaluate -c {res['checkpoint']} -s {store} --split val)")

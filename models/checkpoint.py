@@ -10,9 +10,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import ChargeDensityConfig, DosConfig
+from .config import ChargeDensityConfig, DosConfig, DosKernelConfig
 from .density import ChargeDensityModel
 from .dos import DosModel
+from .dos_kernel import DosKernelModel
 
 
 def plain(obj: Any) -> Any:
@@ -60,10 +61,14 @@ CHECKPOINT_FORMAT = 1
 
 
 def build_model(model_config) -> nn.Module:
+    if isinstance(model_config, DosKernelConfig):
+        return DosKernelModel(model_config)
     return DosModel(model_config) if isinstance(model_config, DosConfig) else ChargeDensityModel(model_config)
 
 
 def model_config_from_dict(d: dict[str, Any]):
+    if d.get("kind") == "dos-kernel":
+        return DosKernelConfig.from_dict(d)
     return DosConfig.from_dict(d) if "n_points" in d else ChargeDensityConfig.from_dict(d)
 
 

@@ -56,6 +56,8 @@ class EncoderConfig(_DictMixin):
     cutoff_p : polynomial cutoff order
     radial_hidden : hidden width of the radial MLP that makes tensor-product weights
     avg_num_neighbors : normalisation of the neighbour sum, messages are divided by its square root
+    element_features : add a linear map of chemical descriptors of each element (group, row,
+        electronegativity, radius, Mendeleev number, block, metal) to its learned embedding
     """
 
     n_elements: int = 100
@@ -69,6 +71,7 @@ class EncoderConfig(_DictMixin):
     cutoff_p: int = 6
     radial_hidden: int = 32
     avg_num_neighbors: float = 20.0
+    element_features: bool = False
 
     def hidden_irreps(self) -> str:
         """Irreps of the hidden features, e.g. ``32x0e+32x0o+8x1o+8x1e+8x2e+8x2o`` (as a string)."""
@@ -201,6 +204,36 @@ class DosConfig(_DictMixin):
             raise ValueError("n_spin must be 1 or 2")
         if self.pooling not in ("mean", "sum"):
             raise ValueError("pooling must be 'mean' or 'sum'")
+        self.energy_window = tuple(self.energy_window)
+
+
+@dataclass
+class DosKernelConfig(_DictMixin):
+    """Kernel DOS model (:mod:`chgdata.models.dos_kernel`): Gaussian-kernel ridge regression from
+    :func:`chgdata.descriptors.structure_descriptors` to the (↑, ↓) max-normalised windows.
+
+    Attributes
+    ----------
+    kind : ``"dos-kernel"`` (tells it apart from the network configs in a checkpoint)
+    n_points, energy_window : the windows' grid, eV relative to E_F (as :class:`DosConfig`)
+    gamma : kernel width, k(a, b) = exp(−gamma · |a − b|² / n_descriptors) on standardised descriptors
+    lam : ridge penalty added to the kernel matrix's diagonal
+    n_train, n_descriptors : shapes of the stored training descriptors (needed to rebuild the module)
+    """
+
+    kind: str = "dos-kernel"
+    n_points: int = 400
+    energy_window: tuple[float, float] = (-10.0, 10.0)
+    gamma: float = 1.0
+    lam: float = 1.0
+    n_train: int = 0
+    n_descriptors: int = 0
+
+    def __post_init__(self):
+        if self.kind != "dos-kernel":
+            raise ValueError(f"DosKernelConfig.kind must be 'dos-kernel', got {self.kind!r}")
+        if not (self.gamma > 0 and self.lam > 0):
+            raise ValueError("gamma and lam must be positive")
         self.energy_window = tuple(self.energy_window)
 
 

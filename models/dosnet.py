@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from . import keys as K
 from .config import EncoderConfig
-from .encoder import IrrepsSequential, uvu_tensor_product
+from .encoder import ElementEmbedding, IrrepsSequential, uvu_tensor_product
 from .graph import edge_vectors
 from .radial import BesselBasis, polynomial_cutoff
 
@@ -99,26 +99,6 @@ class DosNetBlock(nn.Module):
         return out + x if self.residual else out
 
 
-def element_descriptors(n_elements: int) -> torch.Tensor:
-    """(n_elements, 10) chemical descriptors per atomic number (row 0 and unknown values zero): group/18,
-    row/7, Pauling electronegativity/4, atomic radius/3 Å, Mendeleev number/100, s/p/d/f block one-hot,
-    is_metal. They let an element embedding interpolate between chemically similar elements."""
-    import warnings
-
-    from pymatgen.core.periodic_table import Element
-
-    table = torch.zeros(n_elements, 10)
-    for z in range(1, min(n_elements, 104)):
-        el = Element.from_Z(z)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            x = [el.group / 18, el.row / 7, (el.X if el.X == el.X else 0.0) / 4,
-                 float(el.atomic_radius or 0.0) / 3, float(el.mendeleev_no or 0) / 100]
-        x += [float(el.block == b) for b in "spdf"] + [float(el.is_metal)]
-        table[z] = torch.tensor(x)
-    return table
-
-
 class DosNetEncoder(nn.Module):
     """Element embedding f_0 followed by ``n_layers`` :class:`DosNetBlock`; same batch contract and output as
     :class:`chgdata.models.encoder.AtomEncoder` (atom features, O(3)-equivariant)."""
@@ -127,13 +107,10 @@ class DosNetEncoder(nn.Module):
                  element_features: bool = False, n_skip: int = 0):
         super().__init__()
         self.config = config
-        self.element_features = element_features
-        if element_features:  # f_0 = one-hot embedding + a linear map of chemical descriptors
-            self.register_buffer("descriptors", element_descriptors(config.n_elements), persistent=False)
-            self.descriptor_embedding = nn.Linear(10, config.n_scalars, bias=False)
         self.irreps_sh = o3.Irreps.spherical_harmonics(config.l_max, p=-1)
         self.irreps_in = o3.Irreps(f"{config.n_scalars}x0e")
-        self.embedding = nn.Embedding(config.n_elements, config.n_scalars)
+        self.embedding = ElementEmbedding(config.n_elements, config.n_scalars,
+                                          element_features or config.element_features)
         self.sh = o3.SphericalHarmonics(self.irreps_sh, normalize=True, normalization="component")
         self.radial = BesselBasis(config.r_cut, config.n_radial_basis, config.cutoff_p)
         # the skip's operand: f_0 itself, or a linear map of it to n_skip channels (the f_k ⊗ f_0 product has
@@ -151,7 +128,7 @@ class DosNetEncoder(nn.Module):
         sh, radial = self.sh(vec), self.radial(r)
         cutoff = polynomial_cutoff(r, self.config.r_cut, self.config.cutoff_p)
         z = batch[K.ATOMIC_NUMBERS]
-        f0 = x = self.embedding(z) + (self.descriptor_embedding(self.descriptors[z]) if self.element_features else 0)
+        f0 = x = self.embedding(z)
         if self.skip_proj is not None:
             f0 = self.skip_proj(f0)
         for block in self.blocks:

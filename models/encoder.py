@@ -189,6 +189,42 @@ class IrrepsSequential(nn.ModuleList):
         return cls(layers, irreps_in)
 
 
+def element_descriptors(n_elements: int) -> torch.Tensor:
+    """(n_elements, 10) chemical descriptors per atomic number (row 0 and unknown values zero): group/18,
+    row/7, Pauling electronegativity/4, atomic radius/3 Å, Mendeleev number/100, s/p/d/f block one-hot,
+    is_metal. They let an element embedding interpolate between chemically similar elements."""
+    import warnings
+
+    from pymatgen.core.periodic_table import Element
+
+    table = torch.zeros(n_elements, 10)
+    for z in range(1, min(n_elements, 104)):
+        el = Element.from_Z(z)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            x = [el.group / 18, el.row / 7, (el.X if el.X == el.X else 0.0) / 4,
+                 float(el.atomic_radius or 0.0) / 3, float(el.mendeleev_no or 0) / 100]
+        x += [float(el.block == b) for b in "spdf"] + [float(el.is_metal)]
+        table[z] = torch.tensor(x)
+    return table
+
+
+class ElementEmbedding(nn.Embedding):
+    """Learned per-element vector, plus (``descriptors=True``) a linear map of :func:`element_descriptors`, so
+    that an element seen in few training compounds borrows from chemically similar ones."""
+
+    def __init__(self, n_elements: int, dim: int, descriptors: bool = False):
+        super().__init__(n_elements, dim)
+        self.use_descriptors = descriptors
+        if descriptors:
+            self.register_buffer("descriptors", element_descriptors(n_elements), persistent=False)
+            self.descriptor_embedding = nn.Linear(self.descriptors.shape[1], dim, bias=False)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        out = super().forward(z)
+        return out + self.descriptor_embedding(self.descriptors[z]) if self.use_descriptors else out
+
+
 class AtomEncoder(nn.Module):
     """Element embedding followed by ``n_layers`` interaction blocks on the periodic atom graph.
 
@@ -201,7 +237,7 @@ class AtomEncoder(nn.Module):
         self.config = config
         self.irreps_sh = o3.Irreps.spherical_harmonics(config.l_max, p=-1)
         self.irreps_in = o3.Irreps(f"{config.n_scalars}x0e")
-        self.embedding = nn.Embedding(config.n_elements, config.n_scalars)
+        self.embedding = ElementEmbedding(config.n_elements, config.n_scalars, config.element_features)
         self.sh = o3.SphericalHarmonics(self.irreps_sh, normalize=True, normalization="component")
         self.radial = BesselBasis(config.r_cut, config.n_radial_basis, config.cutoff_p)
         self.blocks = IrrepsSequential.chain(self.irreps_in, lambda _, irreps: GatedTensorProductBlock(

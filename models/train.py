@@ -86,6 +86,8 @@ class TrainConfig:
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)  # random split by material (split_source random)
     split_seed: int = 0
     train_group_fraction: float = 1.0  # learning curves: train on this fraction of the train split's groups
+    cv_folds: int = 0  # > 0: grouped cross-validation inside the train split (val = fold cv_fold, no test)
+    cv_fold: int = 0
     workers: int = 0
     val_every: int = 1  # epochs
     val_max_materials: int | None = None
@@ -108,6 +110,8 @@ class TrainConfig:
             raise ValueError(f"train_group_fraction must be in (0, 1], not {self.train_group_fraction}")
         if self.split_source not in ("auto", "store", "random"):
             raise ValueError(f"split_source must be auto, store or random, not {self.split_source!r}")
+        if self.cv_folds and not 0 <= self.cv_fold < self.cv_folds:
+            raise ValueError(f"cv_fold must be in [0, {self.cv_folds}), not {self.cv_fold}")
         self.split = tuple(self.split)
 
     @classmethod
@@ -387,6 +391,13 @@ def _choose_splits(ds, ids: list[str], cfg: TrainConfig) -> dict[str, list[str]]
             groups = ds.groups()
             out["train"] = [m for m in out["train"]
                             if hash_unit(cfg.split_seed + 1, groups.get(m, m)) < cfg.train_group_fraction]
+        if cfg.cv_folds:  # fold cv_fold of the train split's groups becomes val; val and test are not read
+            from chgdata.splits import grouped_folds
+
+            groups, train = ds.groups(), out["train"]
+            held = set(grouped_folds([groups.get(m, m) for m in train], cfg.cv_folds, cfg.split_seed)[cfg.cv_fold])
+            out = {"train": [m for i, m in enumerate(train) if i not in held],
+                   "val": [m for i, m in enumerate(train) if i in held], "test": []}
         return out
     if cfg.split_source == "store":
         raise ValueError(f"{cfg.store} records no split (run: chgdata split --store {cfg.store})")

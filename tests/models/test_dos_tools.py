@@ -171,7 +171,8 @@ def test_shipped_dos_model_loads_with_weights_only_and_predicts(tmp_path):
         pytest.skip("no shipped DOS model")
     assert DEFAULT_DOS_CHECKPOINT.stat().st_size < 5e6
     raw = torch.load(DEFAULT_DOS_CHECKPOINT, map_location="cpu", weights_only=True)
-    assert raw["model_config"]["backbone"] == "dosnet" and len(raw["baselines"]["elements"]) > 10
+    assert raw["model_config"]["kind"] == "dos-kernel" and len(raw["baselines"]["elements"]) > 10
+    assert raw["config"]["selected"]["folds"] == 5 and set(raw["splits"]) == {"train", "val", "test"}
     model, _ = load_dos_model(None)
     assert model.config.n_points == 400
     poscar, _ = _poscar_from_shared(tmp_path, "gpaw-0008")  # C diamond

@@ -70,9 +70,9 @@ def test_gated_block_equivariant(aggregate, generator):
     assert block.irreps_out.lmax == 2 and "0o" in str(block.irreps_out)
 
 
-@pytest.mark.parametrize("material", [SI, FECO, MIXED])
-def test_encoder_equivariant(material, rng):
-    enc = AtomEncoder(small_encoder(n_layers=3)).double()
+@pytest.mark.parametrize("material,element_features", [(SI, False), (FECO, False), (MIXED, False), (MIXED, True)])
+def test_encoder_equivariant(material, element_features, rng):
+    enc = AtomEncoder(small_encoder(n_layers=3, element_features=element_features)).double()
     batch = real_batch(material, rng)
     jitter = rng.normal(scale=0.1, size=batch[keys.POSITIONS].shape)
     batch[keys.POSITIONS] = batch[keys.POSITIONS] + torch.tensor(jitter)
