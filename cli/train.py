@@ -79,3 +79,16 @@ def resolve_config(flags: dict, config: Path | None, preset: str | None, resume:
         return TrainConfig.from_dict(data, **flags)
     except ConfigError as exc:
         raise ConfigError(f"{config}: {exc}" if config is not None else str(exc)) from None
+
+
+def ensemble(
+    checkpoints: list[Path] = typer.Argument(..., exists=True, dir_okay=False,
+                                             help="model.pt of two or more density runs trained on the same data."),
+    out_path: Path = typer.Option(..., "--out", "-o", dir_okay=False, help="Ensemble checkpoint to write."),
+) -> None:
+    """Combine density checkpoints into one ensemble checkpoint that predicts the mean of its members."""
+    from chgdata.models.checkpoint import combine_checkpoints
+
+    with cli_errors():
+        path = combine_checkpoints(checkpoints, out_path)
+    out.print(f"wrote {path}: the mean of {len(checkpoints)} density models (chgdata predict/evaluate -c {path})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +11,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import ChargeDensityConfig, DosConfig, DosKernelConfig
+from .config import ChargeDensityConfig, DensityEnsembleConfig, DosConfig, DosKernelConfig
 from .density import ChargeDensityModel
 from .dos import DosModel
 from .dos_kernel import DosKernelModel
+from .ensemble import DensityEnsemble
 
 
 def plain(obj: Any) -> Any:
@@ -63,12 +65,16 @@ CHECKPOINT_FORMAT = 1
 def build_model(model_config) -> nn.Module:
     if isinstance(model_config, DosKernelConfig):
         return DosKernelModel(model_config)
+    if isinstance(model_config, DensityEnsembleConfig):
+        return DensityEnsemble(model_config)
     return DosModel(model_config) if isinstance(model_config, DosConfig) else ChargeDensityModel(model_config)
 
 
 def model_config_from_dict(d: dict[str, Any]):
     if d.get("kind") == "dos-kernel":
         return DosKernelConfig.from_dict(d)
+    if d.get("kind") == "density-ensemble":
+        return DensityEnsembleConfig.from_dict(d)
     return DosConfig.from_dict(d) if "n_points" in d else ChargeDensityConfig.from_dict(d)
 
 
@@ -90,3 +96,41 @@ def export_small(last: Path, path: Path) -> None:
     weights = ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"]
     keep = {k: v for k, v in ckpt.items() if k not in ("optimizer", "scheduler", "ema", "model")}
     save_checkpoint(path, {**keep, "model": weights, "ema": None})
+
+
+def combine_checkpoints(paths: Sequence[str | os.PathLike], dest: str | os.PathLike) -> Path:
+    """Write an ensemble checkpoint of the density checkpoints ``paths`` (EMA weights where present) to ``dest``.
+
+    Metadata (split, data version, SAED reference, training elements, convention) come from the first member;
+    ValueError when the members were not trained on the same data or one is not a density model."""
+    if len(paths) < 2:
+        raise ValueError("an ensemble needs at least two checkpoints")
+    ckpts = [read_checkpoint(p) for p in paths]
+    configs = []
+    for path, ck in zip(paths, ckpts, strict=True):
+        cfg = ck.get("model_config") or {}
+        if "probe_r_cut" not in cfg:
+            raise ValueError(f"{path} is not a single charge-density checkpoint")
+        configs.append(ChargeDensityConfig.from_dict(cfg))
+    first = ckpts[0]
+    for path, ck in zip(paths[1:], ckpts[1:], strict=True):
+        for key, what in (("saed_reference_id", "SAED reference"), ("train_elements", "training elements")):
+            if ck.get(key) != first.get(key):
+                raise ValueError(f"{path} has another {what} than {paths[0]}: not trained on the same data")
+        if sorted((ck.get("splits") or {}).get("train", [])) != sorted((first.get("splits") or {}).get("train", [])):
+            raise ValueError(f"{path} has another training split than {paths[0]}")
+    config = DensityEnsembleConfig(members=tuple(configs))  # checks target and spin channels agree
+    state: dict[str, Any] = {}
+    for i, ck in enumerate(ckpts):
+        weights = ck["ema"] if ck.get("ema") is not None else ck["model"]
+        state.update({f"members.{i}.{k}": v for k, v in weights.items()})
+    keep = {k: v for k, v in first.items() if k not in ("optimizer", "scheduler", "ema", "model", "rng", "metrics")}
+    out = {**keep, "model_config": config.to_dict(), "model": state, "ema": None,
+           "n_parameters": sum(int(ck.get("n_parameters") or 0) for ck in ckpts),
+           "members": [{"source": str(p), "config": ck.get("config"), "metrics": ck.get("metrics"),
+                        "code_version": ck.get("code_version")} for p, ck in zip(paths, ckpts, strict=True)]}
+    DensityEnsemble(config).load_state_dict(state)  # every member's weights fit its config
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(dest, out)
+    return dest

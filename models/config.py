@@ -237,6 +237,40 @@ class DosKernelConfig(_DictMixin):
         self.energy_window = tuple(self.energy_window)
 
 
+@dataclass
+class DensityEnsembleConfig(_DictMixin):
+    """An ensemble of charge-density models whose outputs are averaged (:mod:`chgdata.models.ensemble`).
+
+    Attributes
+    ----------
+    kind : ``"density-ensemble"``
+    members : the :class:`ChargeDensityConfig` of every member (same ``target`` and ``n_spin_channels``; they
+        may differ in architecture and cutoffs)
+    """
+
+    kind: str = "density-ensemble"
+    members: tuple[ChargeDensityConfig, ...] = ()
+
+    def __post_init__(self):
+        if self.kind != "density-ensemble":
+            raise ValueError(f"DensityEnsembleConfig.kind must be 'density-ensemble', got {self.kind!r}")
+        self.members = tuple(m if isinstance(m, ChargeDensityConfig) else ChargeDensityConfig.from_dict(m)
+                             for m in self.members)
+        if not self.members:
+            raise ValueError("an ensemble needs at least one member")
+        for name in ("target", "n_spin_channels"):
+            values = {getattr(m, name) for m in self.members}
+            if len(values) > 1:
+                raise ValueError(f"ensemble members differ in {name}: {sorted(values)}")
+
+    # what predict/evaluate read of a density config
+    target = property(lambda self: self.members[0].target)
+    n_spin_channels = property(lambda self: self.members[0].n_spin_channels)
+    chunk_size = property(lambda self: self.members[0].chunk_size)
+    probe_r_cut = property(lambda self: max(m.probe_r_cut for m in self.members))
+    encoder = property(lambda self: self.members[0].encoder)
+
+
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
     """Number of (trainable) scalar parameters of a module."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

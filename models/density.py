@@ -141,6 +141,14 @@ def predict_grid(model, positions, atomic_numbers, cell, grid_shape: Sequence[in
     total_points)`` reports progress, ``timing`` collects per-stage seconds. Output is written into one
     preallocated CPU array, so peak host memory is one grid, not two.
     """
+    if hasattr(model, "members"):  # an ensemble (chgdata.models.ensemble): the mean of its members
+        k, total = len(model.members), None
+        for i, member in enumerate(model.members):
+            step = None if callback is None else (lambda done, n, i=i: callback(i * n + done, k * n))
+            out = predict_grid(member, positions, atomic_numbers, cell, grid_shape, chunk_size, device, step, timing,
+                               dtype)
+            total = out if total is None else total + out
+        return total / k
     device = torch.device(device)
     cfg = model.config
     chunk_size = int(chunk_size or cfg.chunk_size)
@@ -212,6 +220,9 @@ def density_in_chunks(
         raise ValueError("give exactly one of grid_shape and probe_positions")
     if grid_shape is not None:
         return predict_grid(model, positions, atomic_numbers, cell, grid_shape, chunk_size, device, dtype=dtype)
+    if hasattr(model, "members"):  # an ensemble: the mean of its members
+        return sum(density_in_chunks(m, positions, atomic_numbers, cell, None, probe_positions, chunk_size, device,
+                                     dtype) for m in model.members) / len(model.members)
     cfg = model.config
     chunk_size = int(chunk_size or cfg.chunk_size)
     dtype = dtype or next(model.parameters()).dtype
