@@ -11,10 +11,8 @@ how many materials the model wins, plus magnetisation NMAE for spin-polarised ma
         --enc '{"n_layers": 1}' --weight-decay 0.05
     python bench/train_grouped.py --store data/gpaw-all --out runs/T --steps 8000 --target total  # seed 003 test
 
-``--cv K`` trains K models instead, each with one fold of whole groups of the **train split** held out
-(``TrainConfig.cv_folds``), and reports the pooled held-out figures: a steadier basis for choosing a recipe than
-val's few groups. The SAED reference stays the store's (fitted on the whole train split, so on the held-out
-folds too): the ratios compare recipes, they are not a figure for new compositions.
+``--crossfit K`` trains on cross-fitted targets (``TrainConfig.crossfit_folds``, :mod:`chgdata.crossfit`):
+each training material's Δρ taken against a SAED reference fitted without its fold of K.
 
 ``--size small|medium|large`` picks the model (small = the cpu preset's; large = the gpu preset's, for
 ``--device cuda --probes 8000 --batch 32``, as bench/gpu_session.sh runs it).
@@ -24,12 +22,11 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import json
 import time
 from pathlib import Path
 
-from chgdata.models.evaluate import density_summary, format_report, run_evaluate
+from chgdata.models.evaluate import format_report, run_evaluate
 from chgdata.models.train import TrainConfig, train
 
 SIZES = {
@@ -56,7 +53,9 @@ def main(argv=None) -> None:
     ap.add_argument("--weight-decay", type=float, default=1e-6, help="AdamW weight decay")
     ap.add_argument("--enc", default="{}", help='encoder overrides as JSON, e.g. \'{"n_layers": 1}\'')
     ap.add_argument("--splits", default="test,val", help="splits to evaluate after training")
-    ap.add_argument("--cv", type=int, default=0, help="grouped K-fold cross-validation inside the train split")
+    ap.add_argument("--seed", type=int, default=0, help="seed of weights, probes and batch order (ensembles)")
+    ap.add_argument("--crossfit", type=int, default=0, help="train on Δρ against out-of-fold SAED references "
+                    "(K folds of whole groups of the train split)")
     ap.add_argument("--train-groups", type=float, default=1.0, help="fraction of the train split's groups used "
                     "(learning curves; a nested subset)")
     args = ap.parse_args(argv)
@@ -67,10 +66,9 @@ def main(argv=None) -> None:
     cfg = TrainConfig(store=args.store, target=args.target, out=str(out), device=args.device, epochs=1,
                       max_steps=args.steps, probes=args.probes, batch_size=args.batch, lr=args.lr,
                       warmup_steps=max(5, args.steps // 20), ema_decay=min(0.999, 1 - 10 / args.steps),
-                      split_source="store", train_group_fraction=args.train_groups, seed=0, workers=0,
-                      val_every=10**9, model=model, weight_decay=args.weight_decay, tensorboard=False)
-    if args.cv:
-        return cross_validate(cfg, args.cv, out, command)
+                      split_source="store", train_group_fraction=args.train_groups, seed=args.seed, workers=0,
+                      val_every=10**9, model=model, weight_decay=args.weight_decay, tensorboard=False,
+                      crossfit_folds=args.crossfit)
     t0 = time.time()
     train(cfg)
     train_s = time.time() - t0
@@ -79,26 +77,6 @@ def main(argv=None) -> None:
     res["summary"]["command"] = command
     (out / "evaluation.json").write_text(json.dumps(res, indent=1, default=float))
     text = format_report(res)
-    (out / "report.md").write_text(text)
-    print(text)
-
-
-def cross_validate(cfg: TrainConfig, folds: int, out: Path, command: str) -> None:
-    """Train one model per grouped fold of the train split; report the pooled held-out figures."""
-    rows, t0 = [], time.time()
-    for k in range(folds):
-        run = dataclasses.replace(cfg, out=str(out / f"fold{k}"), cv_folds=folds, cv_fold=k)
-        train(run)
-        held = json.loads((out / f"fold{k}" / "splits.json").read_text())["val"]
-        rows += run_evaluate(str(out / f"fold{k}" / "model.pt"), cfg.store, materials=held,
-                             device=cfg.device)["per_material"]
-    s = density_summary(rows)
-    text = (f"{command}\n\n| folds | held-out materials | model NMAE % | SAED NMAE % | ratio | beats SAED | "
-            f"magnetisation NMAE % | train s |\n|---|---|---|---|---|---|---|---|\n"
-            f"| {folds} | {s['materials']} | {s['nmae_mean']:.3f} | {s['nmae_saed_mean']:.3f} | "
-            f"{s['ratio_to_saed']:.2f} | {s['beats_saed']}/{s['materials']} | "
-            f"{s.get('mag_nmae_mean', float('nan')):.2f} | {time.time() - t0:.0f} |\n")
-    (out / "cv.json").write_text(json.dumps({"summary": s, "per_material": rows}, indent=1, default=float))
     (out / "report.md").write_text(text)
     print(text)
 
