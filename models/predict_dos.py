@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .predict import PredictError, StructureInput, read_structure
+from .predict import PredictError, StructureInput, read_structure, warn_unseen_elements
 
 DEFAULT_DOS_CHECKPOINT = Path(__file__).resolve().parent / "default" / "dos.pt"
 UNITS = "dimensionless: max-normalised window (larger spin channel of a reference peaks at 1)"
@@ -167,7 +167,9 @@ def run_predict_dos(specs: Sequence[str], out: str | os.PathLike, checkpoint: st
         seen[inp.name] = n + 1
         if n:
             inp.name = f"{inp.name}-{n + 1}"
-    model, _ = load_dos_model(checkpoint, device)
+    model, ckpt = load_dos_model(checkpoint, device)
+    for inp in inputs:
+        warn_unseen_elements(ckpt, inp.structure, inp.name)
     name = str(checkpoint) if checkpoint else "chgdata default DOS model (models/default/dos.pt)"
     preds = predict_dos(model, inputs, device)
     for p in preds:

@@ -128,6 +128,14 @@ def test_fit_dos_kernel_on_a_real_store_reads_only_train_and_predicts(dos_store,
     res = CliRunner().invoke(app, ["predict", str(poscar), "--dos-only", "--dos-checkpoint", str(ckpt),
                                    "-o", str(tmp_path / "p"), "--quiet"])
     assert res.exit_code == 0, res.output
+    from chgdata.models.predict import UnseenElementWarning
+    from chgdata.models.predict_dos import run_predict_dos
+    from pymatgen.core import Lattice, Structure
+
+    nacl = tmp_path / "NaCl.cif"
+    Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5] * 3]).to(str(nacl))
+    with pytest.warns(UnseenElementWarning, match="Cl, Na never occurred"):
+        run_predict_dos([str(nacl)], tmp_path / "q", str(ckpt))
     dos = Dos.from_dict(json.loads((tmp_path / "p" / "gpaw-0008" / "dos.json").read_text()))
     assert len(dos.energies) == 400 and float(dos.get_densities().max()) > 0
     res = CliRunner().invoke(app, ["evaluate", "-c", str(ckpt), "-s", dos_store, "--split", "test",
