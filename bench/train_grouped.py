@@ -11,9 +11,6 @@ how many materials the model wins, plus magnetisation NMAE for spin-polarised ma
         --enc '{"n_layers": 1}' --weight-decay 0.05
     python bench/train_grouped.py --store data/gpaw-all --out runs/T --steps 8000 --target total  # seed 003 test
 
-``--crossfit K`` trains on cross-fitted targets (``TrainConfig.crossfit_folds``, :mod:`chgdata.crossfit`):
-each training material's Δρ taken against a SAED reference fitted without its fold of K.
-
 ``--size small|medium|large`` picks the model (small = the cpu preset's; large = the gpu preset's, for
 ``--device cuda --probes 8000 --batch 32``, as bench/gpu_session.sh runs it).
 """
@@ -54,8 +51,6 @@ def main(argv=None) -> None:
     ap.add_argument("--enc", default="{}", help='encoder overrides as JSON, e.g. \'{"n_layers": 1}\'')
     ap.add_argument("--splits", default="test,val", help="splits to evaluate after training")
     ap.add_argument("--seed", type=int, default=0, help="seed of weights, probes and batch order (ensembles)")
-    ap.add_argument("--crossfit", type=int, default=0, help="train on Δρ against out-of-fold SAED references "
-                    "(K folds of whole groups of the train split)")
     ap.add_argument("--train-groups", type=float, default=1.0, help="fraction of the train split's groups used "
                     "(learning curves; a nested subset)")
     args = ap.parse_args(argv)
@@ -67,8 +62,7 @@ def main(argv=None) -> None:
                       max_steps=args.steps, probes=args.probes, batch_size=args.batch, lr=args.lr,
                       warmup_steps=max(5, args.steps // 20), ema_decay=min(0.999, 1 - 10 / args.steps),
                       split_source="store", train_group_fraction=args.train_groups, seed=args.seed, workers=0,
-                      val_every=10**9, model=model, weight_decay=args.weight_decay, tensorboard=False,
-                      crossfit_folds=args.crossfit)
+                      val_every=10**9, model=model, weight_decay=args.weight_decay, tensorboard=False)
     t0 = time.time()
     train(cfg)
     train_s = time.time() - t0

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -139,9 +139,6 @@ class DensityProbes(_StoreBacked):
     ``cache_bytes`` per process); larger grids read only the probes by coordinate selection (0: always that).
     ``probe_r_cut`` (Å): also return the atom images :func:`attach_probe_edges` needs (built here, in the
     loader's workers, instead of on the training device's host thread).
-    ``reference_overrides``: {material id: SAED reference table as JSON} for ``"delta"``: that material's
-    target becomes ρ − ρ_SAED of this table instead of the stored Δρ (cross-fitted references,
-    :mod:`chgdata.crossfit`).
     ``weighting``: ``"nmae"`` adds ``PROBE_WEIGHT`` ∝ 1 / ρ̄_material with ρ̄ = N_electrons / V (e/Å³), mean 1
     over the materials, so a weighted L1 over a material's probes estimates its NMAE term (the validation
     metric weighs every material equally, whatever its density); ``"none"`` leaves the probes unweighted.
@@ -151,11 +148,8 @@ class DensityProbes(_StoreBacked):
                  probes: int = 1000, r_cut: float = 4.0, n_spin_channels: int = 1, seed: int = 0,
                  dtype: torch.dtype = torch.float32, slice_max_points: int = 1 << 21,
                  cache_bytes: int = 512 << 20, weighting: str = "none",
-                 probe_r_cut: float | None = None, reference_overrides: Mapping[str, str] | None = None):
+                 probe_r_cut: float | None = None):
         super().__init__(store, material_ids, r_cut, seed, dtype)
-        self.reference_overrides = dict(reference_overrides or {})
-        if self.reference_overrides and target != "delta":
-            raise ValueError("reference_overrides apply to the delta target only")
         self.probe_r_cut = None if probe_r_cut is None else float(probe_r_cut)
         if target not in TARGET_ARRAYS:
             raise ValueError(f"density target must be one of {sorted(TARGET_ARRAYS)}, not {target!r}")
@@ -219,16 +213,7 @@ class DensityProbes(_StoreBacked):
         """Targets read from the store: at ``points`` (coordinate selection) or the whole grid (None)."""
         row = self.rows[index]
         mid = row[C.COL_ID]
-        if mid in self.reference_overrides:  # ρ − ρ_SAED of the material's own (cross-fitted) reference
-            from chgdata.references import ReferenceTable
-            from chgdata.saed import saed_for_structure
-
-            table = ReferenceTable.from_json(self.reference_overrides[mid])
-            saed = saed_for_structure(self.ds.structure(mid), row[C.COL_GRID], table).reshape(-1)
-            rho = np.asarray(self.ds.read_flat(C.RHO, mid, points=points), np.float64)
-            t = (rho - (saed if points is None else saed[points])).astype(np.float32)
-        else:
-            t = np.asarray(self.ds.read_flat(self.array, mid, points=points), np.float32)
+        t = np.asarray(self.ds.read_flat(self.array, mid, points=points), np.float32)
         if self.n_spin_channels == 1:
             return t[:, None]
         if row.get(C.COL_MAG_OFFSET, -1) is not None and row.get(C.COL_MAG_OFFSET, -1) >= 0:

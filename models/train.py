@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import logging
 import math
 import os
 import time
@@ -46,7 +45,6 @@ from .train_utils import (
     append_csv,
     batch_to,
     code_version,
-    crossfit_references,
     data_version,
     ema_update,
     lr_lambda,
@@ -60,7 +58,6 @@ from .train_utils import (
 )
 
 LOG_EVERY = 25  # steps between progress-bar loss readings (each one is a device synchronisation)
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -91,7 +88,6 @@ class TrainConfig:
     train_group_fraction: float = 1.0  # learning curves: train on this fraction of the train split's groups
     cv_folds: int = 0  # > 0: grouped cross-validation inside the train split (val = fold cv_fold, no test)
     cv_fold: int = 0
-    crossfit_folds: int = 0  # delta: train on ρ − SAED of references fitted without each material's fold
     workers: int = 0
     val_every: int = 1  # epochs
     val_max_materials: int | None = None
@@ -114,8 +110,6 @@ class TrainConfig:
             raise ValueError(f"train_group_fraction must be in (0, 1], not {self.train_group_fraction}")
         if self.split_source not in ("auto", "store", "random"):
             raise ValueError(f"split_source must be auto, store or random, not {self.split_source!r}")
-        if self.crossfit_folds and (self.target != "delta" or self.crossfit_folds < 2):
-            raise ValueError("crossfit_folds needs target delta and at least 2 folds")
         if self.cv_folds and not 0 <= self.cv_fold < self.cv_folds:
             raise ValueError(f"cv_fold must be in [0, {self.cv_folds}), not {self.cv_fold}")
         self.split = tuple(self.split)
@@ -208,14 +202,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         val_set = DosWindows(cfg.store, splits["val"], cfg.dos_variant, r_cut, cfg.seed, dtype)
         val_loader = make_loader(val_set, cfg.batch_size, shuffle=False)
     else:
-        overrides = None
-        if cfg.crossfit_folds:
-            overrides = crossfit_references(cfg.store, splits["train"], cfg.crossfit_folds, cfg.split_seed)
-            log.info("cross-fitted SAED references for %d of %d training materials", len(overrides),
-                     len(splits["train"]))
         train_set = DensityProbes(cfg.store, splits["train"], cfg.target, cfg.probes, r_cut, n_spin, cfg.seed,
-                                  dtype, weighting=cfg.weighting, probe_r_cut=model_cfg.probe_r_cut,
-                                  reference_overrides=overrides)
+                                  dtype, weighting=cfg.weighting, probe_r_cut=model_cfg.probe_r_cut)
         if cfg.init_output_scale and "output_scale" not in cfg.model:
             model_cfg.output_scale = target_scale(train_set)
     torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts them)

@@ -199,23 +199,3 @@ def tensorboard_writer(out: Path):
         return SummaryWriter(str(out / "tb"))
     except Exception:  # tensorboard package missing behind torch's shim
         return None
-
-
-def crossfit_references(store, material_ids, n_folds: int, seed: int = 0) -> dict[str, str]:
-    """{material id: JSON of its out-of-fold SAED reference} for training materials (:mod:`chgdata.crossfit`):
-    same Gaussian widths and valences as the store's reference, folds of whole groups; materials with an element
-    that no other fold has are left out (they keep the stored Δρ)."""
-    from chgdata.crossfit import crossfit_tables
-    from chgdata.references import ReferenceTable, material_normal_equations
-
-    ds = chgdata.open_dataset(store)
-    full = ReferenceTable.from_json(ds.loc.fs.cat_file(ds.loc.path("saed_reference.json")).decode())
-    normal = {}
-    for i, mid in enumerate(material_ids):
-        s = ds.structure(mid)
-        normal[mid] = material_normal_equations(
-            s.lattice.matrix, s.frac_coords, [site.specie.symbol for site in s], ds.density(mid).rho,
-            np.random.default_rng([seed, i]), sigmas=full.sigmas, material_id=mid)
-    tables = crossfit_tables(normal, ds.groups(), full.valence, n_folds, seed, dataset_version=f"crossfit-{full.id}")
-    return {m: t.to_json() for m, t in tables.items()}
-
