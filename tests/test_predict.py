@@ -139,7 +139,8 @@ def test_shipped_checkpoint_is_plain_smooth_and_leak_free():
 
     raw = torch.load(DEFAULT_CHECKPOINT, map_location="cpu", weights_only=True)
     assert type(raw["torch"]) is str and raw["format"] == 1
-    assert raw["model_config"]["probe_sh"] == "scaled"
+    members = raw["model_config"].get("members", [raw["model_config"]])  # an ensemble or a single model
+    assert members and all(m["probe_sh"] == "scaled" for m in members)
     train = set(raw["splits"]["train"])
     assert train and not train & (set(raw["splits"]["val"]) | set(raw["splits"]["test"]))
     assert {"Si", "Na", "Cl", "Fe"} <= set(raw["train_elements"])
