@@ -160,7 +160,8 @@ class DosConfig(_DictMixin):
     n_key : dosnet only, channels per irrep of the attention queries and keys
     n_skip : dosnet only, channels of f_0 in the skip tensor product (0: the embedding's full width)
     element_features : dosnet only, add chemical descriptors of each element (group, row, electronegativity,
-        radius, Mendeleev number, block, metal) to its one-hot embedding f_0
+        radius, Mendeleev number, block, metal) to its one-hot embedding f_0 (the same as
+        ``encoder.element_features``, which also serves the nequip backbone and the density encoder)
     output_bias : a learned bias inside the per-atom softplus, ``"element"`` (one window per element, training
         starts it at the per-element average windows of the training split, so that mean pooling starts the
         model exactly at the composition baseline), ``"mean"`` (one window, started at the mean training

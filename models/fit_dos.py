@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +57,7 @@ def grouped_cv(descriptors: np.ndarray, windows: np.ndarray, fractions: Sequence
 
 
 def fit_dos_kernel(store: str, out: str | os.PathLike, grid: Sequence[tuple[float, float]] = DEFAULT_GRID,
-                   n_folds: int = 5, seed: int = 0,
-                   progress: Callable[[Sequence], Sequence] | None = None) -> dict[str, Any]:
+                   n_folds: int = 5, seed: int = 0) -> dict[str, Any]:
     """Fit the kernel DOS model on a store's train split and write a checkpoint to ``out``.
 
     (γ, λ) is the cell of ``grid`` with the lowest :func:`grouped_cv` MSE over the train split's groups (the
@@ -78,7 +77,7 @@ def fit_dos_kernel(store: str, out: str | os.PathLike, grid: Sequence[tuple[floa
     ids, windows, energies = ds.dos_windows(train, "normalised")
     group_of = ds.groups()
     groups = [group_of.get(m, m) for m in ids]
-    structures = [ds.structure(m) for m in (progress(ids) if progress else ids)]
+    structures = [ds.structure(m) for m in ids]
     x = np.stack([structure_descriptors(s) for s in structures])
     fractions = [element_fractions(s) for s in structures]
     rows = grouped_cv(x, windows, fractions, groups, grid, n_folds, seed)
