@@ -20,15 +20,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from chgdata.models.dos_kernel import DEFAULT_GRID, fit_kernel
-from chgdata.models.evaluate_dos import element_fractions, fit_baselines, predict_windows
-from chgdata.models.fit_dos import grouped_cv
+from chgdata.models.dos_kernel import DEFAULT_GRID
+from chgdata.models.evaluate_dos import element_fractions, predict_windows
+from chgdata.models.fit_dos import cv_rows, fold_errors
 from chgdata.models.train import TrainConfig, load_checkpoint, train
 
 from chgdata.descriptors import structure_descriptors
 from chgdata.metrics import dos_mse
-from chgdata.splits import grouped_folds
 from chgdata.store import open_dataset
 
 DOSNET = {"backbone": "dosnet", "mlp_hidden": 128, "output_bias": "element",
@@ -60,7 +58,7 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     ds = open_dataset(args.store)
-    have = set(ds.dos_windows(None, "normalised")[0])
+    have = set(ds.dos_ids())
     train_ids = [m for m in ds.splits()["train"] if m in have]
     ids, w, _ = ds.dos_windows(train_ids, "normalised")
     groups = [ds.groups().get(m, m) for m in ids]
@@ -69,21 +67,12 @@ def main() -> None:
     fractions = [element_fractions(s) for s in structures]
 
     t0 = time.time()
-    kernel_rows = grouped_cv(x, w, fractions, groups, DEFAULT_GRID, args.folds)
+    errors = fold_errors(x, w, fractions, groups, DEFAULT_GRID, args.folds)
     kernel_s = time.time() - t0
+    kernel_rows = cv_rows(errors, DEFAULT_GRID, len(set(groups)), args.folds)
     best = min(kernel_rows, key=lambda r: r["mse"])
-    # the per-material figures of the selected kernel cell and the baselines, fold by fold
-    kern, comp, mean = {}, {}, {}
-    for held in grouped_folds(groups, args.folds):
-        tr = np.setdiff1d(np.arange(len(ids)), held)
-        base = fit_baselines(w[tr], [fractions[i] for i in tr])
-        model = fit_kernel(x[tr], w[tr], best["gamma"], best["lam"])
-        with torch.no_grad():
-            pred = model(torch.as_tensor(x[held])).numpy()
-        for j, i in enumerate(held):
-            kern[ids[i]] = dos_mse(pred[j], w[i])
-            comp[ids[i]] = dos_mse(base.composition(fractions[i]), w[i])
-            mean[ids[i]] = dos_mse(base.mean, w[i])
+    kern, comp, mean = (dict(zip(ids, errors[key].tolist(), strict=True))
+                        for key in ((best["gamma"], best["lam"]), "composition", "mean"))
     rows = [("mean training window", mean, 0.0), ("composition", comp, 0.0),
             (f"kernel (γ {best['gamma']}, λ {best['lam']}, chosen by this CV)", kern, kernel_s)]
     if not args.skip_dosnet:

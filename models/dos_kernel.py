@@ -6,7 +6,7 @@ many of them strained copies of one formula; `bench/results/dos_ablation.md`). A
 chemistry-level descriptors (:mod:`chgdata.descriptors`: electron count per atom, electronegativity
 difference across bonds, coordination, …) interpolates between *kinds* of crystals instead, and is fitted in
 closed form in a second, so its two hyper-parameters can be chosen by cross-validation over whole formula
-groups of the training split (:func:`chgdata.models.fit_dos.grouped_cv`) — never on val or test.
+groups of the training split (:func:`chgdata.models.fit_dos.fold_errors`) — never on val or test.
 
 Model: with standardised descriptors z (mean and scale of the training split),
 ``k(a, b) = exp(−γ |z_a − z_b|² / d)`` and ``W(x) = Σ_i k(x, x_i) α_i + w̄``, where ``w̄`` is the mean
@@ -26,7 +26,7 @@ from chgdata.descriptors import structure_descriptors
 
 from .config import DosKernelConfig
 
-#: (γ, λ) tried by :func:`chgdata.models.fit_dos.grouped_cv`; γ per descriptor (standardised), λ on the diagonal
+#: (γ, λ) tried by :func:`chgdata.models.fit_dos.fold_errors`; γ per descriptor (standardised), λ on the diagonal
 DEFAULT_GRID: tuple[tuple[float, float], ...] = tuple(
     (g, lam) for g in (0.25, 0.5, 1.0, 2.0) for lam in (0.1, 0.3, 1.0, 3.0))
 

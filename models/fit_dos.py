@@ -24,35 +24,38 @@ from .train_utils import code_version, data_version
 log = logging.getLogger(__name__)
 
 
-def grouped_cv(descriptors: np.ndarray, windows: np.ndarray, fractions: Sequence[dict[str, float]],
-               groups: Sequence[str], grid: Sequence[tuple[float, float]] = DEFAULT_GRID, n_folds: int = 5,
-               seed: int = 0) -> list[dict[str, Any]]:
-    """Per (γ, λ): mean MSE on held-out folds of whole groups, beside the mean-window and composition baselines
-    refitted on each fold's training part, and the fraction of held-out materials beating both."""
+def fold_errors(descriptors: np.ndarray, windows: np.ndarray, fractions: Sequence[dict[str, float]],
+                groups: Sequence[str], grid: Sequence[tuple[float, float]] = DEFAULT_GRID, n_folds: int = 5,
+                seed: int = 0) -> dict[Any, np.ndarray]:
+    """Held-out MSE of every material (n,) in folds of whole groups: under ``"mean"`` and ``"composition"`` the
+    baselines refitted on each fold's training part, under each (γ, λ) of ``grid`` the kernel model."""
     w = np.asarray(windows, np.float64)
-    folds = grouped_folds(groups, n_folds, seed)
-    errs = {cell: [] for cell in grid}
-    base_mean, base_comp = [], []
-    for held in folds:
+    out = {key: np.empty(len(w)) for key in ("mean", "composition", *grid)}
+    for held in grouped_folds(groups, n_folds, seed):
         train = np.setdiff1d(np.arange(len(w)), held)
         base = fit_baselines(w[train], [fractions[i] for i in train])
-        mse_m = np.array([dos_mse(base.mean, w[i]) for i in held])
-        mse_c = np.array([dos_mse(base.composition(fractions[i]), w[i]) for i in held])
-        base_mean.append(mse_m)
-        base_comp.append(mse_c)
+        out["mean"][held] = [dos_mse(base.mean, w[i]) for i in held]
+        out["composition"][held] = [dos_mse(base.composition(fractions[i]), w[i]) for i in held]
         for gamma, lam in grid:
             model = fit_kernel(descriptors[train], w[train], gamma, lam)
             with torch.no_grad():
                 pred = model(torch.as_tensor(descriptors[held])).numpy()
-            errs[(gamma, lam)].append(np.array([dos_mse(pred[j], w[i]) for j, i in enumerate(held)]))
-    mse_m, mse_c = np.concatenate(base_mean), np.concatenate(base_comp)
+            out[(gamma, lam)][held] = [dos_mse(p, w[i]) for p, i in zip(pred, held, strict=True)]
+    return out
+
+
+def cv_rows(errors: dict[Any, np.ndarray], grid: Sequence[tuple[float, float]], n_groups: int,
+            n_folds: int) -> list[dict[str, Any]]:
+    """Per (γ, λ) of ``grid``, from :func:`fold_errors`: the mean held-out MSE beside the mean-window and
+    composition baselines', and the fraction of held-out materials beating both."""
+    mse_m, mse_c = errors["mean"], errors["composition"]
     rows = []
-    for (gamma, lam), e in errs.items():
-        e = np.concatenate(e)
+    for gamma, lam in grid:
+        e = errors[(gamma, lam)]
         rows.append({"gamma": gamma, "lam": lam, "mse": float(e.mean()), "mse_mean_baseline": float(mse_m.mean()),
                      "mse_composition_baseline": float(mse_c.mean()),
                      "fraction_beating_both_baselines": float(((e < mse_m) & (e < mse_c)).mean()),
-                     "materials": len(e), "groups": len(set(groups)), "folds": n_folds})
+                     "materials": len(e), "groups": n_groups, "folds": n_folds})
     return rows
 
 
@@ -60,7 +63,7 @@ def fit_dos_kernel(store: str, out: str | os.PathLike, grid: Sequence[tuple[floa
                    n_folds: int = 5, seed: int = 0) -> dict[str, Any]:
     """Fit the kernel DOS model on a store's train split and write a checkpoint to ``out``.
 
-    (γ, λ) is the cell of ``grid`` with the lowest :func:`grouped_cv` MSE over the train split's groups (the
+    (γ, λ) is the cell of ``grid`` with the lowest :func:`cv_rows` MSE over the train split's groups (the
     store's split, ``chgdata split``); val and test are not read. The checkpoint holds the model, the split,
     the cross-validation table and the training split's baselines, and loads with ``weights_only=True``.
     Returns ``{"cv": rows, "selected": row, "checkpoint": path}``."""
@@ -70,7 +73,7 @@ def fit_dos_kernel(store: str, out: str | os.PathLike, grid: Sequence[tuple[floa
     splits = ds.splits()
     if not splits.get("train"):
         raise ValueError(f"{store} has no train split: run `chgdata split --store {store}` first")
-    have = set(ds.dos_windows(None, "normalised")[0])
+    have = set(ds.dos_ids())
     train = [m for m in splits["train"] if m in have]
     if len(train) < 2 * n_folds:
         raise ValueError(f"only {len(train)} training materials have a DOS window (run chgdata build-dos)")
@@ -80,7 +83,7 @@ def fit_dos_kernel(store: str, out: str | os.PathLike, grid: Sequence[tuple[floa
     structures = [ds.structure(m) for m in ids]
     x = np.stack([structure_descriptors(s) for s in structures])
     fractions = [element_fractions(s) for s in structures]
-    rows = grouped_cv(x, windows, fractions, groups, grid, n_folds, seed)
+    rows = cv_rows(fold_errors(x, windows, fractions, groups, grid, n_folds, seed), grid, len(set(groups)), n_folds)
     best = min(rows, key=lambda r: r["mse"])
     model = fit_kernel(x, windows, best["gamma"], best["lam"], (float(energies[0]), float(energies[-1])))
     base = fit_baselines(windows, fractions)
