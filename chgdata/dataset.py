@@ -167,6 +167,12 @@ class Dataset:
     DOS_TABLE = C.DOS_INDEX
     DOS_VARIANTS = {"absolute": C.DOS_ABS, "normalised": C.DOS_NORM}
 
+    def dos_ids(self) -> list[str]:
+        """Materials that have a DOS window (``chgdata build-dos``), in index order; no window is read."""
+        t = self.table(self.DOS_TABLE)
+        have = set() if t is None else set(t.column(C.COL_ID).to_pylist())
+        return [m for m in self.material_ids if m in have]
+
     def dos_windows(self, material_ids: Sequence[str] | None = None,
                     variant: str = "normalised") -> tuple[list[str], np.ndarray, np.ndarray]:
         """DOS windows built by ``chgdata build-dos``: ``(ids, values (N, 2, npoints) float32, energies)``.

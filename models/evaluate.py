@@ -156,8 +156,7 @@ def run_evaluate(checkpoint: str | None, store: str, split: str = "test", materi
     ds = open_dataset(store)
     is_dos = not hasattr(model.config, "probe_r_cut")
     if is_dos:
-        t = ds.table(C.DOS_INDEX)
-        store_ids = [m for m in ds.material_ids if t is not None and m in set(t.column(C.COL_ID).to_pylist())]
+        store_ids = ds.dos_ids()
     else:
         store_ids = [r[C.COL_ID] for r in ds.index.to_pylist()
                      if r.get(C.COL_RHO_OFFSET) is not None and r[C.COL_RHO_OFFSET] >= 0]

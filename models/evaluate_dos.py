@@ -113,7 +113,7 @@ def evaluate_dos(model, ckpt: dict[str, Any], store: str, material_ids: Sequence
 
     ds = open_dataset(store)
     variant = (ckpt.get("config") or {}).get("dos_variant", "normalised")
-    have = set(ds.dos_windows(None, "normalised")[0])
+    have = set(ds.dos_ids())
     splits = {k: [m for m in (ckpt.get("splits") or {}).get(k, []) if m in have] for k in SPLITS}
     if not splits["train"]:
         raise ValueError("none of the checkpoint's training materials has a DOS window in this store: the "
