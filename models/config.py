@@ -264,12 +264,9 @@ class DensityEnsembleConfig(_DictMixin):
             if len(values) > 1:
                 raise ValueError(f"ensemble members differ in {name}: {sorted(values)}")
 
-    # what predict/evaluate read of a density config
+    # what predict/evaluate read of a density config (probe_r_cut also tells a density model from a DOS one)
     target = property(lambda self: self.members[0].target)
-    n_spin_channels = property(lambda self: self.members[0].n_spin_channels)
-    chunk_size = property(lambda self: self.members[0].chunk_size)
     probe_r_cut = property(lambda self: max(m.probe_r_cut for m in self.members))
-    encoder = property(lambda self: self.members[0].encoder)
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
