@@ -16,8 +16,9 @@ widths are a fixed geometric ladder (default 0.12–2.4 Å, 10 widths), spanning
 transition metals up to the diffuse s tails of alkali metals (gpaw 80/20 held-out NMAE of the signed fit:
 2.4 % with this ladder, 2.3 % with 12 widths 0.08–2.4 Å at 3× the fit time).
 
-The coefficients are fitted to the ingested densities themselves (pseudo valence densities, whose atomic
-references cannot be shipped): a linear least-squares problem whose normal equations are a sum over materials.
+The coefficients are fitted either to the ingested crystal densities themselves or, in
+:mod:`chgdata.free_atoms`, to isolated neutral atoms computed in the data's own convention (GPAW's shipped
+table). Both are a linear least-squares problem whose normal equations are a sum over materials.
 :func:`material_normal_equations` is the pure per-material piece (map it over materials, e.g. with Dask),
 :meth:`NormalEquations.__add__`/:func:`sum_normal_equations` the reduction, and :func:`solve_reference` the
 final sum-constrained solve giving a :class:`ReferenceTable`.
@@ -58,7 +59,6 @@ __all__ = [
 ]
 
 TABLE_FORMAT = "chgdata.saed-reference/1"
-
 
 def gaussian_sigmas(sigma_min: float = 0.12, sigma_max: float = 2.4, n: int = 10) -> tuple[float, ...]:
     """Geometric ladder of Gaussian widths σ (Å), ``n`` values from ``sigma_min`` to ``sigma_max``."""
@@ -300,6 +300,8 @@ def solve_reference(
     ridge: float = 1e-7,
     r_step: float = 0.01,
     nonnegative: bool = False,
+    prior: ReferenceTable | None = None,
+    prior_weight: float = 0.0,
 ) -> ReferenceTable:
     """Solve min ‖Ac − b‖²_W subject to Σ_k c_{Z,k} = v_Z for every element (exact); return the table.
 
@@ -310,6 +312,8 @@ def solve_reference(
     ``nonnegative=True``: c ≥ 0 as well (ρ_Z(r) ≥ 0 everywhere), via scipy.optimize.nnls on the Cholesky factor
     of AᵀWA with the constraints as heavily weighted rows, then an exact per-element rescale (1e-8 change).
     ``ridge`` (relative to mean diag AᵀWA) keeps the nearly collinear Gaussian ladder well conditioned.
+    ``prior``/``prior_weight``: add ``prior_weight`` · mean diag AᵀWA · ‖c_Z − c_Z^prior‖² for every element, i.e.
+    shrink the fit towards another table (e.g. :func:`isolated_atom_reference`'s free atoms) instead of zero.
     """
     from scipy.linalg import cho_factor, solve_triangular
     from scipy.optimize import nnls
@@ -322,7 +326,17 @@ def solve_reference(
     h = normal.ata + ridge * max(float(np.mean(np.diag(normal.ata))), 1e-300) * np.eye(n)
     c_fac, lower = cho_factor(h, lower=True)
     lmat = np.tril(c_fac)
-    d = solve_triangular(lmat, normal.atb, lower=True)
+    atb = normal.atb
+    if prior is not None and prior_weight > 0:
+        missing_prior = [e for e in normal.elements if e not in prior.coefficients]
+        if missing_prior or not np.allclose(prior.sigmas, normal.sigmas, rtol=0, atol=1e-12):
+            raise ValueError(f"prior table {prior.id} lacks {missing_prior} or uses another Gaussian basis")
+        scale = prior_weight * max(float(np.mean(np.diag(normal.ata))), 1e-300)
+        h = h + scale * np.eye(n)
+        atb = atb + scale * np.concatenate([prior.coefficients[e] for e in normal.elements])
+        c_fac, lower = cho_factor(h, lower=True)
+        lmat = np.tril(c_fac)
+    d = solve_triangular(lmat, atb, lower=True)
     con = np.zeros((len(normal.elements), n))
     for i in range(len(normal.elements)):
         con[i, i * k:(i + 1) * k] = 1.0
@@ -337,7 +351,7 @@ def solve_reference(
         coef *= (vz / sums)[:, None]
     else:  # equality-constrained least squares via the KKT system
         kkt = np.block([[h, con.T], [con, np.zeros((con.shape[0], con.shape[0]))]])
-        sol = np.linalg.solve(kkt, np.concatenate([normal.atb, vz]))
+        sol = np.linalg.solve(kkt, np.concatenate([atb, vz]))
         coef = sol[:n].reshape(len(normal.elements), k)
     cf = coef.reshape(-1)
     sq = float(cf @ normal.ata @ cf - 2 * cf @ normal.atb + normal.btb)

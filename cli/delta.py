@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 from chgdata.cli.common import QUIET, SCHEDULER, STORE, WORKERS, cli_errors, console, exit_if_failed, out
+
+REFERENCE = typer.Option(None, "--reference",
+                         help="SAED reference table: a JSON file (e.g. another dataset's saed_reference.json) or "
+                              "'gpaw-free-atoms' (GPAW free neutral atoms, shipped; the convention of the GPAW "
+                              "sample data and of the shipped density model); default: the store's own, fitted "
+                              "on its train split if absent.")
 
 
 def build_delta(
     store: str = STORE,
-    reference: Path = typer.Option(None, "--reference", exists=True, dir_okay=False,
-                                   help="SAED reference table (JSON) to reuse, e.g. another dataset's "
-                                        "saed_reference.json; default: the store's own, fitted if absent."),
+    reference: str = REFERENCE,
     nonnegative: bool = typer.Option(False, "--nonnegative", help="Constrain fitted ρ_Z(r) ≥ 0 (less accurate "
                                      "on pseudo densities that dip below zero near nuclei)."),
     workers: int = WORKERS,
@@ -23,7 +25,7 @@ def build_delta(
     from chgdata.pipelines.delta import run_build_delta
 
     with cli_errors():
-        report = run_build_delta(store, reference=str(reference) if reference else None, workers=workers,
+        report = run_build_delta(store, reference=reference, workers=workers,
                                  scheduler=scheduler, progress=not quiet, nonnegative=nonnegative)
     out.print(f"reference {report.reference_id} ({report.reference_kind}); built {len(report.committed)}, "
               f"already built {len(report.skipped)}, failed {len(report.failed)} → {store}")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from chgdata.cli.common import QUIET, SCHEDULER, STORE, WORKERS, cli_errors, console, exit_if_failed, out
+from chgdata.cli.delta import REFERENCE
 from chgdata.cli.split import GROUP_BY, SPLIT_SEED
 
 
@@ -19,6 +20,7 @@ def run(
     sigma: float = typer.Option(0.1, "--sigma", min=0.0, help="DOS Gaussian smearing σ, eV."),
     group_by: str = GROUP_BY,
     split_seed: int = SPLIT_SEED,
+    reference: str = REFERENCE,
     workers: int = WORKERS,
     scheduler: str = SCHEDULER,
     quiet: bool = QUIET,
@@ -43,7 +45,7 @@ def run(
         split = run_split(store, group_by=group_by, seed=split_seed)
         out.print(f"split by {split.group_by}: "
                   + ", ".join(f"{s} {len(split.ids(s))}" for s in ("train", "val", "test")))
-        delta = run_build_delta(store, client=client, progress=not quiet)
+        delta = run_build_delta(store, reference=reference, client=client, progress=not quiet)
         out.print(f"build-delta: reference {delta.reference_id} ({delta.reference_kind}), built "
                   f"{len(delta.committed)}, already there {len(delta.skipped)}, failed {len(delta.failed)}")
         dos = run_build_dos(store, sigma=sigma, client=client, progress=not quiet)

@@ -33,6 +33,7 @@ from chgdata.pipelines.split import ensure_split
 import chgdata
 from chgdata import contract as C
 from chgdata.compaction import finish_stage
+from chgdata.free_atoms import SHIPPED_REFERENCES, shipped_reference_path
 from chgdata.references import (
     MaterialCounts,
     NormalEquations,
@@ -220,11 +221,11 @@ def _load_or_fit(loc: Location, store: str, reference: str | None, client, parts
     path = loc.path(REFERENCE_FILE)
     stored = ReferenceTable.from_json(loc.fs.cat_file(path).decode()) if loc.fs.exists(path) else None
     if reference is not None:
-        table = ReferenceTable.load(reference)
+        table = ReferenceTable.load(shipped_reference_path(reference))
         if stored is not None and stored.id != table.id and read_table(loc, C.DELTA_INDEX) is not None:
             raise StoreError(f"{store} already holds Δρ built with reference {stored.id}; refusing to mix it with "
                              f"{table.id} from {reference} (build into a fresh store)")
-        kind = "file"
+        kind = f"shipped {reference}" if str(reference) in SHIPPED_REFERENCES else "file"
     elif stored is not None:
         table, kind = stored, "stored"
     else:
@@ -287,8 +288,12 @@ def card_section(loc: Location, table: ReferenceTable, kind: str) -> dict[str, A
     nmae = [] if t is None else t.column("nmae_saed").to_pylist()
     return {
         "reference_id": table.id, "reference_file": REFERENCE_FILE, "reference_source": kind,
-        "description": ("fitted reference density: per element a signed sum of normalised 3-D Gaussians fitted to "
-                        "the crystal densities (not a superposition of free-atom densities)"),
+        "description": (
+            "superposition of isolated neutral-atom densities: per element a signed sum of normalised 3-D Gaussians "
+            "fitted to the pseudo valence density of the free atom in a periodic box (no crystal in the fit)"
+            if table.provenance.get("source") == "isolated neutral atoms" else
+            "fitted reference density: per element a signed sum of normalised 3-D Gaussians fitted to the crystal "
+            "densities (not a superposition of free-atom densities)"),
         "basis": "normalised 3-D Gaussians (widths in Å) per element, integrating to the valence count",
         "valence_electrons": dict(table.valence), "sigmas_A": list(table.sigmas),
         "materials": len(ratios),

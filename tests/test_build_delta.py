@@ -11,6 +11,7 @@ from chgdata.pipelines.ingest import run_ingest
 
 from chgdata import contract as C
 from chgdata import open_dataset
+from chgdata.free_atoms import SHIPPED_REFERENCES
 from chgdata.references import ReferenceTable
 from chgdata.store import StoreError, orphans
 from tests.conftest import GPAW, need_shared
@@ -148,3 +149,25 @@ def test_fit_does_not_depend_on_how_materials_fell_into_partitions(tmp_path):
     sums = [{r[C.COL_ID]: (r["saed_sha256"], r["delta_sha256"]) for r in d.table(C.DELTA_INDEX).to_pylist()}
             for d in (d1, d2)]
     assert sums[0] == sums[1] and len(sums[0]) == len(ids)
+
+
+def test_shipped_free_atom_reference_by_name(tmp_path):
+    """``build-delta --reference gpaw-free-atoms``: the shipped free-atom table, named as such in the card; an
+    unknown name is one clear error line."""
+    from chgdata.cli.main import app
+    from typer.testing import CliRunner
+
+    need_shared()
+    calcs = tmp_path / "calcs"
+    for mid in ("gpaw-0001", "gpaw-0002"):
+        shutil.copytree(GPAW / mid, calcs / mid)
+    store = str(tmp_path / "s")
+    run_ingest(store, from_dir=str(calcs), workers=1, processes=False, progress=False)
+    bad = CliRunner().invoke(app, ["build-delta", "--store", store, "--reference", "no-such-table", "-q", "-w", "1"])
+    assert bad.exit_code == 1 and "gpaw-free-atoms" in bad.output
+    rep = run_build_delta(store, reference="gpaw-free-atoms", workers=1, processes=False, progress=False)
+    assert rep.reference_kind == "shipped gpaw-free-atoms" and len(rep.committed) == 2
+    saed = open_dataset(store).card["saed"]
+    assert saed["reference_id"] == ReferenceTable.load(SHIPPED_REFERENCES["gpaw-free-atoms"]).id
+    assert saed["description"].startswith("superposition of isolated neutral-atom densities")
+    assert 0.0 < saed["mean_nmae_saed_percent"] < 20.0

@@ -144,6 +144,15 @@ def test_shipped_checkpoint_is_plain_smooth_and_leak_free():
     train = set(raw["splits"]["train"])
     assert train and not train & (set(raw["splits"]["val"]) | set(raw["splits"]["test"]))
     assert {"Si", "Na", "Cl", "Fe"} <= set(raw["train_elements"])
+    # its SAED reference is the shipped free-atom table: no crystal at all, so none of val or test, in its fit
+    from chgdata.models.predict import REFERENCE_KEY
+
+    from chgdata.free_atoms import SHIPPED_REFERENCES
+    from chgdata.references import ReferenceTable
+
+    table = ReferenceTable.from_json(raw[REFERENCE_KEY])
+    assert table.id == ReferenceTable.load(SHIPPED_REFERENCES["gpaw-free-atoms"]).id
+    assert all(m.startswith("atom:") for m in table.provenance["materials"])
     s = Structure(Lattice.cubic(5.43), ["Si"] * 8, [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5],
                   [0.25, 0.25, 0.25], [0.75, 0.75, 0.25], [0.75, 0.25, 0.75], [0.25, 0.75, 0.75]])
     model, ckpt = load(None)

@@ -191,3 +191,82 @@ def test_heldout_gpaw(gpaw):
     assert frac_improved >= 0.9
     assert ratios.mean() < 0.2
     assert 100 * num / den < 6.3  # ANCHORS: Gaussian-reference baseline 6.3 %
+
+
+# ------------------------------------------------------------------------ isolated-atom (free-atom) reference
+
+FREE_ATOMS = Path(__file__).resolve().parents[1] / "chgdata" / "atoms" / "gpaw-pbe-free-atoms.json"
+
+
+def test_isolated_atom_reference_recovers_a_known_atom():
+    """An 'atom' built from known Gaussian coefficients in a periodic box is fitted back exactly."""
+    from chgdata.free_atoms import isolated_atom_reference
+    from chgdata.gaussians import spectral_density
+
+    lattice = 9.0 * np.eye(3)
+    coef = np.array([0.5, 1.5, 2.0, -0.4, 0.9, 0.3, 0.2, 0.0, 0.0, 0.0])
+    coef[-1] = 4.0 - coef[:-1].sum()
+    rho = spectral_density(lattice, np.full((1, 3), 0.5), coef[None, :], DEFAULT_SIGMAS, (48, 48, 48))
+    n_e = float(rho.astype(np.float64).mean() * 729.0)
+    table = isolated_atom_reference([("Si", lattice, rho, n_e)], provenance={"dataset_version": "synthetic"})
+    assert table.valence == {"Si": 4}
+    assert table.coefficients["Si"].sum() == pytest.approx(4.0, rel=1e-12)
+    r = np.linspace(0.3, 6.0, 50)  # the grid resolves the density beyond ~0.2 Å
+    np.testing.assert_allclose(table.density("Si", r), gaussian_radial(r, DEFAULT_SIGMAS) @ coef, atol=2e-4)
+    assert table.provenance["source"] == "isolated neutral atoms"
+    assert table.provenance["materials"] == ["atom:Si"]
+
+
+def test_isolated_atom_reference_refuses_bad_atoms():
+    from chgdata.free_atoms import isolated_atom_reference
+
+    box = 8.0 * np.eye(3)
+    rho = np.full((16, 16, 16), 4.3 / 512.0)
+    with pytest.raises(ValueError, match="not a whole valence count"):
+        isolated_atom_reference([("Si", box, rho, 4.3)])
+    rho = np.full((16, 16, 16), 4.0 / 512.0)
+    with pytest.raises(ValueError, match="given twice"):
+        isolated_atom_reference([("Si", box, rho, 4.0), ("Si", box, rho, 4.0)])
+    rho[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        isolated_atom_reference([("Si", box, rho, 4.0)])
+
+
+def test_shipped_free_atom_reference_matches_gpaw_crystals(gpaw):
+    """The shipped GPAW free-atom table: no crystal in its fit, the crystals' valence counts, and a SAED that
+    integrates to each crystal's electron count and follows its density (NMAE well below 100 %)."""
+    table = ReferenceTable.load(FREE_ATOMS)
+    assert all(m.startswith("atom:") for m in table.provenance["materials"])
+    val = valence_counts([_counts(m) for m in gpaw])
+    assert {e: table.valence[e] for e in val} == val
+    nmaes = []
+    for m in gpaw[::12]:
+        s = saed_density(m["lattice"], m["frac"], m["species"], m["rho"].shape, table)
+        vol = abs(np.linalg.det(m["lattice"]))
+        assert s.astype(np.float64).mean() * vol == pytest.approx(sum(table.valence[e] for e in m["species"]),
+                                                                  rel=1e-5)
+        nmaes.append(np.abs(m["rho"] - s).sum() / np.abs(m["rho"]).sum())
+    assert np.mean(nmaes) < 0.12 and max(nmaes) < 0.3
+
+
+def test_prior_shrinks_the_fit_towards_another_table(gpaw):
+    """prior_weight 0 is the plain fit; a huge weight returns the prior (sums still exact); in between, between."""
+    mats = gpaw[::20]
+    val = valence_counts([_counts(m) for m in gpaw])
+    parts = [material_normal_equations(m["lattice"], m["frac"], m["species"], m["rho"], np.random.default_rng(i),
+                                       n_points=1000) for i, m in enumerate(mats)]
+    normal = sum_normal_equations(parts)
+    atoms = ReferenceTable.load(FREE_ATOMS)
+    plain = solve_reference(normal, val, dataset_version="x")
+    same = solve_reference(normal, val, dataset_version="x", prior=atoms, prior_weight=0.0)
+    far = solve_reference(normal, val, dataset_version="x", prior=atoms, prior_weight=1e6)
+    mid = solve_reference(normal, val, dataset_version="x", prior=atoms, prior_weight=1e-4)
+    for e in normal.elements:
+        np.testing.assert_allclose(same.coefficients[e], plain.coefficients[e])
+        np.testing.assert_allclose(far.coefficients[e], atoms.coefficients[e], atol=1e-3 * val[e])
+        assert mid.coefficients[e].sum() == pytest.approx(val[e], rel=1e-12)
+        d_plain = np.linalg.norm(plain.coefficients[e] - atoms.coefficients[e])
+        assert np.linalg.norm(mid.coefficients[e] - atoms.coefficients[e]) <= d_plain + 1e-9
+    with pytest.raises(ValueError, match="lacks"):
+        solve_reference(normal, val, dataset_version="x", prior=ReferenceTable.from_coefficients(
+            {"Si": atoms.coefficients["Si"]}, atoms.sigmas, {"Si": 4}), prior_weight=1.0)
