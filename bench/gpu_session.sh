@@ -9,8 +9,9 @@
 #       google-crc32c vesin pymatgen pymatgen-core monty spglib ruamel.yaml ruamel.yaml.clib orjson \
 #       palettable uncertainties bibtexparser
 #   pip wheel --no-deps -w .whl .                      # this checkout as a wheel (rebuild after every change)
-#   chgdata run --from-dir ../shared/data/gpaw --store .gpu/gpaw        (split by formula; gpaw-more can be
-#   added with a second `chgdata ingest --from-dir ../shared/data/gpaw-more` before build-delta, ~50 MB in all)
+#   chgdata run --from-dir ../shared/data/gpaw --store .gpu/gpaw --reference gpaw-free-atoms   (split by
+#   formula; Δρ against free atoms as the shipped model; gpaw-more can be added with a second `chgdata ingest
+#   --from-dir ../shared/data/gpaw-more` before build-delta, ~50 MB in all; or cp -r data/gpaw-atoms .gpu/gpaw)
 # DOS (optional second argument): the split store with DOS windows, e.g. cp -r data/gpaw-all .gpu/gpaw-all
 # and on the device:  bash bench/gpu_session.sh .gpu/gpaw .gpu/gpaw-all     (carry: .whl, .gpu; timeout_s 600)
 set -euo pipefail
