@@ -1,14 +1,15 @@
 """Train a density model on a store's grouped split and report it on every split beside its SAED reference.
 
 The store must carry a split (``chgdata split``; ``chgdata run`` makes one, grouped by formula) and Δρ built
-from a reference fitted on its train split (``build-delta``). Training sees the train split, validation (end of
+from a reference that saw no val or test material (``build-delta``: fitted on the train split, or
+``--reference gpaw-free-atoms``). Training sees the train split, validation (end of
 run, EMA weights) the val split; the test split is only evaluated here, after training, and nothing is chosen
 on it. The report gives, per split, the model's mean full-grid NMAE, the SAED reference's, their ratio and on
 how many materials the model wins, plus magnetisation NMAE for spin-polarised materials, and per test group::
 
-    # the shipped density model (one interaction block, weight decay 0.05; chosen on val)
-    OMP_NUM_THREADS=1 python bench/train_grouped.py --store data/gpaw-all --out runs/V3 --steps 2000 \
-        --enc '{"n_layers": 1}' --weight-decay 0.05
+    # one member of the shipped density model (Δρ against free atoms; seeds 0-3, then chgdata ensemble)
+    OMP_NUM_THREADS=1 python bench/train_grouped.py --store data/gpaw-atoms --out runs/FB0 --steps 4000 \
+        --size medium --enc '{"n_layers": 2, "element_features": true}' --weight-decay 0.05 --splits val --seed 0
     python bench/train_grouped.py --store data/gpaw-all --out runs/T --steps 8000 --target total  # seed 003 test
 
 ``--size small|medium|large`` picks the model (small = the cpu preset's; large = the gpu preset's, for
