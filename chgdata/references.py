@@ -60,6 +60,7 @@ __all__ = [
 
 TABLE_FORMAT = "chgdata.saed-reference/1"
 
+
 def gaussian_sigmas(sigma_min: float = 0.12, sigma_max: float = 2.4, n: int = 10) -> tuple[float, ...]:
     """Geometric ladder of Gaussian widths σ (Å), ``n`` values from ``sigma_min`` to ``sigma_max``."""
     if not (0 < sigma_min < sigma_max) or n < 2:
