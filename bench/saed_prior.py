@@ -15,16 +15,13 @@ import argparse
 from collections import defaultdict
 
 import numpy as np
+from chgdata.pipelines.delta import REFERENCE_FILE, fit_blocks, fit_partition
 
+from chgdata import contract as C
 from chgdata.dataset import Dataset
 from chgdata.free_atoms import SHIPPED_REFERENCES
 from chgdata.metrics import nmae
-from chgdata.references import (
-    ReferenceTable,
-    material_normal_equations,
-    solve_reference,
-    sum_normal_equations,
-)
+from chgdata.references import ReferenceTable, solve_reference, sum_normal_equations
 from chgdata.saed import saed_for_structure
 
 
@@ -36,40 +33,39 @@ def main() -> None:
     args = ap.parse_args()
     ds = Dataset(args.store)
     splits, groups = ds.splits(), ds.groups()
-    own = ReferenceTable.load(f"{args.store}/saed_reference.json")
+    own = ReferenceTable.from_json(ds.loc.fs.cat_file(ds.loc.path(REFERENCE_FILE)).decode())
     atoms = ReferenceTable.load(SHIPPED_REFERENCES["gpaw-free-atoms"])
+    # the train split's normal equations exactly as build-delta sums them (weight 0 gives the store's own table)
+    rows = sorted((ds.row(m) for m in splits["train"]), key=lambda r: r[C.COL_ID])
+    normal = sum_normal_equations(p for p in (fit_partition(args.store, block, 0, 4096) for block in fit_blocks(rows))
+                                  if p is not None)
 
     def load(mid):
-        s = ds.structure(mid)
-        return mid, s, ds.density(mid)
+        return mid, ds.structure(mid), ds.density(mid)
 
-    train = [load(m) for m in splits["train"]]
+    train = [load(m) for m in splits["train"][::4]]
     val = [load(m) for m in splits["val"]]
-    normal = sum_normal_equations(
-        material_normal_equations(d.lattice, s.frac_coords, [x.specie.symbol for x in s], d.rho,
-                                  np.random.default_rng(i), material_id=mid)
-        for i, (mid, s, d) in enumerate(train))
 
     def score(table, rows):
         by = defaultdict(list)
         for mid, s, d in rows:
-            by[groups[mid]].append(100 * nmae(saed_for_structure(s, d.rho.shape, table), d.rho))
+            by[groups[mid]].append(nmae(saed_for_structure(s, d.rho.shape, table), d.rho))
         return float(np.mean([x for v in by.values() for x in v])), {g: float(np.mean(v)) for g, v in by.items()}
 
     names = sorted({groups[m] for m, _, _ in val})
     print("| reference | train (¼) % | val % | " + " | ".join(names) + " |")
     print("|---|---|---|" + "---|" * len(names))
-    rows = [(f"fit, prior weight {w:g}", solve_reference(normal, own.valence, dataset_version="saed-prior",
+    fits = [(f"fit, prior weight {w:g}", solve_reference(normal, own.valence, dataset_version="saed-prior",
                                                             prior=atoms, prior_weight=w)) for w in args.weights]
-    for label, table in rows + [("store's own (train fit)", own), ("free atoms alone", atoms)]:
-        t, _ = score(table, train[::4])
+    for label, table in fits + [("store's own (train fit)", own), ("free atoms alone", atoms)]:
+        t, _ = score(table, train)
         v, per = score(table, val)
         print(f"| {label} | {t:.3f} | {v:.3f} | " + " | ".join(f"{per[g]:.2f}" for g in names) + " |", flush=True)
     if args.save:
-        if len(rows) != 1:
+        if len(fits) != 1:
             raise SystemExit("--save needs exactly one --weights value")
-        rows[0][1].save(args.save)
-        print(f"wrote {rows[0][1].id} to {args.save}")
+        fits[0][1].save(args.save)
+        print(f"wrote {fits[0][1].id} to {args.save}")
 
 
 if __name__ == "__main__":

@@ -73,6 +73,5 @@ def isolated_atom_reference(
     normal = sum_normal_equations(parts)
     prov = {"source": "isolated neutral atoms", **dict(provenance or {})}
     table = solve_reference(normal, valence, dataset_version=str(prov.get("dataset_version", "free-atoms")))
-    table.provenance.update(prov)
-    table.id = table.content_id()
+    table.provenance.update(prov)  # the id is unchanged: it covers dataset_version, passed to the solve above
     return table

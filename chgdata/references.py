@@ -324,19 +324,17 @@ def solve_reference(
         raise ValueError(f"no valence count for {missing}")
     k = len(normal.sigmas)
     n = len(normal.elements) * k
-    h = normal.ata + ridge * max(float(np.mean(np.diag(normal.ata))), 1e-300) * np.eye(n)
-    c_fac, lower = cho_factor(h, lower=True)
-    lmat = np.tril(c_fac)
+    diag_mean = max(float(np.mean(np.diag(normal.ata))), 1e-300)
+    h = normal.ata + ridge * diag_mean * np.eye(n)
     atb = normal.atb
     if prior is not None and prior_weight > 0:
         missing_prior = [e for e in normal.elements if e not in prior.coefficients]
         if missing_prior or not np.allclose(prior.sigmas, normal.sigmas, rtol=0, atol=1e-12):
             raise ValueError(f"prior table {prior.id} lacks {missing_prior} or uses another Gaussian basis")
-        scale = prior_weight * max(float(np.mean(np.diag(normal.ata))), 1e-300)
-        h = h + scale * np.eye(n)
-        atb = atb + scale * np.concatenate([prior.coefficients[e] for e in normal.elements])
-        c_fac, lower = cho_factor(h, lower=True)
-        lmat = np.tril(c_fac)
+        h = h + prior_weight * diag_mean * np.eye(n)
+        atb = atb + prior_weight * diag_mean * np.concatenate([prior.coefficients[e] for e in normal.elements])
+    c_fac, lower = cho_factor(h, lower=True)
+    lmat = np.tril(c_fac)
     d = solve_triangular(lmat, atb, lower=True)
     con = np.zeros((len(normal.elements), n))
     for i in range(len(normal.elements)):
