@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 from chgdata.models.evaluate_dos import evaluate_dos
-from chgdata.models.train import TrainConfig, load_checkpoint, train
+from chgdata.models.train import TrainConfig, load_checkpoint, steps_for_budget, train
 
 SMALL = {"n_scalars": 32, "n_vectors": 8, "l_max": 2, "n_layers": 2, "radial_hidden": 16, "r_cut": 5.0}
 DOSNET = {"backbone": "dosnet", "encoder": SMALL, "mlp_hidden": 128}
@@ -40,12 +40,19 @@ VARIANTS = {  # name: model config (the CPU configuration; DosNet's own width is
 
 
 def run(store: str, name: str, steps: int, out: Path, lr: float = 3e-3, device: str = "cpu",
-        output_bias: str = "element", weight_decay: float = 1e-4, val_every: int = 10**9) -> dict:
+        output_bias: str = "element", weight_decay: float = 1e-4, val_every: int = 10**9,
+        budget_s: float | None = None) -> dict:
     run_dir = out / f"{name}-{output_bias}"
-    cfg = TrainConfig(store=store, target="dos", out=str(run_dir), device=device, epochs=1, max_steps=steps,
-                      batch_size=8, lr=lr, warmup_steps=max(5, steps // 20), weight_decay=weight_decay,
-                      ema_decay=min(0.995, 1 - 10 / steps), split_source="store", val_every=val_every,
-                      model={**VARIANTS[name], "output_bias": output_bias}, tensorboard=False)
+
+    def config_for(n: int, where) -> TrainConfig:
+        return TrainConfig(store=store, target="dos", out=str(where), device=device, epochs=1, max_steps=n,
+                           batch_size=8, lr=lr, warmup_steps=max(5, n // 20), weight_decay=weight_decay,
+                           ema_decay=min(0.995, 1 - 10 / n), split_source="store", val_every=val_every,
+                           model={**VARIANTS[name], "output_bias": output_bias}, tensorboard=False)
+
+    if budget_s:
+        steps, _ = steps_for_budget(config_for, budget_s, run_dir, steps)
+    cfg = config_for(steps, run_dir)
     t0 = time.perf_counter()
     train(cfg, progress=False)
     wall = time.perf_counter() - t0
@@ -67,6 +74,8 @@ def main() -> None:
     ap.add_argument("--val-every", type=int, default=10**9, help="epochs between val MSE rows in metrics.csv")
     ap.add_argument("--output-bias", default="element", choices=["element", "mean", "none"],
                     help="start of the head's bias: the composition baseline (element), the mean window, or none")
+    ap.add_argument("--budget-s", type=float, default=None, help="seconds of training per variant (a 20-step "
+                    "calibration sizes the run; --steps is then the most)")
     ap.add_argument("--only", default=None, help="comma-separated variant names")
     ap.add_argument("--out", default="runs/dos-ablation")
     ap.add_argument("--results", default="bench/results/dos_ablation.md")
@@ -80,7 +89,7 @@ def main() -> None:
                         "| composition MSE | beats both |\n|---|---|---|---|---|---|---|---|---|---|\n")
     for name in names:
         r = run(args.store, name, args.steps, Path(args.out), args.lr, args.device, args.output_bias,
-                args.weight_decay, args.val_every)
+                args.weight_decay, args.val_every, args.budget_s)
         print(json.dumps(r))
         with open(path, "a") as fh:
             where = f", {args.output_bias} bias, wd {args.weight_decay:g}, lr {args.lr:g}"

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 from chgdata.models.presets import PRESETS
-from chgdata.models.train import TrainConfig, train
+from chgdata.models.train import TrainConfig, steps_for_budget, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -79,17 +79,10 @@ def run_target(scale: dict, store: str, target: str, work: Path, device: str, st
     """Train one target; ``steps`` fixes the step count, else a calibration run sizes it to the time budget."""
     s_per_step, calib_s, max_steps = None, 0.0, steps
     if steps is None:
-        budget = scale["budget"][target]
-        calib = work / f"{target}-calibration"
-        shutil.rmtree(calib, ignore_errors=True)
-        steps_c = min(CALIBRATION_STEPS, scale["max_steps"])
         t0 = time.perf_counter()
-        train(_config(scale, store, target, calib, device, 10**6), progress=False, stop_after=steps_c)
-        rows = _rows(calib)
-        steady = rows[1:] or rows  # the first epoch carries start-up (workers, kernel autotuning)
-        done = int(steady[-1]["step"]) - (int(rows[0]["step"]) if len(rows) > 1 else 0)
-        s_per_step = sum(float(r["epoch_s"]) for r in steady) / max(1, done)
-        max_steps = int(max(10, min(scale["max_steps"], 0.85 * budget / s_per_step)))
+        max_steps, s_per_step = steps_for_budget(
+            lambda n, out: _config(scale, store, target, out, device, n), scale["budget"][target],
+            work / target, scale["max_steps"], min(CALIBRATION_STEPS, scale["max_steps"]))
         calib_s = time.perf_counter() - t0
     out = work / target
     shutil.rmtree(out, ignore_errors=True)

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from chgdata.models.evaluate import format_report, run_evaluate
-from chgdata.models.train import TrainConfig, train
+from chgdata.models.train import TrainConfig, steps_for_budget, train
 
 SIZES = {
     "small": {"encoder": {"n_scalars": 16, "n_vectors": 4, "l_max": 2, "n_layers": 2, "radial_hidden": 16},
@@ -43,9 +43,13 @@ def main(argv=None) -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--target", default="delta", choices=["delta", "total"])
     ap.add_argument("--size", default="small", choices=sorted(SIZES))
-    ap.add_argument("--steps", type=int, default=16000)
+    ap.add_argument("--steps", type=int, default=16000, help="optimiser steps (at most, with --budget-s)")
+    ap.add_argument("--budget-s", type=float, default=None, help="size the run to this many seconds of training "
+                    "by a 20-step calibration run (device runs with a fixed lease)")
     ap.add_argument("--probes", type=int, default=200)
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--max-probes", type=int, default=20000, help="probes per step at most (structures beyond it "
+                    "wait for the next step; TrainConfig.max_probes_per_batch)")
     ap.add_argument("--lr", type=float, default=5e-3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--weight-decay", type=float, default=1e-6, help="AdamW weight decay")
@@ -59,17 +63,27 @@ def main(argv=None) -> None:
     model = copy.deepcopy(SIZES[args.size])
     model["encoder"].update(json.loads(args.enc))
     command = "python bench/train_grouped.py " + " ".join(argv or __import__("sys").argv[1:])
-    cfg = TrainConfig(store=args.store, target=args.target, out=str(out), device=args.device, epochs=1,
-                      max_steps=args.steps, probes=args.probes, batch_size=args.batch, lr=args.lr,
-                      warmup_steps=max(5, args.steps // 20), ema_decay=min(0.999, 1 - 10 / args.steps),
-                      split_source="store", train_group_fraction=args.train_groups, seed=args.seed, workers=0,
-                      val_every=10**9, model=model, weight_decay=args.weight_decay, tensorboard=False)
+
+    def config_for(steps: int, run_dir) -> TrainConfig:
+        return TrainConfig(store=args.store, target=args.target, out=str(run_dir), device=args.device, epochs=1,
+                           max_steps=steps, probes=args.probes, batch_size=args.batch,
+                           max_probes_per_batch=args.max_probes, lr=args.lr,
+                           warmup_steps=max(5, steps // 20), ema_decay=min(0.999, 1 - 10 / steps),
+                           split_source="store", train_group_fraction=args.train_groups, seed=args.seed, workers=0,
+                           val_every=10**9, model=model, weight_decay=args.weight_decay, tensorboard=False)
+
+    steps = args.steps
+    if args.budget_s:
+        steps, s_per_step = steps_for_budget(config_for, args.budget_s, out, args.steps)
+        print(f"calibration: {s_per_step:.3f} s per step -> {steps} steps in {args.budget_s:g} s")
+    cfg = config_for(steps, out)
     t0 = time.time()
     train(cfg)
     train_s = time.time() - t0
     res = run_evaluate(str(out / "model.pt"), args.store, args.splits, device=args.device)
     res["summary"]["train_seconds"] = train_s
     res["summary"]["command"] = command
+    res["summary"]["steps"] = steps
     (out / "evaluation.json").write_text(json.dumps(res, indent=1, default=float))
     text = format_report(res)
     (out / "report.md").write_text(text)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -58,6 +58,7 @@ from .train_utils import (
 )
 
 LOG_EVERY = 25  # steps between progress-bar loss readings (each one is a device synchronisation)
+WARM_STEPS = 5  # steps of start-up (workers, first batches, kernel autotuning) left out of the timed rate
 
 
 @dataclass
@@ -164,6 +165,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
 
     ``resume`` continues from ``out/last.pt`` (same step, epoch and batch within the epoch; model, optimiser,
     scheduler, EMA and RNG states), so an interrupted run ends where an uninterrupted one would.
+    ``s_per_step`` (when the run did more than :data:`WARM_STEPS` steps) is the steady wall time per step, from
+    step ``WARM_STEPS`` on, validations between epochs included.
     ``stop_after`` ends the process after that many optimiser steps *without* changing the schedule (it
     writes a checkpoint first): the run is then continued with ``resume``; time-boxed jobs and tests use it.
     """
@@ -221,9 +224,16 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     loader = make_loader(train_set, cfg.batch_size, cfg.max_probes_per_batch, cfg.workers, True, cfg.seed,
                          dist.rank, dist.world, start_method=cfg.start_method, pin_memory=device.type == "cuda")
     sampler = loader.batch_sampler
-    steps_per_epoch = max(1, len(sampler))
-    total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
-    epochs = cfg.epochs if not cfg.max_steps else max(cfg.epochs, math.ceil(cfg.max_steps / steps_per_epoch))
+
+    def epoch_batches(e: int) -> int:  # batches packed under a probe budget: their number varies per epoch
+        sampler.set_epoch(e)
+        return len(sampler)
+
+    if epoch_batches(0) < 1:
+        raise ValueError(f"{cfg.store}: the train split gives no batch on rank {dist.rank} of {dist.world}")
+    # a step budget bounds the run by steps alone; otherwise the epochs' exact batch counts give its length
+    epochs = sys.maxsize if cfg.max_steps else cfg.epochs
+    total_steps = cfg.max_steps or sum(epoch_batches(e) for e in range(cfg.epochs))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(min(cfg.warmup_steps, total_steps // 4 + 1),
                                                               total_steps))
@@ -246,7 +256,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             ema.load_state_dict(ckpt["ema"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         epoch, step, in_epoch = ckpt["epoch"], ckpt["step"], ckpt["batches_in_epoch"]
-        if in_epoch >= steps_per_epoch:
+        if in_epoch >= epoch_batches(epoch):
             epoch, in_epoch = epoch + 1, 0
     net = model
     if dist.world > 1:
@@ -282,6 +292,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     t_run = time.perf_counter()
+    warm_step = step + WARM_STEPS  # the rate in s/step is measured from here on (start-up and autotuning before)
+    t_warm: float | None = None
     epoch_rates: list[tuple[int, float]] = []  # (probes, seconds) of each epoch this process trained
     stopped = False
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -289,7 +301,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         task = bar.add_task("train", total=total_steps, completed=step)
         while epoch < epochs and step < total_steps and not stopped:
             train_set.set_epoch(epoch)
-            sampler.set_epoch(epoch)
+            n_batches = epoch_batches(epoch)
             sampler.skip = in_epoch
             net.train()
             t0, probes = time.perf_counter(), 0
@@ -324,6 +336,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
                 loss_sum += loss.detach()
                 n_losses += 1
                 step += 1
+                if step == warm_step:
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    t_warm = time.perf_counter()
                 in_epoch += 1
                 if step % LOG_EVERY == 0 or step == 1:  # reading the loss waits for the device: not every step
                     bar.update(task, description=f"epoch {epoch} loss {float(loss.detach()):.4g}")
@@ -335,14 +351,18 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
                     checkpoint({"step": step})
             if device.type == "cuda":
                 torch.cuda.synchronize(device)  # the queued steps belong to this epoch's time
-            wall = time.perf_counter() - t0
+            t_end = time.perf_counter()
+            wall = t_end - t0
+            if t_warm is not None and step > warm_step:
+                s_per_step = (t_end - t_warm) / (step - warm_step)
             row = {"epoch": epoch, "step": step,
                    "train_loss": dist.mean(float(loss_sum) / n_losses if n_losses else float("nan"), device),
                    "lr": sched.get_last_lr()[0], "probes_per_s": dist.mean(probes / wall, device) * dist.world,
                    "epoch_s": wall, "wall_s": time.perf_counter() - t_run}
             if device.type == "cuda":
                 row["peak_gpu_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
-            end_of_run = step >= total_steps
+            epoch_done = in_epoch >= n_batches
+            end_of_run = step >= total_steps or (epoch_done and epoch + 1 >= epochs)
             if not stopped and ((epoch + 1) % cfg.val_every == 0 or end_of_run):
                 row.update(_validate(cfg, ema if ema is not None else model, splits, device,
                                      val_loader if cfg.target == "dos" else None, dist))
@@ -354,8 +374,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             checkpoint(row)
             final = row
             epoch_rates.append((probes, wall))
-            if in_epoch >= steps_per_epoch:
+            if epoch_done:
                 epoch, in_epoch = epoch + 1, 0
+    if final and t_warm is not None and step > warm_step:
+        final = {**final, "s_per_step": s_per_step}
     if final and cfg.target != "dos":  # the summary: steady throughput of the whole run, not of its last epoch
         steady = epoch_rates[1:] or epoch_rates  # the first epoch carries start-up (workers, first batches)
         rate = sum(p for p, _ in steady) / max(sum(w for _, w in steady), 1e-9)
@@ -423,3 +445,25 @@ def _validate(cfg: TrainConfig, model: nn.Module, splits, device, val_loader, di
     return nmae_means(per, base)
 
 
+
+
+def steps_for_budget(config_for, budget_s: float, work: str | os.PathLike, max_steps: int,
+                     calibration_steps: int = 20) -> tuple[int, float]:
+    """Optimiser steps that fill ``budget_s`` seconds of training, sized by a short calibration run.
+
+    ``config_for(max_steps, out)`` returns the run's :class:`TrainConfig`; the calibration trains it in
+    ``work/calibration`` (removed afterwards) for :data:`WARM_STEPS` steps of start-up, then times
+    ``calibration_steps`` more. Returns ``(steps, seconds per step)``; steps are 85 % of
+    the budget (validation and checkpoints take the rest), at least 10 and at most ``max_steps``."""
+    import shutil
+
+    if not (budget_s > 0 and calibration_steps > 0):
+        raise ValueError(f"budget_s and calibration_steps must be positive, got {budget_s}, {calibration_steps}")
+    calib = Path(work) / "calibration"
+    shutil.rmtree(calib, ignore_errors=True)
+    final = train(config_for(10**6, calib), progress=False, stop_after=calibration_steps + WARM_STEPS)
+    shutil.rmtree(calib, ignore_errors=True)
+    if "s_per_step" not in final:
+        raise ValueError(f"the calibration run ended before step {WARM_STEPS + 1}: nothing to time")
+    s_per_step = final["s_per_step"]
+    return int(max(10, min(max_steps, 0.85 * budget_s / s_per_step))), s_per_step

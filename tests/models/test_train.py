@@ -360,3 +360,46 @@ def test_resume_without_config_reads_the_runs_config(store, tmp_path):
     assert last["step"] == 4 and last["config"]["probes"] == 40 and last["config"]["target"] == "total"
     res = CliRunner().invoke(app, ["train", "--out", out, "--resume", "--preset", "gpu"])
     assert res.exit_code == 1 and "keeps the config it was started with" in res.output
+
+
+def test_epochs_of_varying_batch_counts_end_and_the_step_budget_is_met(store, tmp_path):
+    """Under a probe budget the number of batches changes with each epoch's shuffle (grids differ in size); a run
+    bounded by max_steps must move on at the end of every epoch, however short, and end validated at max_steps."""
+    probes = 10**6  # whole grids: the items' sizes are their grid sizes
+    train(_cfg(store, tmp_path / "split", target="total", probes=probes, max_steps=1), progress=False)
+    train_ids = json.loads((tmp_path / "split" / "splits.json").read_text())["train"]
+    ds = DensityProbes(store, target="total", probes=probes, n_spin_channels=2, material_ids=train_ids)
+    sizes = [ds.n_probes(i) for i in range(len(ds))]
+    budget, counts = None, []
+    for cap in sorted({a + b for a in sizes for b in sizes}):  # a budget whose packing differs between epochs
+        samplers = [ProbeBudgetBatchSampler(sizes, 4, cap, seed=0) for _ in range(6)]
+        for e, s in enumerate(samplers):
+            s.set_epoch(e)
+        counts = [len(s) for s in samplers]
+        if len(set(counts)) > 1:
+            budget = cap
+            break
+    assert budget is not None, f"no probe budget varies the batch count per epoch for grid sizes {sizes}"
+    steps = sum(counts[:4]) + 1
+    final = train(_cfg(store, tmp_path / "run", target="total", probes=probes, max_probes_per_batch=budget,
+                       max_steps=steps, val_every=100), progress=False)
+    rows = _metrics(tmp_path / "run")
+    assert [int(r["step"]) for r in rows] == [*np.cumsum(counts[:4]).tolist(), steps]
+    assert all(np.isfinite(float(r["train_loss"])) for r in rows)
+    assert np.isfinite(final["val_nmae"])
+
+
+def test_steps_for_budget_times_steady_steps(store, tmp_path):
+    from chgdata.models.train import WARM_STEPS, steps_for_budget
+
+    def config_for(n, out):
+        return _cfg(store, out, target="dos", model=TINY_DOS, max_steps=n, batch_size=2, val_every=10**9)
+
+    steps, s_per_step = steps_for_budget(config_for, 1e6, tmp_path, max_steps=77, calibration_steps=3)
+    assert steps == 77 and s_per_step > 0 and not (tmp_path / "calibration").exists()
+    steps, _ = steps_for_budget(config_for, 1e-9, tmp_path, max_steps=77, calibration_steps=3)
+    assert steps == 10  # the floor
+    final = train(config_for(WARM_STEPS + 4, tmp_path / "run"), progress=False)
+    assert final["s_per_step"] > 0
+    with pytest.raises(ValueError, match="positive"):
+        steps_for_budget(config_for, 0, tmp_path, max_steps=77)
