@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from chgdata.models.dos_kernel import DEFAULT_GRID
+from chgdata.models.dos_kernel import kernel_grid
 from chgdata.models.evaluate_dos import element_fractions, predict_windows
 from chgdata.models.fit_dos import cv_rows, fold_errors
 from chgdata.models.train import TrainConfig, load_checkpoint, train
@@ -51,6 +51,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--store", required=True)
     ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--energy-exponents", default="0,1,2", help="reduced-energy exponents p in the kernel grid")
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--out", default="runs/dos-cv")
     ap.add_argument("--skip-dosnet", action="store_true", help="kernel model and baselines only (seconds)")
@@ -67,14 +68,16 @@ def main() -> None:
     fractions = [element_fractions(s) for s in structures]
 
     t0 = time.time()
-    errors = fold_errors(x, w, fractions, groups, DEFAULT_GRID, args.folds)
+    grid = kernel_grid([float(v) for v in args.energy_exponents.split(",")])
+    errors = fold_errors(x, w, fractions, groups, grid, args.folds)
     kernel_s = time.time() - t0
-    kernel_rows = cv_rows(errors, DEFAULT_GRID, len(set(groups)), args.folds)
+    kernel_rows = cv_rows(errors, grid, len(set(groups)), args.folds)
     best = min(kernel_rows, key=lambda r: r["mse"])
     kern, comp, mean = (dict(zip(ids, errors[key].tolist(), strict=True))
-                        for key in ((best["gamma"], best["lam"]), "composition", "mean"))
+                        for key in ((best["gamma"], best["lam"], best["energy_exponent"]), "composition", "mean"))
     rows = [("mean training window", mean, 0.0), ("composition", comp, 0.0),
-            (f"kernel (γ {best['gamma']}, λ {best['lam']}, chosen by this CV)", kern, kernel_s)]
+            (f"kernel (γ {best['gamma']}, λ {best['lam']}, p {best['energy_exponent']:g}, chosen by this CV)", kern,
+             kernel_s)]
     if not args.skip_dosnet:
         dosnet, t0 = {}, time.time()
         for fold in range(args.folds):
@@ -90,12 +93,13 @@ def main() -> None:
         beats = float(((e < cm) & (e < mm)).mean())
         lines.append(f"| {name} | {e.mean():.4f} | {e.mean() / cm.mean():.2f}× | {e.mean() / mm.mean():.2f}× | "
                      f"{beats:.0%} | {secs:.0f} |")
-    lines += ["", "Kernel grid (grouped-CV MSE):", "",
-              "| γ \\ λ | " + " | ".join(str(lam) for lam in sorted({r["lam"] for r in kernel_rows})) + " |",
-              "|---" * (1 + len({r["lam"] for r in kernel_rows})) + "|"]
-    for g in sorted({r["gamma"] for r in kernel_rows}):
-        cells = {r["lam"]: r["mse"] for r in kernel_rows if r["gamma"] == g}
-        lines.append(f"| {g} | " + " | ".join(f"{cells[lam]:.4f}" for lam in sorted(cells)) + " |")
+    lams = sorted({r["lam"] for r in kernel_rows})
+    for p in sorted({r["energy_exponent"] for r in kernel_rows}):
+        lines += ["", f"Kernel grid, reduced-energy exponent p = {p:g} (grouped-CV MSE):", "",
+                  "| γ \\ λ | " + " | ".join(str(lam) for lam in lams) + " |", "|---" * (1 + len(lams)) + "|"]
+        for g in sorted({r["gamma"] for r in kernel_rows}):
+            cells = {r["lam"]: r["mse"] for r in kernel_rows if r["gamma"] == g and r["energy_exponent"] == p}
+            lines.append(f"| {g} | " + " | ".join(f"{cells[lam]:.4f}" for lam in lams) + " |")
     text = "\n".join(lines) + "\n"
     print(text)
     path = Path(args.results)

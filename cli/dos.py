@@ -37,15 +37,27 @@ def fit_dos(
     out_path: Path = typer.Option(..., "--out", "-o", dir_okay=False, help="Checkpoint to write (e.g. dos_kernel.pt)."),
     folds: int = typer.Option(5, "--folds", min=2,
                               help="Grouped cross-validation folds over the train split's groups."),
+    energy_exponents: str = typer.Option("0", "--energy-exponents",
+                                         help="Comma-separated exponents p of the reduced energy axis "
+                                              "(E − E_F)·(d/d_ref)^p offered to the cross-validation (0: none; "
+                                              "2: Harrison's d⁻² band-width scaling)."),
 ) -> None:
-    """Fit the kernel DOS model on the train split; (γ, λ) by grouped cross-validation (val/test not read)."""
+    """Fit the kernel DOS model on the train split; (γ, λ, p) by grouped cross-validation (val/test not read)."""
+    from chgdata.models.dos_kernel import kernel_grid
     from chgdata.models.fit_dos import fit_dos_kernel
 
     with cli_errors():
-        res = fit_dos_kernel(store, out_path, n_folds=folds)
+        try:
+            exponents = [float(v) for v in energy_exponents.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"--energy-exponents: numbers separated by commas, got {energy_exponents!r}") from None
+        if not exponents or min(exponents) < 0:
+            raise ValueError(f"--energy-exponents: one or more numbers >= 0, got {energy_exponents!r}")
+        res = fit_dos_kernel(store, out_path, grid=kernel_grid(exponents), n_folds=folds)
     best = res["selected"]
     out.print(f"grouped {folds}-fold CV over {best['groups']} groups of the train split ({best['materials']} "
-              f"materials): MSE {best['mse']:.4f} at gamma {best['gamma']}, lambda {best['lam']}; composition "
+              f"materials): MSE {best['mse']:.4f} at gamma {best['gamma']}, lambda {best['lam']}, energy exponent "
+              f"{best['energy_exponent']:g}; composition "
               f"baseline {best['mse_composition_baseline']:.4f}, mean window {best['mse_mean_baseline']:.4f}; "
               f"beats both on {best['fraction_beating_both_baselines']:.0%}")
     out.print(f"wrote {res['checkpoint']} (chgdata evaluate -c {res['checkpoint']} -s {store} --split val)")

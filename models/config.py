@@ -220,6 +220,10 @@ class DosKernelConfig(_DictMixin):
     gamma : kernel width, k(a, b) = exp(−gamma · |a − b|² / n_descriptors) on standardised descriptors
     lam : ridge penalty added to the kernel matrix's diagonal
     n_train, n_descriptors : shapes of the stored training descriptors (needed to rebuild the module)
+    energy_exponent : p of the reduced energy axis ε = (E − E_F) · (d / distance_ref)^p on which windows are
+        regressed, d the crystal's mean nearest-neighbour distance (Å); p = 2 is Harrison's scaling of two-centre
+        hoppings (∝ d⁻²), so band widths of analogous crystals line up; 0 regresses on E − E_F itself
+    distance_ref : d_ref in Å (the median d of the training crystals)
     """
 
     kind: str = "dos-kernel"
@@ -229,12 +233,16 @@ class DosKernelConfig(_DictMixin):
     lam: float = 1.0
     n_train: int = 0
     n_descriptors: int = 0
+    energy_exponent: float = 0.0
+    distance_ref: float = 1.0
 
     def __post_init__(self):
         if self.kind != "dos-kernel":
             raise ValueError(f"DosKernelConfig.kind must be 'dos-kernel', got {self.kind!r}")
         if not (self.gamma > 0 and self.lam > 0):
             raise ValueError("gamma and lam must be positive")
+        if not (self.energy_exponent >= 0 and self.distance_ref > 0):
+            raise ValueError("energy_exponent must be >= 0 and distance_ref > 0 (Å)")
         self.energy_window = tuple(self.energy_window)
 
 

@@ -25,10 +25,11 @@ log = logging.getLogger(__name__)
 
 
 def fold_errors(descriptors: np.ndarray, windows: np.ndarray, fractions: Sequence[dict[str, float]],
-                groups: Sequence[str], grid: Sequence[tuple[float, float]] = DEFAULT_GRID, n_folds: int = 5,
+                groups: Sequence[str], grid: Sequence[tuple[float, float, float]] = DEFAULT_GRID, n_folds: int = 5,
                 seed: int = 0) -> dict[Any, np.ndarray]:
     """Held-out MSE of every material (n,) in folds of whole groups: under ``"mean"`` and ``"composition"`` the
-    baselines refitted on each fold's training part, under each (γ, λ) of ``grid`` the kernel model."""
+    baselines refitted on each fold's training part, under each (γ, λ, p) of ``grid`` the kernel model (p the
+    reduced-energy exponent of :func:`fit_kernel`)."""
     w = np.asarray(windows, np.float64)
     out = {key: np.empty(len(w)) for key in ("mean", "composition", *grid)}
     for held in grouped_folds(groups, n_folds, seed):
@@ -36,34 +37,35 @@ def fold_errors(descriptors: np.ndarray, windows: np.ndarray, fractions: Sequenc
         base = fit_baselines(w[train], [fractions[i] for i in train])
         out["mean"][held] = [dos_mse(base.mean, w[i]) for i in held]
         out["composition"][held] = [dos_mse(base.composition(fractions[i]), w[i]) for i in held]
-        for gamma, lam in grid:
-            model = fit_kernel(descriptors[train], w[train], gamma, lam)
+        for gamma, lam, p in grid:
+            model = fit_kernel(descriptors[train], w[train], gamma, lam, energy_exponent=p)
             with torch.no_grad():
                 pred = model(torch.as_tensor(descriptors[held])).numpy()
-            out[(gamma, lam)][held] = [dos_mse(p, w[i]) for p, i in zip(pred, held, strict=True)]
+            out[(gamma, lam, p)][held] = [dos_mse(p, w[i]) for p, i in zip(pred, held, strict=True)]
     return out
 
 
-def cv_rows(errors: dict[Any, np.ndarray], grid: Sequence[tuple[float, float]], n_groups: int,
+def cv_rows(errors: dict[Any, np.ndarray], grid: Sequence[tuple[float, float, float]], n_groups: int,
             n_folds: int) -> list[dict[str, Any]]:
-    """Per (γ, λ) of ``grid``, from :func:`fold_errors`: the mean held-out MSE beside the mean-window and
+    """Per (γ, λ, p) of ``grid``, from :func:`fold_errors`: the mean held-out MSE beside the mean-window and
     composition baselines', and the fraction of held-out materials beating both."""
     mse_m, mse_c = errors["mean"], errors["composition"]
     rows = []
-    for gamma, lam in grid:
-        e = errors[(gamma, lam)]
-        rows.append({"gamma": gamma, "lam": lam, "mse": float(e.mean()), "mse_mean_baseline": float(mse_m.mean()),
+    for gamma, lam, p in grid:
+        e = errors[(gamma, lam, p)]
+        rows.append({"gamma": gamma, "lam": lam, "energy_exponent": p, "mse": float(e.mean()),
+                     "mse_mean_baseline": float(mse_m.mean()),
                      "mse_composition_baseline": float(mse_c.mean()),
                      "fraction_beating_both_baselines": float(((e < mse_m) & (e < mse_c)).mean()),
                      "materials": len(e), "groups": n_groups, "folds": n_folds})
     return rows
 
 
-def fit_dos_kernel(store: str, out: str | os.PathLike, grid: Sequence[tuple[float, float]] = DEFAULT_GRID,
+def fit_dos_kernel(store: str, out: str | os.PathLike, grid: Sequence[tuple[float, float, float]] = DEFAULT_GRID,
                    n_folds: int = 5, seed: int = 0) -> dict[str, Any]:
     """Fit the kernel DOS model on a store's train split and write a checkpoint to ``out``.
 
-    (γ, λ) is the cell of ``grid`` with the lowest :func:`cv_rows` MSE over the train split's groups (the
+    (γ, λ, p) is the cell of ``grid`` with the lowest :func:`cv_rows` MSE over the train split's groups (the
     store's split, ``chgdata split``); val and test are not read. The checkpoint holds the model, the split,
     the cross-validation table and the training split's baselines, and loads with ``weights_only=True``.
     Returns ``{"cv": rows, "selected": row, "checkpoint": path}``."""
@@ -85,7 +87,8 @@ def fit_dos_kernel(store: str, out: str | os.PathLike, grid: Sequence[tuple[floa
     fractions = [element_fractions(s) for s in structures]
     rows = cv_rows(fold_errors(x, windows, fractions, groups, grid, n_folds, seed), grid, len(set(groups)), n_folds)
     best = min(rows, key=lambda r: r["mse"])
-    model = fit_kernel(x, windows, best["gamma"], best["lam"], (float(energies[0]), float(energies[-1])))
+    model = fit_kernel(x, windows, best["gamma"], best["lam"], (float(energies[0]), float(energies[-1])),
+                       best["energy_exponent"])
     base = fit_baselines(windows, fractions)
     state = {
         "format": CHECKPOINT_FORMAT, "model_config": model.config.to_dict(), "model": model.state_dict(), "ema": None,
@@ -100,7 +103,7 @@ def fit_dos_kernel(store: str, out: str | os.PathLike, grid: Sequence[tuple[floa
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(path, state)
-    log.debug("kernel DOS model: gamma %s, lam %s, grouped-CV MSE %.4f (composition %.4f, mean %.4f) -> %s",
-             best["gamma"], best["lam"], best["mse"], best["mse_composition_baseline"], best["mse_mean_baseline"],
-             path)
+    log.debug("kernel DOS model: gamma %s, lam %s, p %s, grouped-CV MSE %.4f (composition %.4f, mean %.4f) -> %s",
+              best["gamma"], best["lam"], best["energy_exponent"], best["mse"], best["mse_composition_baseline"],
+              best["mse_mean_baseline"], path)
     return {"cv": rows, "selected": best, "checkpoint": str(path)}

@@ -73,6 +73,43 @@ def test_fit_interpolates_at_small_ridge_and_stays_non_negative(rng):
         fit_kernel(x, w[:5], 1.0, 1.0)
 
 
+def test_resample_moves_a_peak_by_the_energy_scale():
+    from chgdata.models.dos_kernel import resample
+
+    grid = torch.linspace(-10, 10, 401, dtype=torch.float64)
+    peak = torch.exp(-((grid - 4.0) ** 2) / 0.5)[None, None].repeat(2, 2, 1)
+    out = resample(peak, grid, torch.tensor([1.0, 2.0], dtype=torch.float64))
+    torch.testing.assert_close(out[0], peak[0])  # factor 1: unchanged
+    assert float(grid[out[1, 0].argmax()]) == pytest.approx(2.0, abs=0.05)  # W(2E) peaks at E = 2 eV
+    back = resample(resample(peak, grid, torch.tensor([0.8], dtype=torch.float64)), grid,
+                    torch.tensor([1.25], dtype=torch.float64))
+    torch.testing.assert_close(back[0], peak[0], atol=2e-3, rtol=0)  # there and back, to interpolation error
+
+
+def test_reduced_energies_transfer_a_band_to_another_bond_length(rng):
+    """A family whose windows are one band stretched by (d/d_ref)²: with p = 2 an unseen bond length is
+    predicted to interpolation error; without the reduced axis the model can only blend the training widths."""
+    from chgdata.models.dos_kernel import DISTANCE, fit_kernel
+
+    from chgdata.descriptors import DESCRIPTOR_NAMES
+
+    energies = np.linspace(-10, 10, 400)
+    d = np.array([2.2, 2.35, 2.5, 2.65, 2.8, 2.95, 3.1])
+    band = lambda dist: np.exp(-((energies * (dist / 2.65) ** 2 + 3.0) ** 2) / 0.8)  # noqa: E731
+    x = rng.normal(size=(len(d), len(DESCRIPTOR_NAMES)))
+    x[:, DISTANCE] = d
+    w = np.stack([np.stack([band(v), band(v)]) for v in d])
+    test = x[:1].copy()
+    test[0, DISTANCE] = 2.42  # between training crystals; its other descriptors are the first one's
+    truth = band(2.42)
+    with torch.no_grad():
+        scaled = fit_kernel(x, w, gamma=0.5, lam=1e-3, energy_exponent=2.0)(torch.as_tensor(test)).numpy()[0, 0]
+        plain = fit_kernel(x, w, gamma=0.5, lam=1e-3)(torch.as_tensor(test)).numpy()[0, 0]
+    assert np.mean((scaled - truth) ** 2) < 1e-4 < np.mean((plain - truth) ** 2)
+    with pytest.raises(ValueError, match="reduced energies need"):
+        fit_kernel(x[:, :5], w, 0.5, 1.0, energy_exponent=2.0)
+
+
 def test_grouped_folds_hold_whole_groups():
     from chgdata.splits import grouped_folds
 
@@ -152,6 +189,23 @@ def test_fit_dos_needs_a_split_and_enough_groups(dos_store, tmp_path):  # noqa: 
     assert res.exit_code == 1
     assert "error:" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "k.pt").exists()
+
+
+def test_fit_dos_offers_reduced_energies_and_refuses_bad_exponents(dos_store, tmp_path):  # noqa: F811
+    from chgdata.cli.main import app
+
+    ckpt = tmp_path / "k.pt"
+    res = CliRunner().invoke(app, ["fit-dos", "-s", dos_store, "-o", str(ckpt), "--folds", "2",
+                                   "--energy-exponents", "0,2"])
+    assert res.exit_code == 0, res.output
+    raw = torch.load(ckpt, weights_only=True)
+    assert {r["energy_exponent"] for r in raw["config"]["cv"]} == {0.0, 2.0}
+    assert raw["model_config"]["energy_exponent"] == raw["config"]["selected"]["energy_exponent"]
+    for bad in ("two", "-1", ","):
+        res = CliRunner().invoke(app, ["fit-dos", "-s", dos_store, "-o", str(tmp_path / "x.pt"), "--folds", "2",
+                                       "--energy-exponents", bad])
+        assert res.exit_code == 1 and "--energy-exponents" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "x.pt").exists()
 
 
 def test_cross_validation_folds_of_training_replace_val_and_drop_test(dos_store):  # noqa: F811
