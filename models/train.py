@@ -294,6 +294,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     t_run = time.perf_counter()
     warm_step = step + WARM_STEPS  # the rate in s/step is measured from here on (start-up and autotuning before)
     t_warm: float | None = None
+    s_per_step: float | None = None
     epoch_rates: list[tuple[int, float]] = []  # (probes, seconds) of each epoch this process trained
     stopped = False
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -376,7 +377,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             epoch_rates.append((probes, wall))
             if epoch_done:
                 epoch, in_epoch = epoch + 1, 0
-    if final and t_warm is not None and step > warm_step:
+    if final and s_per_step is not None:
         final = {**final, "s_per_step": s_per_step}
     if final and cfg.target != "dos":  # the summary: steady throughput of the whole run, not of its last epoch
         steady = epoch_rates[1:] or epoch_rates  # the first epoch carries start-up (workers, first batches)
@@ -443,8 +444,6 @@ def _validate(cfg: TrainConfig, model: nn.Module, splits, device, val_loader, di
         per = {k: v for p, _ in parts for k, v in p.items()}
         base = {k: v for _, b in parts for k, v in b.items()}
     return nmae_means(per, base)
-
-
 
 
 def steps_for_budget(config_for, budget_s: float, work: str | os.PathLike, max_steps: int,
