@@ -97,12 +97,34 @@ class DosKernelModel(nn.Module):
         return (distance / self.config.distance_ref) ** self.config.energy_exponent
 
     @torch.no_grad()
+    def nearest(self, descriptors: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Kernel similarity k ∈ (0, 1] of each row of ``descriptors`` (m, d) to its closest training crystal, and
+        that crystal's row in the training set (both (m,)); k = 1 for identical descriptors."""
+        z = (descriptors.to(self.train_z) - self.x_mean) / self.x_scale
+        best = _kernel(z, self.train_z, self.config.gamma).max(dim=1)
+        return best.values.cpu().numpy(), best.indices.cpu().numpy()
+
+    @torch.no_grad()
     def predict_structures(self, structures: Sequence) -> np.ndarray:
         """(n, 2, n_points) max-normalised windows for pymatgen structures."""
         if not structures:
             return np.zeros((0, 2, self.config.n_points))
         x = torch.as_tensor(np.stack([structure_descriptors(s) for s in structures]))
         return self(x.to(self.train_z.device)).cpu().numpy()
+
+
+def standardisation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and scale of training descriptors (n, d); a constant descriptor (no information) gets scale 1."""
+    mean, scale = x.mean(0), x.std(0)
+    scale[scale < 1e-12] = 1.0
+    return mean, scale
+
+
+def max_similarity(train: np.ndarray, query: np.ndarray, gamma: float) -> np.ndarray:
+    """Kernel similarity of each query row to its closest training row, standardised as by :func:`fit_kernel`."""
+    mean, scale = standardisation(train)
+    z = (torch.as_tensor((train - mean) / scale), torch.as_tensor((query - mean) / scale))
+    return _kernel(z[1], z[0], gamma).max(dim=1).values.numpy()
 
 
 def fit_kernel(descriptors: np.ndarray, windows: np.ndarray, gamma: float, lam: float,
@@ -125,8 +147,7 @@ def fit_kernel(descriptors: np.ndarray, windows: np.ndarray, gamma: float, lam: 
                           n_train=n, n_descriptors=x.shape[1], energy_exponent=float(energy_exponent),
                           distance_ref=float(np.median(x[:, DISTANCE])) if energy_exponent else 1.0)
     model = DosKernelModel(cfg)
-    mean, scale = x.mean(0), x.std(0)
-    scale[scale < 1e-12] = 1.0  # a constant descriptor carries no information
+    mean, scale = standardisation(x)
     z = torch.as_tensor((x - mean) / scale)
     y = torch.as_tensor(w)
     if energy_exponent:  # onto the reduced axis: R_i(ε) = W_i(ε / s_i)

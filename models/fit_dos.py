@@ -17,7 +17,7 @@ from chgdata.metrics import dos_mse
 from chgdata.splits import grouped_folds
 
 from .checkpoint import CHECKPOINT_FORMAT, save_checkpoint
-from .dos_kernel import DEFAULT_GRID, fit_kernel
+from .dos_kernel import DEFAULT_GRID, fit_kernel, max_similarity
 from .evaluate_dos import element_fractions, fit_baselines
 from .train_utils import code_version, data_version
 
@@ -61,6 +61,21 @@ def cv_rows(errors: dict[Any, np.ndarray], grid: Sequence[tuple[float, float, fl
     return rows
 
 
+def similarity_calibration(descriptors: np.ndarray, errors: np.ndarray, groups: Sequence[str], gamma: float,
+                           n_folds: int = 5, seed: int = 0, n_bins: int = 4) -> dict[str, list[float]]:
+    """How held-out error falls with similarity to the training set, from the same grouped folds as
+    :func:`fold_errors`: each material's kernel similarity to its closest crystal in the other folds, cut at its
+    quantiles into ``n_bins`` bins, and the mean held-out MSE (``errors``, (n,)) of each bin."""
+    sim = np.empty(len(descriptors))
+    for held in grouped_folds(groups, n_folds, seed):
+        train = np.setdiff1d(np.arange(len(descriptors)), held)
+        sim[held] = max_similarity(descriptors[train], descriptors[held], gamma)
+    edges = np.quantile(sim, np.arange(1, n_bins) / n_bins)
+    bins = np.searchsorted(edges, sim, side="right")
+    return {"similarity_edges": edges.tolist(), "mse": [float(errors[bins == b].mean()) for b in range(n_bins)],
+            "materials": [int((bins == b).sum()) for b in range(n_bins)]}
+
+
 def fit_dos_kernel(store: str, out: str | os.PathLike, grid: Sequence[tuple[float, float, float]] = DEFAULT_GRID,
                    n_folds: int = 5, seed: int = 0) -> dict[str, Any]:
     """Fit the kernel DOS model on a store's train split and write a checkpoint to ``out``.
@@ -85,15 +100,19 @@ def fit_dos_kernel(store: str, out: str | os.PathLike, grid: Sequence[tuple[floa
     structures = [ds.structure(m) for m in ids]
     x = np.stack([structure_descriptors(s) for s in structures])
     fractions = [element_fractions(s) for s in structures]
-    rows = cv_rows(fold_errors(x, windows, fractions, groups, grid, n_folds, seed), grid, len(set(groups)), n_folds)
+    errors = fold_errors(x, windows, fractions, groups, grid, n_folds, seed)
+    rows = cv_rows(errors, grid, len(set(groups)), n_folds)
     best = min(rows, key=lambda r: r["mse"])
+    calibration = similarity_calibration(x, errors[(best["gamma"], best["lam"], best["energy_exponent"])], groups,
+                                         best["gamma"], n_folds, seed)
     model = fit_kernel(x, windows, best["gamma"], best["lam"], (float(energies[0]), float(energies[-1])),
                        best["energy_exponent"])
     base = fit_baselines(windows, fractions)
     state = {
         "format": CHECKPOINT_FORMAT, "model_config": model.config.to_dict(), "model": model.state_dict(), "ema": None,
         "config": {"dos_variant": "normalised", "descriptors": list(DESCRIPTOR_NAMES), "cv": rows, "selected": best,
-                   "n_folds": n_folds, "seed": seed, "store": str(store)},
+                   "n_folds": n_folds, "seed": seed, "store": str(store), "similarity_calibration": calibration,
+                   "train_ids": list(ids), "train_formulas": [s.composition.reduced_formula for s in structures]},
         "splits": {k: list(v) for k, v in splits.items()}, "train_elements": sorted({e for f in fractions for e in f}),
         "data_version": data_version(store), "code_version": code_version(), "n_parameters": 0,
         "torch": str(torch.__version__),

@@ -38,6 +38,7 @@ class DosPrediction:
     efermi: float | None = None
     reference: np.ndarray | None = None
     files: list[Path] = field(default_factory=list)
+    domain: dict[str, Any] | None = None  # closeness to the training set (:func:`training_domain`)
 
 
 def load_dos_model(checkpoint: str | os.PathLike | None = None, device: str = "cpu"):
@@ -84,6 +85,31 @@ def predict_dos(model, inputs: Sequence[StructureInput], device: str = "cpu") ->
     return out
 
 
+def training_domain(model, ckpt: dict, structures: Sequence) -> list[dict[str, Any] | None]:
+    """For a kernel DOS model fitted by ``chgdata fit-dos``: each structure's closest training crystal (formula,
+    material id), its kernel similarity k (1 = same descriptors) and the grouped-CV MSE of held-out crystals
+    at that similarity (``config.similarity_calibration``); None for other models."""
+    cfg = ckpt.get("config") or {}
+    cal, formulas = cfg.get("similarity_calibration"), cfg.get("train_formulas")
+    if not (hasattr(model, "nearest") and cal and formulas):
+        return [None] * len(structures)
+    import torch
+
+    from chgdata.descriptors import structure_descriptors
+
+    x = torch.as_tensor(np.stack([structure_descriptors(s) for s in structures]))
+    sim, idx = model.nearest(x)
+    out = []
+    for k, i in zip(sim, idx, strict=True):
+        b = int(np.searchsorted(cal["similarity_edges"], k, side="right"))
+        lo = cal["similarity_edges"][b - 1] if b else 0.0
+        hi = cal["similarity_edges"][b] if b < len(cal["similarity_edges"]) else 1.0
+        out.append({"nearest_training_formula": formulas[i], "nearest_training_id": cfg["train_ids"][i],
+                    "kernel_similarity": float(k), "cv_mse_at_this_similarity": cal["mse"][b],
+                    "similarity_bin": [float(lo), float(hi)]})
+    return out
+
+
 def dos_dict(pred: DosPrediction, model_name: str = "") -> dict[str, Any]:
     """``pymatgen.electronic_structure.dos.Dos.as_dict()`` of the prediction plus a ``chgdata`` entry (units,
     energy reference); ``Dos.from_dict`` reads it."""
@@ -101,6 +127,8 @@ def dos_dict(pred: DosPrediction, model_name: str = "") -> dict[str, Any]:
         "fermi_level_known": known, "window_eV": [float(pred.energies[0]), float(pred.energies[-1])],
         "model": model_name, "structure": pred.structure.as_dict(),
         "formula": pred.structure.composition.reduced_formula}
+    if pred.domain is not None:
+        d["chgdata"]["training_domain"] = pred.domain
     return d
 
 
@@ -172,7 +200,8 @@ def run_predict_dos(specs: Sequence[str], out: str | os.PathLike, checkpoint: st
         warn_unseen_elements(ckpt, inp.structure, inp.name)
     name = str(checkpoint) if checkpoint else "chgdata default DOS model (models/default/dos.pt)"
     preds = predict_dos(model, inputs, device)
-    for p in preds:
+    for p, dom in zip(preds, training_domain(model, ckpt, [p.structure for p in preds]), strict=True):
+        p.domain = dom
         write_dos_prediction(p, out, name)
     return preds
 
@@ -185,6 +214,10 @@ def report_dos(specs: Sequence[str], out: str | os.PathLike, checkpoint: str | o
         ref = "" if p.reference is None else (
             f", MSE vs store reference {float(np.mean((p.window - p.reference) ** 2)):.4f}")
         where = f"E_F {p.efermi:.3f} eV" if p.efermi is not None else "E_F unknown: energies are E - E_F"
+        if p.domain is not None:
+            where += (f"; closest training crystal {p.domain['nearest_training_formula']} (similarity "
+                      f"{p.domain['kernel_similarity']:.2f}; held-out MSE at that similarity in cross-validation "
+                      f"{p.domain['cv_mse_at_this_similarity']:.3f})")
         echo(f"{p.name}: DOS window {p.energies[0]:g}..{p.energies[-1]:g} eV, {where}{ref} → "
              + ", ".join(str(f) for f in p.files), highlight=False)
     return preds

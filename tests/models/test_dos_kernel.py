@@ -130,6 +130,7 @@ def test_fit_dos_kernel_on_a_real_store_reads_only_train_and_predicts(dos_store,
     from chgdata.models.predict_dos import load_dos_model
     from pymatgen.electronic_structure.dos import Dos
 
+    from chgdata.descriptors import structure_descriptors
     from chgdata.store import Dataset, open_dataset
 
     ds = open_dataset(dos_store)
@@ -173,8 +174,18 @@ def test_fit_dos_kernel_on_a_real_store_reads_only_train_and_predicts(dos_store,
     Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5] * 3]).to(str(nacl))
     with pytest.warns(UnseenElementWarning, match="Cl, Na never occurred"):
         run_predict_dos([str(nacl)], tmp_path / "q", str(ckpt))
-    dos = Dos.from_dict(json.loads((tmp_path / "p" / "gpaw-0008" / "dos.json").read_text()))
+    written = json.loads((tmp_path / "p" / "gpaw-0008" / "dos.json").read_text())
+    dos = Dos.from_dict(written)
     assert len(dos.energies) == 400 and float(dos.get_densities().max()) > 0
+    # how close the structure is to the training set, and the held-out error there in cross-validation
+    cal = raw["config"]["similarity_calibration"]
+    assert len(cal["mse"]) == 4 and sum(cal["materials"]) == len(train) and cal["similarity_edges"] == sorted(
+        cal["similarity_edges"])
+    domain = written["chgdata"]["training_domain"]
+    assert 0 < domain["kernel_similarity"] <= 1 and domain["cv_mse_at_this_similarity"] in cal["mse"]
+    assert domain["nearest_training_formula"] in raw["config"]["train_formulas"]
+    sim, row = model.nearest(torch.as_tensor(np.stack([structure_descriptors(ds.structure(m)) for m in ids])))
+    assert np.allclose(sim, 1.0) and [ids[i] for i in row] == list(ids)  # each training crystal is its own closest
     res = CliRunner().invoke(app, ["evaluate", "-c", str(ckpt), "-s", dos_store, "--split", "test",
                                    "-o", str(tmp_path / "e.json")])
     assert res.exit_code == 0, res.output
