@@ -41,7 +41,7 @@ def fold_errors(descriptors: np.ndarray, windows: np.ndarray, fractions: Sequenc
             model = fit_kernel(descriptors[train], w[train], gamma, lam, energy_exponent=p)
             with torch.no_grad():
                 pred = model(torch.as_tensor(descriptors[held])).numpy()
-            out[(gamma, lam, p)][held] = [dos_mse(p, w[i]) for p, i in zip(pred, held, strict=True)]
+            out[(gamma, lam, p)][held] = [dos_mse(q, w[i]) for q, i in zip(pred, held, strict=True)]
     return out
 
 

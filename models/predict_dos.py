@@ -91,7 +91,7 @@ def training_domain(model, ckpt: dict, structures: Sequence) -> list[dict[str, A
     at that similarity (``config.similarity_calibration``); None for other models."""
     cfg = ckpt.get("config") or {}
     cal, formulas = cfg.get("similarity_calibration"), cfg.get("train_formulas")
-    if not (hasattr(model, "nearest") and cal and formulas):
+    if not (hasattr(model, "nearest") and cal and formulas and len(structures)):
         return [None] * len(structures)
     import torch
 
