@@ -13,7 +13,7 @@ how many materials the model wins, plus magnetisation NMAE for spin-polarised ma
     python bench/train_grouped.py --store data/gpaw-all --out runs/T --steps 8000 --target total  # seed 003 test
 
 ``--size small|medium|large`` picks the model (small = the cpu preset's; large = the gpu preset's, for
-``--device cuda --probes 8000 --batch 32``, as bench/gpu_session.sh runs it).
+``--device cuda --probes 8000 --batch 32 --max-probes 262144``, as bench/gpu_session.sh runs it).
 """
 
 from __future__ import annotations
