@@ -109,8 +109,12 @@ class DosKernelModel(nn.Module):
         """(n, 2, n_points) max-normalised windows for pymatgen structures."""
         if not structures:
             return np.zeros((0, 2, self.config.n_points))
-        x = torch.as_tensor(np.stack([structure_descriptors(s) for s in structures]))
-        return self(x.to(self.train_z.device)).cpu().numpy()
+        return self(descriptor_matrix(structures).to(self.train_z.device)).cpu().numpy()
+
+
+def descriptor_matrix(structures: Sequence) -> torch.Tensor:
+    """(n, d) float64 :func:`chgdata.descriptors.structure_descriptors` of pymatgen structures (n ≥ 1)."""
+    return torch.as_tensor(np.stack([structure_descriptors(s) for s in structures]))
 
 
 def standardisation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

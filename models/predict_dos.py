@@ -71,34 +71,43 @@ def _reference(inp: StructureInput) -> tuple[np.ndarray | None, float | None]:
     return win[0].astype(np.float64), row["efermi"]
 
 
-def predict_dos(model, inputs: Sequence[StructureInput], device: str = "cpu") -> list[DosPrediction]:
-    """Predicted windows (and references where the store has them) for structure inputs."""
+def predict_dos(model, inputs: Sequence[StructureInput], device: str = "cpu",
+                ckpt: dict | None = None) -> list[DosPrediction]:
+    """Predicted windows (and references where the store has them) for structure inputs; for a kernel model
+    with the calibration of ``chgdata fit-dos`` in ``ckpt``, also each structure's :func:`training_domain`."""
     from .evaluate_dos import predict_windows
 
     lo, hi = model.config.energy_window
     energies = np.linspace(lo, hi, model.config.n_points)
-    windows = predict_windows(model, [inp.structure for inp in inputs], device)
+    structures = [inp.structure for inp in inputs]
+    domains: list[dict[str, Any] | None] = [None] * len(structures)
+    if hasattr(model, "nearest") and structures:  # kernel model: the descriptors once, for windows and domain
+        import torch
+
+        from .dos_kernel import descriptor_matrix
+
+        x = descriptor_matrix(structures).to(model.train_z.device)
+        with torch.no_grad():
+            windows = model(x).cpu().numpy()
+        domains = training_domain(model, ckpt or {}, x)
+    else:
+        windows = predict_windows(model, structures, device)
     out = []
-    for inp, w in zip(inputs, windows, strict=True):
+    for inp, w, dom in zip(inputs, windows, domains, strict=True):
         ref, ef = _reference(inp)
-        out.append(DosPrediction(inp.name, inp.structure, energies, w, ef, ref))
+        out.append(DosPrediction(inp.name, inp.structure, energies, w, ef, ref, domain=dom))
     return out
 
 
-def training_domain(model, ckpt: dict, structures: Sequence) -> list[dict[str, Any] | None]:
-    """For a kernel DOS model fitted by ``chgdata fit-dos``: each structure's closest training crystal (formula,
-    material id), its kernel similarity k (1 = same descriptors) and the grouped-CV MSE of held-out crystals
-    at that similarity (``config.similarity_calibration``); None for other models."""
+def training_domain(model, ckpt: dict, descriptors) -> list[dict[str, Any] | None]:
+    """For a kernel DOS model fitted by ``chgdata fit-dos``, per row of ``descriptors`` (n, d): the closest
+    training crystal (formula, material id), its kernel similarity k (1 = same descriptors) and the grouped-CV MSE
+    of held-out crystals at that similarity (``config.similarity_calibration``); None for other checkpoints."""
     cfg = ckpt.get("config") or {}
     cal, formulas = cfg.get("similarity_calibration"), cfg.get("train_formulas")
-    if not (hasattr(model, "nearest") and cal and formulas and len(structures)):
-        return [None] * len(structures)
-    import torch
-
-    from chgdata.descriptors import structure_descriptors
-
-    x = torch.as_tensor(np.stack([structure_descriptors(s) for s in structures]))
-    sim, idx = model.nearest(x)
+    if not (cal and formulas):
+        return [None] * len(descriptors)
+    sim, idx = model.nearest(descriptors)
     out = []
     for k, i in zip(sim, idx, strict=True):
         b = int(np.searchsorted(cal["similarity_edges"], k, side="right"))
@@ -199,9 +208,8 @@ def run_predict_dos(specs: Sequence[str], out: str | os.PathLike, checkpoint: st
     for inp in inputs:
         warn_unseen_elements(ckpt, inp.structure, inp.name)
     name = str(checkpoint) if checkpoint else "chgdata default DOS model (models/default/dos.pt)"
-    preds = predict_dos(model, inputs, device)
-    for p, dom in zip(preds, training_domain(model, ckpt, [p.structure for p in preds]), strict=True):
-        p.domain = dom
+    preds = predict_dos(model, inputs, device, ckpt)
+    for p in preds:
         write_dos_prediction(p, out, name)
     return preds
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from chgdata.free_atoms import SHIPPED_REFERENCES
 from chgdata.references import (
     DEFAULT_SIGMAS,
     MaterialCounts,
@@ -195,7 +196,7 @@ def test_heldout_gpaw(gpaw):
 
 # ------------------------------------------------------------------------ isolated-atom (free-atom) reference
 
-FREE_ATOMS = Path(__file__).resolve().parents[1] / "chgdata" / "atoms" / "gpaw-pbe-free-atoms.json"
+FREE_ATOMS = SHIPPED_REFERENCES["gpaw-free-atoms"]
 
 
 def test_isolated_atom_reference_recovers_a_known_atom():
