@@ -1,14 +1,15 @@
 """chgdata: Materials Project style charge densities and DOS as machine-learning datasets.
 
 The Python API mirrors the command line: ``chgdata.ingest``, ``build_delta``, ``build_dos``, ``run``, ``verify``,
-``train``, ``evaluate`` and ``predict`` (see :mod:`chgdata.api`), and ``open_dataset`` reads a store.
+``train``, ``evaluate``, ``predict`` and ``dft_calculation`` (see :mod:`chgdata.api`), and ``open_dataset`` reads a
+store.
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-_API = ("ingest", "build_delta", "build_dos", "run", "verify", "train", "evaluate", "predict")
+_API = ("ingest", "build_delta", "build_dos", "run", "verify", "train", "evaluate", "predict", "dft_calculation")
 
 __all__ = ["open_dataset", "__version__", *_API]
 

@@ -131,3 +131,23 @@ def predict(structure, checkpoint: PathLike | None = None, *, grid: Sequence[int
     chg.name = chg.poscar.comment = f"predicted by chgdata: {convention}"  # the CHGCAR's first line
     chg.density_convention = convention
     return chg
+
+
+def dft_calculation(structure, checkpoint: PathLike | None = None, *, start: str = "predicted", nscf: bool = False,
+        spin: str = "auto"):
+    """``chgdata dft`` for one pymatgen ``Structure`` or ``ase.Atoms``: GPAW (the shared settings) from the
+    predicted density (``start``: predicted, saed or default), or with ``nscf`` the bands of the fixed start
+    density. Returns a :class:`chgdata.dft.runs.Run` (iterations, seconds, energy, E_F and gaps in eV,
+    eigenvalues; its ``calc`` is the GPAW calculator)."""
+    from chgdata.dft.settings import require_gpaw
+    from chgdata.models.dft import dft_structure
+    from chgdata.models.predict import load
+
+    require_gpaw()
+    if not hasattr(structure, "lattice"):  # ase.Atoms
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        structure = AseAtomsAdaptor.get_structure(structure)
+    model, ckpt = load(os.fspath(checkpoint) if checkpoint else None)
+    return dft_structure(structure, model, ckpt, start=start, nscf=nscf, spin=spin)[0]
+

@@ -9,6 +9,7 @@ import typer
 from chgdata.cli import catalog as _catalog
 from chgdata.cli import compute as _compute
 from chgdata.cli import delta as _delta
+from chgdata.cli import dft as _dft
 from chgdata.cli import dos as _dos
 from chgdata.cli import evaluate as _evaluate
 from chgdata.cli import info as _info
@@ -65,6 +66,7 @@ def main(
 app.command("run")(_run.run)
 app.command("ingest")(_ingest.ingest)
 app.command("compute")(_compute.compute)
+app.command("dft")(_dft.dft)
 app.command("info")(_info.info)
 app.command("split")(_split.split)
 app.command("build-delta")(_delta.build_delta)

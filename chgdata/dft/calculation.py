@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from chgdata.dft.settings import SHARED, DFTSettings, guess_nbands, n_valence
+from chgdata.dft.settings import SHARED, DFTSettings, gpaw_parameters
 
 #: Files of a finished calculation folder (``meta.json`` last: its presence marks a folder as finished).
 FOLDER_FILES = ("CHGCAR.gz", "dos.json.gz", "paw.npz", "meta.json")
@@ -39,12 +39,11 @@ def run_scf(atoms, settings: DFTSettings = SHARED, txt: str | None = None, retri
     [eV])``. Too few bands for the ``converge_bands`` criterion: retried with 1.4× as many."""
     from gpaw import GPAW
 
-    spin = bool(np.any(atoms.get_initial_magnetic_moments() != 0))
-    nbands = guess_nbands(n_valence(atoms.get_chemical_symbols(), settings.xc),
-                          float(np.abs(atoms.get_initial_magnetic_moments()).sum()),
-                          float(atoms.get_volume()), len(atoms))
+    nbands = None
     for attempt in range(retries):
-        calc = GPAW(**settings.gpaw_parameters(spin=spin, nbands=nbands), txt=txt)
+        params = gpaw_parameters(atoms, settings, nbands=nbands)
+        nbands = params["nbands"]
+        calc = GPAW(**params, txt=txt)
         atoms.calc = calc
         try:
             return calc, float(atoms.get_potential_energy())

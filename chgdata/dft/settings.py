@@ -136,3 +136,15 @@ def guess_nbands(n_electrons: float, total_moment: float, volume_A3: float, nato
 def initial_magmoms(symbols: list[str]) -> list[float]:
     """Ferromagnetic initial moments (μB) from :data:`MAGNETIC_MOMENTS`; all zero for a non-magnetic cell."""
     return [MAGNETIC_MOMENTS.get(s, 0.0) for s in symbols]
+
+
+def gpaw_parameters(atoms, settings: DFTSettings = SHARED, spin: bool | None = None, nbands: int | None = None) -> dict:
+    """GPAW keyword arguments for ASE ``atoms``: bands from :func:`guess_nbands` (unless given), spin from the
+    initial moments (unless given)."""
+    m = atoms.get_initial_magnetic_moments()
+    spin = bool(np.any(m != 0)) if spin is None else spin
+    if nbands is None:
+        nbands = guess_nbands(n_valence(atoms.get_chemical_symbols(), settings.xc), float(np.abs(m).sum()),
+                              float(atoms.get_volume()), len(atoms))
+    return settings.gpaw_parameters(spin=spin, nbands=nbands)
+

@@ -1,0 +1,101 @@
+"""Predicted densities at work in GPAW, on the shipped density model's grouped val and test crystals.
+
+Per crystal (GPAW, the shared settings, one core): SCF iterations and wall time from GPAW's default start, from the
+converged density and D_asii (the floor), from SAED alone and from the model's density (both with atomic D_asii);
+NSCF on the model's and on SAED's density against the converged SCF: gap error, band-energy MAE (occupied + 4
+empty bands, aligned at the VBM of gapped crystals, else E_F), DOS window MSE (the build-dos window, σ 0.1 eV,
+max-normalised) beside the shipped kernel DOS model's MSE for the same crystal, NSCF wall time / SCF's.
+Nothing here fits anything. Results are appended per crystal to ``--jsonl`` (a rerun skips what is there)::
+
+    OMP_NUM_THREADS=1 python bench/dft_start.py --splits val,test --max-atoms 2 --budget-min 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from chgdata.models.dft import starts_for
+from chgdata.models.predict import StructureInput, load
+from chgdata.models.predict_dos import load_dos_model, predict_dos
+from pymatgen.core import Structure
+
+from chgdata.dft.runs import band_errors, density_of, nscf, raw_dos, scf
+from chgdata.dos import read_dos, smear_window
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def folder_of(fid: str) -> Path:
+    return SHARED / ("gpaw-more" if fid.startswith("gpaw-m") else "gpaw") / fid
+
+
+def window(raw) -> np.ndarray:
+    return smear_window(raw, 0.1, -10.0, 10.0, 400).normalised
+
+
+def one(fid: str, model, ckpt, dos_model, dos_ckpt) -> dict:
+    meta = json.loads((folder_of(fid) / "meta.json").read_text())
+    structure = Structure.from_dict(meta["structure"])
+    st = starts_for(structure, model, ckpt)
+    ref = scf(st.atoms)
+    rho, D = density_of(ref)
+    runs = {"default": ref, "converged": scf(st.atoms, rho_sR=rho, D_asii=D, start="converged"),
+            "saed": scf(st.atoms, rho_sR=st.saed, start="saed"),
+            "predicted": scf(st.atoms, rho_sR=st.predicted, start="predicted")}
+    ref_window = window(raw_dos(ref))
+    out = {"id": fid, "formula": meta["reduced_formula"], "natoms": meta["natoms"], "spin": st.spin,
+           "scf": {k: r.summary() for k, r in runs.items()}, "nscf": {}}
+    for label, start in (("predicted", st.predicted), ("saed", st.saed)):
+        run = nscf(st.atoms, start, start=label)
+        err = band_errors(run, ref)
+        err["dos_mse"] = float(np.mean((window(raw_dos(run)) - ref_window) ** 2))
+        err["seconds"] = run.seconds
+        err["seconds_ratio_to_scf"] = run.seconds / ref.seconds
+        out["nscf"][label] = err
+    (pred,) = predict_dos(dos_model, [StructureInput(fid, structure, "bench")], ckpt=dos_ckpt)
+    stored = window(read_dos(folder_of(fid) / "dos.json.gz"))
+    out["kernel_dos_mse"] = float(np.mean((pred.window - ref_window) ** 2))
+    out["stored_vs_recomputed_dos_mse"] = float(np.mean((stored - ref_window) ** 2))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--splits", default="val,test")
+    ap.add_argument("--max-atoms", type=int, default=2)
+    ap.add_argument("--max-seconds", type=float, default=60.0, help="skip crystals whose shared SCF took longer")
+    ap.add_argument("--budget-min", type=float, default=None)
+    ap.add_argument("--jsonl", default="bench/results/dft_start.jsonl")
+    args = ap.parse_args()
+    model, ckpt = load(None)
+    dos_model, dos_ckpt = load_dos_model(None)
+    done = set()
+    path = Path(args.jsonl)
+    if path.is_file():
+        done = {json.loads(ln)["id"] for ln in path.read_text().splitlines() if ln.strip()}
+    todo = []
+    for split in args.splits.split(","):
+        for fid in ckpt["splits"][split]:
+            meta = json.loads((folder_of(fid) / "meta.json").read_text())
+            if meta["natoms"] <= args.max_atoms and meta["seconds"] <= args.max_seconds and fid not in done:
+                todo.append((meta["seconds"], split, fid))
+    t0 = time.time()
+    for _, split, fid in sorted(todo):
+        if args.budget_min is not None and time.time() - t0 > 60 * args.budget_min:
+            break
+        res = {"split": split, **one(fid, model, ckpt, dos_model, dos_ckpt)}
+        with open(path, "a") as f:
+            f.write(json.dumps(res) + "\n")
+        s, n = res["scf"], res["nscf"]["predicted"]
+        print(f"{split} {fid} {res['formula']}: iterations default {s['default']['iterations']} floor "
+              f"{s['converged']['iterations']} saed {s['saed']['iterations']} predicted {s['predicted']['iterations']}"
+              f"; NSCF gap err {1000 * n['gap_error_eV']:+.0f} meV, band MAE {1000 * n['band_mae_eV']:.0f} meV, "
+              f"DOS MSE {n['dos_mse']:.4f} (kernel {res['kernel_dos_mse']:.4f})", flush=True)
+
+
+if __name__ == "__main__":
+    main()

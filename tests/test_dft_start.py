@@ -1,0 +1,85 @@
+"""GPAW from a given density (real runs on the shared Si, seconds each): the density is really used."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("gpaw", reason="GPAW: pip install -e '.[dft]' (README, set-up)")
+pytest.importorskip("torch")
+
+from pymatgen.core import Structure  # noqa: E402
+
+from chgdata.dft.runs import band_errors, density_of, nscf, scf  # noqa: E402
+from tests.conftest import GPAW, need_shared  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def si():
+    need_shared()
+    from chgdata.models.dft import starts_for
+    from chgdata.models.predict import load
+
+    structure = Structure.from_dict(json.loads((GPAW / "gpaw-0001" / "meta.json").read_text())["structure"])
+    model, ckpt = load(None)
+    starts = starts_for(structure, model, ckpt)
+    return starts, scf(starts.atoms)
+
+
+def test_converged_state_reaches_the_floor_and_its_nscf_reproduces_the_scf(si):
+    starts, ref = si
+    rho, D = density_of(ref)
+    again = scf(starts.atoms, rho_sR=rho, D_asii=D, start="converged")
+    assert again.iterations < ref.iterations
+    assert again.energy_eV == pytest.approx(ref.energy_eV, abs=1e-4)
+    exact = band_errors(nscf(starts.atoms, rho, D), ref)
+    assert abs(exact["gap_error_eV"]) < 1e-3 and exact["band_mae_eV"] < 1e-3
+    # the NSCF uses its density: SAED's gives other bands
+    saed = band_errors(nscf(starts.atoms, starts.saed), ref)
+    assert abs(saed["gap_error_eV"]) > 0.02 and saed["band_mae_eV"] > 0.02
+
+
+def test_model_density_saves_iterations_on_si(si):
+    starts, ref = si
+    assert not starts.spin and starts.predicted.shape == (1, 24, 24, 24)
+    assert starts.predicted.mean() * starts.atoms.get_volume() == pytest.approx(8.0, abs=1e-3)
+    predicted = scf(starts.atoms, rho_sR=starts.predicted, start="predicted")
+    assert predicted.iterations < ref.iterations
+    assert predicted.energy_eV == pytest.approx(ref.energy_eV, abs=1e-3)
+
+
+def test_wrong_grid_is_refused(si):
+    starts, _ = si
+    with pytest.raises(ValueError, match="GPAW needs"):
+        scf(starts.atoms, rho_sR=starts.predicted[:, :20], start="predicted")
+
+
+def test_cli_nscf_writes_a_dos_that_counts_the_electrons(tmp_path):
+    need_shared()
+    from pymatgen.electronic_structure.core import Spin
+    from pymatgen.electronic_structure.dos import Dos
+
+    res = subprocess.run([sys.executable, "-m", "chgdata", "dft", str(GPAW / "gpaw-0001" / "CHGCAR.gz"), "--nscf",
+                          "--out", str(tmp_path), "--quiet"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    folder = tmp_path / "gpaw-0001"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["kind"] == "nscf" and summary["start"] == "predicted" and "not variational" in summary["energy_note"]
+    dos = Dos.from_dict(json.loads((folder / "dos.json").read_text()))
+    e = np.asarray(dos.energies)
+    occ = e <= dos.efermi
+    assert np.trapezoid(np.asarray(dos.densities[Spin.up])[occ], e[occ]) == pytest.approx(8.0, abs=0.2)
+    assert {p.name for p in folder.iterdir()} == {"summary.json", "dos.json", "dos.csv", "dos.png", "CHGCAR",
+                                                 "calc.gpw"}
+
+
+def test_cli_refuses_nscf_without_a_density(tmp_path):
+    need_shared()
+    res = subprocess.run([sys.executable, "-m", "chgdata", "dft", str(GPAW / "gpaw-0001" / "CHGCAR.gz"), "--nscf",
+                          "--start", "default", "--out", str(tmp_path)], capture_output=True, text=True)
+    assert res.returncode == 1 and "needs a density" in res.stderr and "Traceback" not in res.stderr
+    assert not any(tmp_path.iterdir())
