@@ -56,6 +56,7 @@ DELTA_INDEX = "delta.parquet"  # build-delta: one row per material with saed/del
 DOS_INDEX = "dos.parquet"  # build-dos: one row per material with DOS windows
 SPLITS_TABLE = "splits.parquet"  # chgdata split: material_id, group, split (train|val|test)
 AUGMENTATION = "paw_augmentation.parquet"  # ingest: VASP CHGCAR PAW augmentation occupancies (JSON), per material
+PAW_MATRICES = "paw_density_matrices.parquet"  # ingest: GPAW PAW atomic density matrices D_asii, per material
 CARD = "dataset.yaml"
 LOCK = ".chgdata.lock"
 ARRAYS_DIR = "arrays"

@@ -271,6 +271,20 @@ class Dataset:
             t = pq.read_table(fh, filters=[(C.COL_ID, "==", material_id)])
         return augmentation_from_json(t.column("data_aug")[0].as_py()) if t.num_rows else None
 
+    def paw_density_matrices(self, material_id: str) -> list[np.ndarray] | None:
+        """GPAW's PAW atomic density matrices D_asii kept at ingest (``paw.npz``), per atom (nspins, ni, ni), or
+        None (a material computed elsewhere)."""
+        partition = self.row(material_id)[C.COL_PARTITION]
+        path = self.loc.path(C.PAW_MATRICES, f"{partition}.parquet")
+        if not self.loc.fs.exists(path):
+            return None
+        with self.loc.fs.open(path, "rb") as fh:
+            t = pq.read_table(fh, filters=[(C.COL_ID, "==", material_id)]).to_pylist()
+        if not t:
+            return None
+        r = t[0]
+        return [np.asarray(d, dtype=np.float64).reshape(r["nspins"], ni, ni) for d, ni in zip(r["D"], r["ni"])]
+
     def structure(self, material_id: str):
         """The pymatgen Structure of one material."""
         from pymatgen.core import Lattice, Structure

@@ -143,8 +143,13 @@ FAILURES_SCHEMA = pa.schema([(name, pa.string()) for name in C.FAIL_COLUMNS])
 #: PAW augmentation occupancies of a VASP CHGCAR (chgdata.grid.augmentation_to_json), one fragment per partition.
 AUGMENTATION_SCHEMA = pa.schema([(C.COL_ID, pa.string()), ("data_aug", pa.string())])
 
+#: GPAW's PAW atomic density matrices D_asii (``paw.npz`` of a ``chgdata compute`` folder; electrons), one row per
+#: material: ``D[a]`` is atom a's (nspins, ni[a], ni[a]) matrix flattened in C order.
+PAW_MATRICES_SCHEMA = pa.schema([(C.COL_ID, pa.string()), ("nspins", pa.int32()), ("ni", pa.list_(pa.int32())),
+                                 ("D", pa.list_(pa.list_(pa.float64())))])
+
 TABLE_SCHEMAS: dict[str, pa.Schema] = {C.INDEX: INDEX_SCHEMA, C.DOS_RAW: DOS_RAW_SCHEMA, C.FAILURES: FAILURES_SCHEMA,
-                                       C.AUGMENTATION: AUGMENTATION_SCHEMA}
+                                       C.AUGMENTATION: AUGMENTATION_SCHEMA, C.PAW_MATRICES: PAW_MATRICES_SCHEMA}
 
 
 def register_table_schema(table: str, schema: pa.Schema) -> None:

@@ -36,6 +36,7 @@ from chgdata.location import (
     DOS_RAW_SCHEMA,
     FAILURES_SCHEMA,
     INDEX_SCHEMA,
+    PAW_MATRICES_SCHEMA,
     SHARD_POINTS,
     Location,
     StoreError,
@@ -59,6 +60,7 @@ from chgdata.location import (
 
 __all__ = [
     "AUGMENTATION_SCHEMA",
+    "PAW_MATRICES_SCHEMA",
     "CHUNK_POINTS",
     "DOS_RAW_SCHEMA",
     "Dataset",

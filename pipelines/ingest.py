@@ -204,6 +204,10 @@ def commit_material(commit: PartitionCommit, rec: MaterialRecord) -> str | None:
         commit.add_extra(C.DOS_RAW, dos_row)
     if rho is not None and (aug := augmentation_to_json(rec.data_aug)) is not None:
         commit.add_extra(C.AUGMENTATION, {C.COL_ID: rec.material_id, "data_aug": aug})
+    if rec.paw_matrices:
+        commit.add_extra(C.PAW_MATRICES, {C.COL_ID: rec.material_id, "nspins": int(rec.paw_matrices[0].shape[0]),
+                                          "ni": [int(D.shape[1]) for D in rec.paw_matrices],
+                                          "D": [D.ravel().tolist() for D in rec.paw_matrices]})
     if flags:
         row[C.COL_STATUS] = "flagged: " + "; ".join(flags)
     commit.add_row(row)

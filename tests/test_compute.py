@@ -59,7 +59,34 @@ def test_rerun_computes_nothing_and_ingest_reads_the_folder(computed, tmp_path):
     from chgdata.pipelines.ingest import run_ingest
 
     report = run_ingest(str(tmp_path / "store"), from_dir=str(out), workers=1, progress=False)
-    assert sorted(report.committed) and not report.failed
+    assert report.committed and not report.failed
+    from chgdata.store import open_dataset
+
+    stored = open_dataset(str(tmp_path / "store")).paw_density_matrices("Si-shared-0001")
+    D = np.load(out / "Si-shared-0001" / "paw.npz")
+    assert len(stored) == 2 and all(np.array_equal(stored[a], D[f"D_{a}"]) for a in range(2))
+
+
+@pytest.mark.parametrize("damage", ["nan", "truncated", "missing-atom"])
+def test_a_damaged_paw_file_fails_its_material_naming_the_file(computed, tmp_path, damage):
+    import shutil
+
+    from chgdata.pipelines.ingest import run_ingest
+
+    out, _ = computed
+    folder = tmp_path / "calcs" / "Si-damaged"
+    shutil.copytree(out / "Si-shared-0001", folder)
+    paw = folder / "paw.npz"
+    D = dict(np.load(paw))
+    if damage == "nan":
+        D["D_1"][0, 0, 0] = np.nan
+        np.savez(paw, **D)
+    elif damage == "truncated":
+        paw.write_bytes(paw.read_bytes()[:200])
+    else:
+        np.savez(paw, D_0=D["D_0"])
+    report = run_ingest(str(tmp_path / "store"), from_dir=str(tmp_path / "calcs"), workers=1, progress=False)
+    assert not report.committed and "paw.npz" in report.failed["Si-damaged"]
 
 
 def test_refusals_and_failures_are_recorded_without_half_folders(tmp_path):

@@ -60,3 +60,4 @@ class MaterialRecord:
     dft_code: str | None = None  # "vasp" | "gpaw"
     dft_settings: dict[str, Any] = field(default_factory=dict)  # xc, cut-off (eV), k-points, setups/POTCARs, ...
     data_aug: dict | None = None  # PAW augmentation occupancies of the CHGCAR (pymatgen Chgcar.data_aug)
+    paw_matrices: list[np.ndarray] | None = None  # GPAW D_asii per atom, (nspins, ni, ni) electrons (paw.npz)

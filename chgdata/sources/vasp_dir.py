@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from chgdata.grid import GridError, read_chgcar_header
 from chgdata.sources.records import MaterialRecord, SourceError, validate_local_id
 from chgdata.sources.settings import META_NAMES, gpaw_meta, gpaw_settings, incar_settings, vasprun_settings
@@ -26,6 +28,8 @@ POSCAR_NAMES = tuple(f"{b}{c}" for b in ("POSCAR", "CONTCAR") for c in COMPRESSI
 #: Files with a task suffix (atomate/custodian: CHGCAR.relax2.gz, vasprun.xml.static.xz) are found too, for these
 #: bases; CHGCAR.saed[.gz] is the user reference of build-delta, never a density.
 SUFFIXED_BASES = ("CHGCAR", "AECCAR0", "AECCAR2", "vasprun.xml")
+#: GPAW's PAW atomic density matrices of a ``chgdata compute`` folder (``D_<atom>``: (nspins, ni, ni)).
+PAW_NAME = "paw.npz"
 NOT_TASKS = ("saed",)
 
 
@@ -77,10 +81,12 @@ class LocalCalc:
     dos: str | None
     poscar: str | None
     meta: str | None = None  # meta.json of a GPAW folder
+    paw: str | None = None  # paw.npz of a chgdata compute folder (GPAW D_asii)
 
     @property
     def files(self) -> list[str]:
-        return [p for p in (self.chgcar, self.aeccar0, self.aeccar2, self.dos, self.poscar, self.meta) if p]
+        return [p for p in (self.chgcar, self.aeccar0, self.aeccar2, self.dos, self.poscar, self.meta, self.paw)
+                if p]
 
 
     def grid_points(self) -> int:
@@ -122,7 +128,8 @@ def discover(root: str | os.PathLike) -> tuple[list[LocalCalc], list[tuple[str, 
             _first(folder, CHGCAR_NAMES, present), _first(folder, AECCAR_NAMES[0], present),
             _first(folder, AECCAR_NAMES[2], present), _first(folder, DOS_NAMES, present),
             _first(folder, POSCAR_NAMES))),
-                         meta=str(p) if (p := _first(folder, META_NAMES)) else None)
+                         meta=str(p) if (p := _first(folder, META_NAMES)) else None,
+                         paw=str(folder / PAW_NAME) if PAW_NAME in present else None)
         calcs[mid] = calc
     return list(calcs.values()), bad
 
@@ -238,8 +245,31 @@ def load(calc: LocalCalc) -> MaterialRecord:
         material_id=calc.material_id, source=code, structure=structure, total=total, diff=diff,
         ae_total=ae, dos=dos, input_files=calc.files, input_sha256=file_sha256(calc.files),
         input_stat=stats, retrieved_at=utcnow(), expected_grid=grid, dft_code=code, dft_settings=settings,
-        data_aug=data_aug,
+        data_aug=data_aug, paw_matrices=read_paw_matrices(calc.paw, len(structure)) if calc.paw else None,
         prototype=read_prototype(calc))
+
+
+def read_paw_matrices(path: str, natoms: int) -> list[np.ndarray]:
+    """The D_asii of ``paw.npz``: one finite, symmetric (nspins, ni, ni) array per atom (SourceError naming the
+    file otherwise)."""
+    try:
+        with np.load(path) as z:
+            arrays = {k: np.asarray(z[k], dtype=np.float64) for k in z.files}
+    except Exception as exc:  # noqa: BLE001 - truncated zip, bad pickle, ...: one line naming the file
+        raise SourceError(f"{path}: unreadable PAW density matrices ({type(exc).__name__}: {str(exc)[:120]})") from None
+    if sorted(arrays) != sorted(f"D_{a}" for a in range(natoms)):
+        raise SourceError(f"{path}: expected D_0 … D_{natoms - 1} for {natoms} atoms, found {sorted(arrays)[:6]}")
+    out = []
+    for a in range(natoms):
+        D = arrays[f"D_{a}"]
+        if D.ndim != 3 or D.shape[1] != D.shape[2] or D.shape[0] not in (1, 2):
+            raise SourceError(f"{path}: D_{a} has shape {D.shape}, expected (nspins, ni, ni)")
+        if not np.all(np.isfinite(D)):
+            raise SourceError(f"{path}: D_{a} holds non-finite values")
+        if not np.allclose(D, D.transpose(0, 2, 1), atol=1e-8):
+            raise SourceError(f"{path}: D_{a} is not symmetric")
+        out.append(D)
+    return out
 
 
 def dft_settings(calc: LocalCalc) -> tuple[str, dict]:
