@@ -320,3 +320,29 @@ def from_files(paths: Iterable[Path]) -> list[Candidate]:
     if len(set(ids)) != len(ids):
         raise ValueError(f"structure files with the same name stem: {sorted({i for i in ids if ids.count(i) > 1})}")
     return out
+
+
+def composition_key(c: Candidate) -> str:
+    """What the variants of one generated cell share: ``<formula>-<prototype>`` (a file's candidate: its id)."""
+    return c.id[: -len(c.variant) - 1] if c.variant and c.id.endswith("-" + c.variant) else c.id
+
+
+def rank_order(cands: list[Candidate], proposals: Path) -> list[Candidate]:
+    """``cands`` reordered by a ``chgdata propose`` CSV: variant tier first (as :func:`generate`: every eq, then
+    the rattled, …), within a tier the ranked compositions by rank, then the unranked in their given order."""
+    import csv
+
+    with open(proposals, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if rows and not {"rank", "id"} <= set(rows[0]):
+        raise ValueError(f"{proposals}: not a chgdata propose file (columns rank, id)")
+    rank = {}
+    for r in rows:
+        rank.setdefault(r["id"].removesuffix("-eq") if r["id"].endswith("-eq") else r["id"], int(r["rank"]))
+
+    def key(ic: tuple[int, Candidate]):
+        i, c = ic
+        tier = next((t for t, v in enumerate(VARIANTS) if c.variant.startswith(v)), 0)
+        return tier, rank.get(composition_key(c), len(rank) + i)
+
+    return [c for _, c in sorted(enumerate(cands), key=key)]

@@ -25,18 +25,23 @@ def compute(
     max_atoms: int = typer.Option(16, "--max-atoms", min=1, help="Refuse larger cells."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Retry the structures in failures.csv."),
     seed: int = typer.Option(0, "--seed", help="Seed of the generated list (rattles, order)."),
+    rank_by: Path = typer.Option(None, "--rank-by", exists=True, dir_okay=False,
+                                 help="proposals.csv of `chgdata propose`: its compositions first, most uncertain "
+                                      "first (each variant tier in turn: every eq cell, then the others)."),
     list_only: bool = typer.Option(False, "--list",
                                    help="Print the structures (id, formula, atoms, spin; tab-separated) and exit."),
     quiet: bool = QUIET,
 ) -> None:
     """Run GPAW (the shared crystals' settings) on structures, one Dask task each. Reruns resume: finished folders
     are kept, a killed run leaves no half folder. Exit code 3 when some structures failed (failures.csv)."""
-    from chgdata.candidates import from_files, generate_new
+    from chgdata.candidates import from_files, generate_new, rank_order
 
     if not structures and not generate:
         raise typer.BadParameter("give structure files or --generate")
     with cli_errors():
         cands = (from_files(structures) if structures else []) + (generate_new(seed) if generate else [])
+        if rank_by:
+            cands = rank_order(cands, rank_by)
         if list_only:
             for c in cands[:limit]:
                 typer.echo(f"{c.id}\t{c.reduced_formula}\t{len(c.structure)}\t{int(c.spin)}")

@@ -15,6 +15,7 @@ from chgdata.cli import evaluate as _evaluate
 from chgdata.cli import info as _info
 from chgdata.cli import ingest as _ingest
 from chgdata.cli import predict as _predict
+from chgdata.cli import propose as _propose
 from chgdata.cli import run as _run
 from chgdata.cli import split as _split
 from chgdata.cli import train as _train
@@ -67,6 +68,7 @@ app.command("run")(_run.run)
 app.command("ingest")(_ingest.ingest)
 app.command("compute")(_compute.compute)
 app.command("dft")(_dft.dft)
+app.command("propose")(_propose.propose)
 app.command("info")(_info.info)
 app.command("split")(_split.split)
 app.command("build-delta")(_delta.build_delta)
