@@ -40,6 +40,9 @@ def predict(
     dos_only: bool = typer.Option(False, "--dos-only", help="Predict the DOS window only (no density)."),
     dos_checkpoint: Path = typer.Option(None, "--dos-checkpoint", dir_okay=False,
                                         help="DOS model.pt (default: the DOS model shipped with chgdata)."),
+    dos_method: str = typer.Option("kernel", "--dos-method",
+                                   help="kernel: the DOS model (instant); nscf: GPAW bands of the predicted density "
+                                        "(seconds to minutes per crystal, needs .[dft]), written to OUT/nscf/NAME/."),
     quiet: bool = QUIET,
 ) -> None:
     """Predict ρ (e/Å³) on a full grid and write a VASP CHGCAR (ρ·V; a `diff` block for spin models)."""
@@ -49,12 +52,18 @@ def predict(
 
     with cli_errors(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        if dos or dos_only:
+        if dos_method not in ("kernel", "nscf"):
+            raise ValueError(f"--dos-method must be kernel or nscf, got {dos_method!r}")
+        if (dos or dos_only) and dos_method == "nscf":
+            from chgdata.models.dft import report_nscf_dos
+
+            report_nscf_dos(structures, out_dir / "nscf", str(checkpoint) if checkpoint else None, out.print)
+        elif dos or dos_only:
             from chgdata.models.predict_dos import report_dos
 
             report_dos(structures, out_dir, dos_checkpoint, device, out.print)
-            if dos_only:
-                return
+        if dos_only:
+            return
         fmts = [f.strip().lower() for f in formats.split(",") if f.strip()]
         preds = run_predict(structures, out_dir, checkpoint=str(checkpoint) if checkpoint else None,
                             grid=parse_grid(grid) if grid else None, spacing=spacing,

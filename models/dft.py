@@ -174,3 +174,21 @@ def run_dft(specs, out, *, start: str = "predicted", nscf: bool = False, checkpo
                 results.append({**extra, "error": f"{type(exc).__name__}: {msg}"})
             bar.remove_task(task)
     return results
+
+
+def report_nscf_dos(specs, out, checkpoint, echo) -> list[dict]:
+    """``chgdata predict --dos --dos-method nscf``: :func:`run_dft` with ``nscf``, one line per structure through
+    ``echo``; a failed structure raises (the CLI's one-line error)."""
+    from chgdata.dft.settings import DFTUnavailable
+
+    try:
+        results = run_dft(specs, out, start="predicted", nscf=True, checkpoint=checkpoint, progress=False)
+    except DFTUnavailable as exc:
+        raise ValueError(str(exc)) from None
+    for r in results:
+        if "error" in r:
+            raise ValueError(f"{r['name']}: NSCF DOS failed: {r['error']}")
+        echo(f"{r['name']}: DOS from GPAW NSCF bands of the predicted density (not the kernel model), E_F "
+             f"{r['efermi_eV']:.3f} eV, gap {r['gap_eV']:.3f} eV, {r['seconds']:.1f} s → {r['folder']}/dos.json, "
+             "dos.csv, dos.png", highlight=False)
+    return results

@@ -83,3 +83,16 @@ def test_cli_refuses_nscf_without_a_density(tmp_path):
                           "--start", "default", "--out", str(tmp_path)], capture_output=True, text=True)
     assert res.returncode == 1 and "needs a density" in res.stderr and "Traceback" not in res.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_predict_dos_by_nscf_is_labelled_and_written_apart(tmp_path):
+    need_shared()
+    res = subprocess.run([sys.executable, "-m", "chgdata", "predict", str(GPAW / "gpaw-0061" / "CHGCAR.gz"),
+                          "--dos-only", "--dos-method", "nscf", "--out", str(tmp_path)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "GPAW NSCF bands of the predicted density" in res.stdout
+    summary = json.loads((tmp_path / "nscf" / "gpaw-0061" / "summary.json").read_text())
+    assert summary["kind"] == "nscf" and summary["gap_eV"] > 4.0  # NaCl: an insulator, as DFT says (5.0 eV)
+    bad = subprocess.run([sys.executable, "-m", "chgdata", "predict", "x", "--dos-only", "--dos-method", "magic",
+                          "--out", str(tmp_path)], capture_output=True, text=True)
+    assert bad.returncode == 1 and "--dos-method" in bad.stderr
