@@ -63,6 +63,45 @@ def one(fid: str, model, ckpt, dos_model, dos_ckpt) -> dict:
     return out
 
 
+def summarise(rows: list[dict]) -> str:
+    """Markdown: per split, median/mean SCF iterations per start, the saving against the floor's, NSCF errors."""
+    lines = ["| split | crystals | SCF iterations, median (mean): default | floor (converged ρ, D) | SAED | "
+             "predicted | predicted < default | predicted < SAED | share of the floor's saving |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    nscf_lines = ["| split | NSCF from | gap error, mean abs (meV) | band MAE median (mean) meV | ≤ 43 meV (band MAE) "
+                  "| DOS window MSE, mean (median) | kernel DOS model MSE, mean (median) | NSCF wall / SCF wall |",
+                  "|---|---|---|---|---|---|---|---|"]
+    for split in sorted({r["split"] for r in rows}, reverse=True):
+        rs = [r for r in rows if r["split"] == split]
+        it = {k: np.array([r["scf"][k]["iterations"] for r in rs]) for k in ("default", "converged", "saed",
+                                                                             "predicted")}
+        room = np.median(it["default"]) - np.median(it["converged"])
+        share = (np.median(it["default"]) - np.median(it["predicted"])) / room if room > 0 else float("nan")
+        cell = {k: f"{np.median(v):.0f} ({v.mean():.2f})" for k, v in it.items()}
+        lines.append(f"| {split} | {len(rs)} | {cell['default']} | {cell['converged']} | {cell['saed']} | "
+                     f"{cell['predicted']} | {np.sum(it['predicted'] < it['default'])}/{len(rs)} | "
+                     f"{np.sum(it['predicted'] < it['saed'])}/{len(rs)} | {share:.0%} |")
+        for start in ("predicted", "saed"):
+            n = [r["nscf"][start] for r in rs]
+            gap = np.array([abs(x["gap_error_eV"]) for x in n]) * 1000
+            band = np.array([x["band_mae_eV"] for x in n]) * 1000
+            mse = np.array([x["dos_mse"] for x in n])
+            kern = np.array([r["kernel_dos_mse"] for r in rs])
+            ratio = np.array([x["seconds_ratio_to_scf"] for x in n])
+            nscf_lines.append(f"| {split} | {start} | {gap.mean():.0f} | {np.median(band):.0f} ({band.mean():.0f}) | "
+                              f"{np.sum(band <= 43)}/{len(rs)} | {mse.mean():.4f} ({np.median(mse):.4f}) | "
+                              f"{kern.mean():.4f} ({np.median(kern):.4f}) | {np.median(ratio):.2f} |")
+    per = ["| split | id | formula | spin | iterations default/floor/SAED/predicted | NSCF gap err meV | band MAE meV "
+           "| DOS MSE NSCF / kernel |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        s, n = r["scf"], r["nscf"]["predicted"]
+        per.append(f"| {r['split']} | {r['id']} | {r['formula']} | {int(r['spin'])} | {s['default']['iterations']}/"
+                   f"{s['converged']['iterations']}/{s['saed']['iterations']}/{s['predicted']['iterations']} | "
+                   f"{1000 * n['gap_error_eV']:+.0f} | {1000 * n['band_mae_eV']:.0f} | {n['dos_mse']:.4f} / "
+                   f"{r['kernel_dos_mse']:.4f} |")
+    return "\n".join(lines + [""] + nscf_lines + [""] + per) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--splits", default="val,test")
@@ -70,7 +109,14 @@ def main() -> None:
     ap.add_argument("--max-seconds", type=float, default=60.0, help="skip crystals whose shared SCF took longer")
     ap.add_argument("--budget-min", type=float, default=None)
     ap.add_argument("--jsonl", default="bench/results/dft_start.jsonl")
+    ap.add_argument("--report", action="store_true", help="only write the summary of --jsonl (…/dft_start.md)")
     args = ap.parse_args()
+    if args.report:
+        rows = [json.loads(ln) for ln in Path(args.jsonl).read_text().splitlines() if ln.strip()]
+        text = summarise(rows)
+        Path(args.jsonl).with_suffix(".md").write_text(text)
+        print(text)
+        return
     model, ckpt = load(None)
     dos_model, dos_ckpt = load_dos_model(None)
     done = set()

@@ -16,8 +16,18 @@ SCHEDULER = typer.Option(None, "--scheduler", envvar="DASK_SCHEDULER_ADDRESS",
                          help="Address of an existing Dask scheduler (tcp://host:port); default: a local cluster.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar.")
 
-console = Console(stderr=True)
-out = Console()
+#: Width of the consoles when the output is not a terminal (a pipe, a file, CI): tables and lines stay whole.
+PIPED_WIDTH = 10_000
+
+
+def _console(stderr: bool = False) -> Console:
+    """Rich on a terminal; plain, unwrapped lines (no colour codes, no 80-column wrapping) when piped."""
+    c = Console(stderr=stderr)
+    return c if c.is_terminal else Console(stderr=stderr, width=PIPED_WIDTH, soft_wrap=True)
+
+
+console = _console(stderr=True)
+out = _console()
 
 
 @contextlib.contextmanager

@@ -64,7 +64,10 @@ def chgcar_electrons(path: str | os.PathLike) -> tuple[Any, float]:
     """(structure, ∫ρ dV in electrons) of a CHGCAR's total block (gzip/bz2/xz allowed)."""
     from pymatgen.io.vasp import Chgcar
 
-    chg = Chgcar.from_file(str(path))
+    try:
+        chg = Chgcar.from_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - truncated or corrupt: one line naming the file
+        raise ValueError(f"{path}: unreadable CHGCAR ({type(exc).__name__}: {str(exc)[:160]})") from None
     return chg.structure, float(np.asarray(chg.data["total"], dtype=np.float64).mean())
 
 

@@ -40,3 +40,39 @@ def test_error_line_is_literal_and_one_line(exc, line, capsys):
 def test_help_texts_keep_brackets():
     res = CliRunner().invoke(app, ["export", "--help"], terminal_width=200)
     assert res.exit_code == 0 and "stack [rho, mag] on a last axis" in res.output
+
+
+def test_piped_output_is_not_wrapped_or_truncated(tmp_path):
+    """A table row wider than 80 columns reaches a pipe whole (was cut to '…' and wrapped at 80)."""
+    import subprocess
+    import sys
+
+    code = ("from rich.table import Table\nfrom chgdata.cli.common import out\nt = Table('material', 'value')\n"
+            "t.add_row('a-very-long-material-identifier-' * 4, 'already there 0')\nout.print(t)\n"
+            "out.print('x' * 150)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "a-very-long-material-identifier-" * 4 in res.stdout and "already there 0" in res.stdout
+    assert "x" * 150 in res.stdout and "…" not in res.stdout
+
+
+def test_truncated_like_chgcar_is_named(tmp_path):
+    pytest.importorskip("torch")
+    from tests.conftest import GPAW, need_shared
+
+    need_shared()
+    import gzip
+
+    text = gzip.open(GPAW / "gpaw-0001" / "CHGCAR.gz", "rt").read()
+    bad = tmp_path / "CHGCAR_truncated"
+    bad.write_text(text[: len(text) // 2])
+    res = CliRunner().invoke(app, ["predict", str(_cif(tmp_path)), "--like", str(bad), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 1 and "CHGCAR_truncated" in res.output and "unreadable CHGCAR" in res.output
+
+
+def test_readme_lists_every_predict_format():
+    pytest.importorskip("torch")
+    from chgdata.models.predict import FORMATS
+    from tests.conftest import REPO
+
+    assert f"--format {','.join(FORMATS)}" in (REPO / "README.md").read_text()
