@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -45,9 +46,15 @@ def train(
              "weighting": weighting, "ema_decay": ema, "workers": workers, "seed": seed,
              "out": str(run_dir) if run_dir else None}
     flags = {k: v for k, v in flags.items() if v is not None}
+    from chgdata.models.train_utils import TrainingInterrupted
+
     with cli_errors():
         cfg = resolve_config(flags, config, preset, resume)
-        final = run_train(cfg, resume=resume, progress=not quiet)
+        try:
+            final = run_train(cfg, resume=resume, progress=not quiet)
+        except TrainingInterrupted as exc:
+            console.print(f"interrupted: {exc}", highlight=False, soft_wrap=True)
+            sys.exit(130)
     if final:
         shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in final.items())
         out.print(f"trained {cfg.target} → {cfg.out}: {shown}", soft_wrap=True, highlight=False)

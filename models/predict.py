@@ -128,7 +128,7 @@ def _name_from_path(p: Path) -> str:
     for suffix in (".gz", ".bz2", ".xz"):
         stem = stem.removesuffix(suffix)
     stem = stem.rsplit(".", 1)[0] if "." in stem and not stem.startswith(".") else stem
-    if stem.split(".")[0] in GENERIC_NAMES or stem.startswith(("POSCAR", "CONTCAR", "CHGCAR")):
+    if stem.split(".")[0] in GENERIC_NAMES:  # POSCAR, CHGCAR.gz: the folder names the calculation
         return p.resolve().parent.name or stem
     return stem
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import sys
 import time
@@ -42,6 +43,9 @@ from .config import ChargeDensityConfig, DosConfig, count_parameters
 from .data import DensityProbes, DosWindows, attach_probe_edges, make_loader, make_splits
 from .train_utils import (
     Dist,
+    PlainProgress,
+    StopSignals,
+    TrainingInterrupted,
     append_csv,
     batch_to,
     code_version,
@@ -58,6 +62,7 @@ from .train_utils import (
 )
 
 LOG_EVERY = 25  # steps between progress-bar loss readings (each one is a device synchronisation)
+log = logging.getLogger(__name__)
 WARM_STEPS = 5  # steps of start-up (workers, first batches, kernel autotuning) left out of the timed rate
 
 
@@ -94,6 +99,8 @@ class TrainConfig:
     val_max_materials: int | None = None
     dos_variant: str = "normalised"
     ckpt_every: int | None = None  # also checkpoint every N steps (always at the end of each epoch)
+    ckpt_seconds: float | None = 600.0  # and every N seconds of training (and on SIGINT/SIGTERM, always)
+    log_seconds: float = 30.0  # a log line this often when stderr is not a terminal (no progress bar there)
     start_method: str = "forkserver"  # DataLoader workers: spawn | forkserver (never fork: zarr v3)
     tensorboard: bool = True  # when the tensorboard package is installed
     init_output_scale: bool = True  # density: output_scale = mean |target|; DOS: start at the mean training window
@@ -267,7 +274,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     meta = {"config": dataclasses.asdict(cfg), "model_config": model_cfg.to_dict(),
             "code_version": code_version(), "data_version": data_version(cfg.store),
             "n_parameters": count_parameters(model), "torch": str(torch.__version__), "world_size": dist.world,
-            "amp_used": use_amp}
+            "amp_used": use_amp,
+            # what the run does, in one place: a step budget (max_steps) ends it whatever ``epochs`` says
+            "run_length": {"steps": total_steps, "bounded_by": "max_steps" if cfg.max_steps else "epochs",
+                           "epochs": None if cfg.max_steps else cfg.epochs}}
     meta["saed_reference_id"] = meta["data_version"]["saed_reference_id"]
     if dist.main:
         (out / "config.json").write_text(json.dumps(meta, indent=2, default=str))
@@ -298,7 +308,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     epoch_rates: list[tuple[int, float]] = []  # (probes, seconds) of each epoch this process trained
     stopped = False
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, disable=not (progress and dist.main), transient=True) as bar:
+    plain_log = PlainProgress(total_steps, progress and dist.main, cfg.log_seconds)
+    start_step, t_ckpt = step, time.perf_counter()
+    with Progress(*columns, disable=not (progress and dist.main), transient=True) as bar, StopSignals() as signals:
         task = bar.add_task("train", total=total_steps, completed=step)
         while epoch < epochs and step < total_steps and not stopped:
             train_set.set_epoch(epoch)
@@ -345,11 +357,20 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
                 if step % LOG_EVERY == 0 or step == 1:  # reading the loss waits for the device: not every step
                     bar.update(task, description=f"epoch {epoch} loss {float(loss.detach()):.4g}")
                 bar.update(task, advance=1)
+                if plain_log.due(step):
+                    log.info(plain_log.line(step, start_step, epoch, float(loss.detach())))
+                if signals.signum is not None:
+                    checkpoint({"step": step})
+                    name = "SIGINT" if signals.signum == 2 else "SIGTERM"
+                    raise TrainingInterrupted(f"{name}: stopped at step {step}/{total_steps}, checkpoint {last}; "
+                                              f"resume with: chgdata train --out {out} --resume")
                 if step >= total_steps or (stop_after is not None and step >= stop_after):
                     stopped = step < total_steps
                     break
-                if cfg.ckpt_every and step % cfg.ckpt_every == 0:
+                if ((cfg.ckpt_every and step % cfg.ckpt_every == 0)
+                        or (cfg.ckpt_seconds and time.perf_counter() - t_ckpt >= cfg.ckpt_seconds)):
                     checkpoint({"step": step})
+                    t_ckpt = time.perf_counter()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)  # the queued steps belong to this epoch's time
             t_end = time.perf_counter()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -199,3 +200,61 @@ def tensorboard_writer(out: Path):
         return SummaryWriter(str(out / "tb"))
     except Exception:  # tensorboard package missing behind torch's shim
         return None
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGINT or SIGTERM stopped training after a checkpoint; the message says where it is and how to resume."""
+
+
+class StopSignals:
+    """Within the block, SIGINT and SIGTERM set :attr:`signum` instead of ending the process (so the loop can
+    checkpoint first); the previous handlers come back on exit. Only in the main thread (elsewhere: a no-op)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._saved: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._saved[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
+        import signal
+
+        if self.signum is not None:  # a second Ctrl-C: stop now
+            signal.default_int_handler(signum, frame)
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for s, h in self._saved.items():
+            signal.signal(s, h)
+
+
+class PlainProgress:
+    """One log line (``chgdata.models.train``, INFO) every ``every_s`` seconds when stderr is not a terminal
+    (nohup, a scheduler, CI), where the progress bar shows nothing."""
+
+    def __init__(self, total: int, enabled: bool, every_s: float = 30.0) -> None:
+        import sys
+
+        self.total, self.every_s = total, every_s
+        self.enabled = enabled and not sys.stderr.isatty()
+        self.t0 = self.last = time.perf_counter()
+
+    def due(self, step: int) -> bool:
+        return self.enabled and (time.perf_counter() - self.last >= self.every_s or step == self.total)
+
+    def line(self, step: int, start_step: int, epoch: int, loss: float) -> str:
+        now = time.perf_counter()
+        self.last = now
+        rate = (step - start_step) / max(now - self.t0, 1e-9)
+        eta = (self.total - step) / rate if rate > 0 else float("inf")
+        return (f"step {step}/{self.total} (epoch {epoch}): loss {loss:.4g}, {rate:.2f} steps/s, "
+                f"ETA {eta / 60:.1f} min")

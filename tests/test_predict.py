@@ -195,3 +195,19 @@ def test_warns_for_elements_outside_the_training_set():
         assert warn_unseen_elements({"train_elements": ["Na", "Si"]}, s, "NaCl") == ["Cl"]
     assert warn_unseen_elements({"train_elements": ["Cl", "Na"]}, s) == []
     assert warn_unseen_elements({}, s) == []  # checkpoints that do not record it
+
+
+def test_structure_names_follow_their_files(tmp_path):
+    """POSCAR_NaCl is named POSCAR_NaCl (was its folder's name, so three files of one folder collided)."""
+    from pymatgen.core import Lattice, Structure
+
+    folder = tmp_path / "structs"
+    folder.mkdir()
+    s = Structure(Lattice.cubic(5.6), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    for name in ("POSCAR_NaCl", "POSCAR_NaCl2"):
+        s.to(filename=str(folder / name), fmt="poscar")
+    s.to(filename=str(folder / "POSCAR"), fmt="poscar")
+    from chgdata.models.predict import read_structure
+
+    names = [read_structure(str(folder / n)).name for n in ("POSCAR_NaCl", "POSCAR_NaCl2", "POSCAR")]
+    assert names == ["POSCAR_NaCl", "POSCAR_NaCl2", "structs"]

@@ -403,3 +403,34 @@ def test_steps_for_budget_times_steady_steps(store, tmp_path):
     assert final["s_per_step"] > 0
     with pytest.raises(ValueError, match="positive"):
         steps_for_budget(config_for, 0, tmp_path, max_steps=77)
+
+
+def test_redirected_training_logs_and_sigterm_checkpoints_with_a_resume_hint(store, tmp_path):
+    """With stderr not a terminal, training logs step lines; SIGTERM (as a scheduler sends) writes last.pt at the
+    current step, says where it is and how to resume, and exits 130; the resume continues from that step."""
+    import signal
+    import time
+
+    conf = _yaml(tmp_path / "t.yaml", store=store, probes=60, batch_size=2, epochs=1000, max_steps=100000,
+                 val_max_materials=1, val_every=100000, tensorboard="false", log_seconds=0.2, ckpt_seconds=3600,
+                 model=TINY)
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "chgdata.cli.main", "train", "--config", str(conf), "--out",
+                             str(out)], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    lines = []
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        line = proc.stderr.readline()
+        lines.append(line)
+        if "step " in line and "steps/s" in line:
+            break
+    assert any("steps/s" in ln for ln in lines), lines[-5:]
+    proc.send_signal(signal.SIGTERM)
+    rest_out, rest_err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, rest_err[-2000:]
+    assert "SIGTERM" in rest_err and "--resume" in rest_err and "last.pt" in rest_err and "Traceback" not in rest_err
+    step = torch.load(out / "last.pt", weights_only=True)["step"]
+    assert step >= 1 and f"step {step}/" in rest_err
+    length = json.loads((out / "config.json").read_text())["run_length"]  # epochs: 1000 in the file, unused
+    assert length == {"steps": 100000, "bounded_by": "max_steps", "epochs": None}
