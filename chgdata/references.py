@@ -448,7 +448,8 @@ class ReferenceTable:
         """Per-atom coefficient matrix (n_atoms, K) for the given species list."""
         missing = sorted(set(species) - set(self.elements))
         if missing:
-            raise KeyError(f"reference table {self.id} has no entry for {missing}")
+            raise KeyError(f"reference table {self.id} has no entry for {', '.join(missing)}: it covers "
+                           f"{', '.join(sorted(self.elements))}")
         return np.stack([self.coefficients[s] for s in species]) if len(species) else np.zeros((0, len(self.sigmas)))
 
     # --- identity and serialisation ---

@@ -62,16 +62,18 @@ def predict(
             from chgdata.models.predict_dos import report_dos
 
             report_dos(structures, out_dir, dos_checkpoint, device, out.print)
-        if dos_only:
-            return
-        fmts = [f.strip().lower() for f in formats.split(",") if f.strip()]
-        preds = run_predict(structures, out_dir, checkpoint=str(checkpoint) if checkpoint else None,
-                            grid=parse_grid(grid) if grid else None, spacing=spacing,
-                            like=str(like) if like else None, device=device, chunk_size=chunk_size, formats=fmts,
-                            store=store, progress=not quiet, conserve_electrons=conserve, spin=spin.lower(),
-                            aug_from=str(aug_from) if aug_from else None)
-    for w in caught:
-        if w.category.__name__ in ("ConventionWarning", "UnseenElementWarning"):
+        preds = []
+        if not dos_only:
+            fmts = [f.strip().lower() for f in formats.split(",") if f.strip()]
+            preds = run_predict(structures, out_dir, checkpoint=str(checkpoint) if checkpoint else None,
+                                grid=parse_grid(grid) if grid else None, spacing=spacing,
+                                like=str(like) if like else None, device=device, chunk_size=chunk_size,
+                                formats=fmts, store=store, progress=not quiet, conserve_electrons=conserve,
+                                spin=spin.lower(), aug_from=str(aug_from) if aug_from else None)
+    shown = set()
+    for w in caught:  # the DOS-only path's warnings too (an unseen element was silent there)
+        if w.category.__name__ in ("ConventionWarning", "UnseenElementWarning") and str(w.message) not in shown:
+            shown.add(str(w.message))
             out.print(f"[yellow]warning:[/yellow] {w.message}", highlight=False)
     if preds:
         out.print(f"density convention: {preds[0].convention}", highlight=False)

@@ -211,3 +211,18 @@ def test_structure_names_follow_their_files(tmp_path):
 
     names = [read_structure(str(folder / n)).name for n in ("POSCAR_NaCl", "POSCAR_NaCl2", "POSCAR")]
     assert names == ["POSCAR_NaCl", "POSCAR_NaCl2", "structs"]
+
+
+def test_elements_outside_the_models_are_named_with_what_they_cover(tmp_path):
+    """UO2: the density is refused naming the covered elements; the DOS-only prediction warns (was silent)."""
+    from pymatgen.core import Lattice, Structure
+
+    from chgdata.cli.main import app
+
+    cif = tmp_path / "UO2.cif"
+    Structure(Lattice.cubic(5.47), ["U", "O", "O"], [[0, 0, 0], [0.25, 0.25, 0.25], [0.75, 0.75, 0.75]]).to(
+        filename=str(cif))
+    res = CliRunner().invoke(app, ["predict", str(cif), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 1 and "no entry for U" in res.output and "covers Ag, Al" in res.output
+    res = CliRunner().invoke(app, ["predict", str(cif), "--dos-only", "--out", str(tmp_path / "d")])
+    assert res.exit_code == 0 and "warning:" in res.output and "U never occurred" in res.output
