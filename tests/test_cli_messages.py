@@ -73,6 +73,7 @@ def test_truncated_like_chgcar_is_named(tmp_path):
 def test_readme_lists_every_predict_format():
     pytest.importorskip("torch")
     from chgdata.models.predict import FORMATS
+
     from tests.conftest import REPO
 
     assert f"--format {','.join(FORMATS)}" in (REPO / "README.md").read_text()

@@ -215,9 +215,8 @@ def test_structure_names_follow_their_files(tmp_path):
 
 def test_elements_outside_the_models_are_named_with_what_they_cover(tmp_path):
     """UO2: the density is refused naming the covered elements; the DOS-only prediction warns (was silent)."""
-    from pymatgen.core import Lattice, Structure
-
     from chgdata.cli.main import app
+    from pymatgen.core import Lattice, Structure
 
     cif = tmp_path / "UO2.cif"
     Structure(Lattice.cubic(5.47), ["U", "O", "O"], [[0, 0, 0], [0.25, 0.25, 0.25], [0.75, 0.75, 0.75]]).to(
