@@ -102,6 +102,11 @@ def read_chgcar_header(path: str | os.PathLike, max_points: int = MAX_GRID_POINT
     return header
 
 
+#: Largest |ρ| [e/Å³] accepted on a grid: the all-electron 1s density at a heavy nucleus is ~10⁶ e/Å³ (Z³/π a₀³
+#: for Z = 100); anything larger is a corrupted value, not physics.
+MAX_DENSITY = 1e8
+
+
 def density_from_vasp(data_rho_v: np.ndarray, volume: float, name: str, expect_shape=None) -> np.ndarray:
     """CHGCAR block (ρ·V_cell, e) → density ρ in e/Å³ as float32, validated."""
     arr = np.asarray(data_rho_v)
@@ -114,7 +119,13 @@ def density_from_vasp(data_rho_v: np.ndarray, volume: float, name: str, expect_s
         raise GridError(f"{name}: {int(bad.sum())} non-finite values (NaN/inf) in the grid")
     if not np.isfinite(volume) or volume <= 0:
         raise GridError(f"{name}: non-positive cell volume {volume!r}")
-    return (arr / volume).astype(np.float32)
+    rho = arr / volume
+    peak = int(np.argmax(np.abs(rho)))
+    if abs(rho.flat[peak]) > MAX_DENSITY:
+        raise GridError(f"{name}: |ρ| = {abs(rho.flat[peak]):.3g} e/Å³ at grid point "
+                        f"{tuple(int(i) for i in np.unravel_index(peak, rho.shape))} exceeds {MAX_DENSITY:.0e} e/Å³: "
+                        "not a physical density (a corrupted value?)")
+    return rho.astype(np.float32)
 
 
 def electrons(rho: np.ndarray, volume: float) -> float:

@@ -135,3 +135,31 @@ def test_cli_ingest_and_info(tmp_path):
     assert res.exit_code == 1 and "no dataset at" in res.output
     res = runner.invoke(app, ["--help"])
     assert res.exit_code == 0 and "ingest" in res.output and "info" in res.output
+
+
+def test_one_absurd_finite_value_fails_its_material_only(tmp_path):
+    """A CHGCAR holding one value 0.5E+39 (finite) was ingested as ok and broke every later build-delta; now its
+    material fails naming the value and the grid point, and the healthy one is committed."""
+    import gzip
+    import shutil
+
+    from tests.conftest import GPAW, need_shared
+
+    need_shared()
+    from chgdata.pipelines.ingest import run_ingest
+
+    src = tmp_path / "calcs"
+    for fid in ("gpaw-0001", "gpaw-0002"):
+        shutil.copytree(GPAW / fid, src / fid)
+    path = src / "gpaw-0002" / "CHGCAR.gz"
+    lines = gzip.open(path, "rt").read().splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.split() == ["24", "24", "24"] or
+                 (len(ln.split()) == 3 and all(t.isdigit() for t in ln.split()) and i > 7)) + 1
+    vals = lines[start].split()
+    vals[2] = "0.5E+39"
+    lines[start] = " ".join(vals)
+    with gzip.open(path, "wt") as f:
+        f.write("\n".join(lines) + "\n")
+    report = run_ingest(str(tmp_path / "store"), from_dir=str(src), workers=1, progress=False)
+    assert sorted(report.committed) == ["gpaw-0001"]
+    assert "not a physical density" in report.failed["gpaw-0002"] and "e/Å³" in report.failed["gpaw-0002"]
