@@ -461,7 +461,8 @@ def build_record(store: str | os.PathLike) -> dict[str, Any]:
 
 
 def publish(store: str | os.PathLike, name: str, version: str, *, description: str = "",
-            location: str | None = None, catalog: str | os.PathLike | None = None) -> tuple[dict[str, Any], str]:
+            location: str | None = None, catalog: str | os.PathLike | None = None,
+            license: str = "") -> tuple[dict[str, Any], str]:
     """Add ``name@version`` for ``store`` to the catalogue and record it in the card's ``published`` section.
 
     Returns ``(entry, action)`` with action "added", "unchanged" (same name, version and content checksum) or
@@ -499,6 +500,11 @@ def publish(store: str | os.PathLike, name: str, version: str, *, description: s
         "inputs": input_manifest(store),
         "build": (existing or {}).get("build") or build_record(store),
     }
+    if license or (existing or {}).get("license"):
+        entry["license"] = license or existing["license"]
+    dft = (read_card(loc) or {}).get("dft")
+    if dft:
+        entry["dft"] = {k: dft[k] for k in ("codes", "settings", "varying_per_material") if k in dft}
     entry["provenance"]["created"] = entry["provenance"]["created"] or now
     if existing is not None and existing == entry:
         action = "unchanged"

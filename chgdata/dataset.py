@@ -150,16 +150,36 @@ class Dataset:
             return arr[offset:offset + row[C.COL_NPOINTS]]
         return arr.get_coordinate_selection(np.asarray(points, dtype=np.int64) + offset)
 
+    def checked_grid(self, array: str, material_id: str, row: dict[str, Any], offset_column: str,
+                     sha_column: str) -> np.ndarray:
+        """A whole flat grid, checked against the sha256 the index recorded at ingest: a corrupted or truncated
+        chunk raises StoreError naming the material and the array, never returns wrong numbers."""
+        from chgdata.location import sha256_array
+
+        where = f"{self.url}: material {material_id!r}, {array}/{row[C.COL_PARTITION]}"
+        try:
+            values = self.read_flat(array, material_id, offset_column, row=row)
+        except (KeyError, StoreError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - zarr/codec errors of a damaged chunk: one line naming it
+            raise StoreError(f"{where}: unreadable ({type(exc).__name__}: {str(exc)[:120]}); "
+                             "`chgdata verify` lists every damaged material") from None
+        want = row.get(sha_column)
+        if want and sha256_array(values) != want:
+            raise StoreError(f"{where}: the stored values differ from their checksum (a corrupted chunk); "
+                             "`chgdata verify` lists every damaged material, re-ingest it to repair")
+        return values
+
     def density(self, material_id: str) -> DensityGrid:
         """Total density and magnetisation of one material (e/Å³), reading nothing of other materials."""
         row = self.row(material_id)
         if not row.get(C.COL_NPOINTS):
             raise KeyError(f"material {material_id!r} has no charge density (DOS only)")
         shape = tuple(row[C.COL_GRID])
-        rho = self.read_flat(C.RHO, material_id).reshape(shape)
+        rho = self.checked_grid(C.RHO, material_id, row, C.COL_RHO_OFFSET, C.COL_RHO_SHA).reshape(shape)
         mag = None
         if row.get(C.COL_MAG_OFFSET, -1) >= 0:
-            mag = self.read_flat(C.MAG, material_id, C.COL_MAG_OFFSET).reshape(shape)
+            mag = self.checked_grid(C.MAG, material_id, row, C.COL_MAG_OFFSET, C.COL_MAG_SHA).reshape(shape)
         lattice = np.asarray(row[C.COL_LATTICE], dtype=np.float64).reshape(3, 3)
         return DensityGrid(material_id, rho, mag, lattice)
 

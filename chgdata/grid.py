@@ -128,6 +128,15 @@ def density_from_vasp(data_rho_v: np.ndarray, volume: float, name: str, expect_s
     return rho.astype(np.float32)
 
 
+def cell_volume(lattice) -> float:
+    """|a·(b×c)| of a 3×3 lattice (rows a, b, c; Å → Å³) in plain IEEE double arithmetic in a fixed order: the
+    same bits on every CPU. (``Structure.volume`` goes through numpy's ``det``, i.e. the machine's BLAS/LAPACK
+    kernel, whose last bit differs between CPUs: it made stored densities and published checksums
+    machine-dependent.)"""
+    (a1, a2, a3), (b1, b2, b3), (c1, c2, c3) = ([float(x) for x in row] for row in np.asarray(lattice).reshape(3, 3))
+    return abs(a1 * (b2 * c3 - b3 * c2) - a2 * (b1 * c3 - b3 * c1) + a3 * (b1 * c2 - b2 * c1))
+
+
 def electrons(rho: np.ndarray, volume: float) -> float:
     """∫ρ dV over the cell for ρ in e/Å³ on a uniform grid (electrons)."""
     return float(np.asarray(rho, dtype=np.float64).mean() * volume)

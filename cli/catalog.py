@@ -24,6 +24,7 @@ def publish(
                                  help="Where readers find it (URL such as s3://… or a path; relative paths are "
                                       "relative to the catalogue's folder). Default: the store path."),
     catalog: Path = CATALOG,
+    license: str = typer.Option("", "--license", help="Licence of the data (SPDX id such as CC-BY-4.0, or text)."),
 ) -> None:
     """Add a dataset version to the catalogue and record the publication in its card (never overwrites)."""
     from chgdata.catalog import CatalogError
@@ -32,7 +33,7 @@ def publish(
     with cli_errors():
         try:
             entry, action = do_publish(store, name, version, description=description, location=location,
-                                       catalog=catalog)
+                                       catalog=catalog, license=license)
         except CatalogError as exc:
             raise ValueError(str(exc)) from None
     c = entry["counts"]

@@ -36,7 +36,7 @@ from chgdata.pipelines.cluster import dask_client, run_tasks
 import chgdata
 from chgdata import contract as C
 from chgdata.compaction import finish_stage
-from chgdata.grid import augmentation_to_json, density_from_vasp, electron_count_flag, electrons
+from chgdata.grid import augmentation_to_json, cell_volume, density_from_vasp, electron_count_flag, electrons
 from chgdata.sources import vasp_dir
 from chgdata.sources.mp import MPSource, Secret, default_client
 from chgdata.sources.records import MaterialRecord, SourceError, validate_mp_id
@@ -144,7 +144,7 @@ def _row(rec: MaterialRecord, partition: str) -> dict[str, Any]:
         C.COL_NSITES: len(s), C.COL_LATTICE: s.lattice.matrix.reshape(-1).tolist(),
         C.COL_SPECIES: [site.specie.symbol for site in s], C.COL_Z: [int(site.specie.Z) for site in s],
         C.COL_FRAC: s.frac_coords.reshape(-1).tolist(),
-        C.COL_VOLUME: float(s.volume), C.COL_PARTITION: partition, C.COL_FILES: list(rec.input_files),
+        C.COL_VOLUME: cell_volume(s.lattice.matrix), C.COL_PARTITION: partition, C.COL_FILES: list(rec.input_files),
         C.COL_INPUT_SHA: rec.input_sha256, C.COL_INPUT_STAT: rec.input_stat, C.COL_RETRIEVED: rec.retrieved_at,
         C.COL_GRID: None, C.COL_NPOINTS: 0, C.COL_SPIN: False, C.COL_NELECT: None, C.COL_MAGMOM: None,
         C.COL_RHO_OFFSET: -1, C.COL_MAG_OFFSET: -1, C.COL_AE_OFFSET: -1, C.COL_RHO_SHA: None,
@@ -161,7 +161,7 @@ def commit_material(commit: PartitionCommit, rec: MaterialRecord) -> str | None:
     Everything is converted and checked before the first append, so a bad material writes nothing.
     """
     s = rec.structure
-    volume = float(s.volume)
+    volume = cell_volume(s.lattice.matrix)  # the same bits on every CPU (not numpy's BLAS-dependent det)
     name = f"{rec.material_id}"
     row = _row(rec, commit.partition)
     flags = []

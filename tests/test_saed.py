@@ -153,3 +153,21 @@ def test_user_reference_density(tmp_path):
     Chgcar(c.poscar, {"total": ref[:, :, :16]}).write_file(str(mat / "CHGCAR.saed"))
     with pytest.raises(ValueError, match="grid"):
         user_reference_density(mat / "CHGCAR.gz")
+
+
+def test_cell_volume_is_the_triple_product_and_independent_of_blas():
+    """ingest divides ρ·V by this volume: plain float arithmetic, so the stored bits do not depend on the CPU's
+    BLAS kernel (np.linalg.det gave another last bit under OPENBLAS_CORETYPE=Prescott than under Haswell)."""
+    import subprocess
+    import sys
+
+    from chgdata.grid import cell_volume
+
+    lat = np.array([[0.0, 2.7, 2.7], [2.7, 0.0, 2.7], [2.7, 2.7, 0.0]])
+    assert cell_volume(lat) == pytest.approx(abs(np.linalg.det(lat)), rel=1e-14)
+    code = ("import numpy as np; from chgdata.grid import cell_volume; rng = np.random.default_rng(0); "
+            "print(repr([cell_volume(rng.normal(size=(3, 3)) + 4 * np.eye(3)) for _ in range(200)]))")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env={**__import__("os").environ, "OPENBLAS_CORETYPE": ct}).stdout
+            for ct in ("Prescott", "Haswell")}
+    assert len(outs) == 1 and outs.pop().startswith("[")

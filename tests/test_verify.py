@@ -6,6 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -139,3 +140,32 @@ def test_cli_verify_exit_codes(store):
     res = runner.invoke(app, ["verify", "--store", str(store / "nope")])
     assert res.exit_code == 1 and "no dataset at" in res.output
     assert os.path.isdir(store)
+
+
+def test_reading_a_corrupted_chunk_raises_naming_the_material(store):
+    """Dataset.density() of a material in a damaged chunk raises (it returned values like 2.5e38 with exit 0);
+    materials elsewhere still read."""
+    from chgdata import open_dataset
+    from chgdata.store import StoreError
+
+    ds = open_dataset(store)
+    rows = ds.index.to_pylist()
+    row = rows[0]
+    chunk = store / C.ARRAYS_DIR / C.RHO / row[C.COL_PARTITION] / "c" / "0"
+    data = bytearray(chunk.read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + 16] = bytes(255 - b for b in data[mid:mid + 16])
+    chunk.write_bytes(bytes(data))
+    victims = [r[C.COL_ID] for r in rows if r[C.COL_PARTITION] == row[C.COL_PARTITION]]
+    fresh = open_dataset(store)
+    failures = []
+    for mid_ in victims:
+        try:
+            fresh.density(mid_)
+        except StoreError as exc:
+            assert mid_ in str(exc) and row[C.COL_PARTITION] in str(exc)
+            failures.append(mid_)
+    assert failures  # the damaged ones are refused, never returned
+    others = [r[C.COL_ID] for r in rows if r[C.COL_PARTITION] != row[C.COL_PARTITION]]
+    for mid_ in others:
+        assert np.isfinite(fresh.density(mid_).rho).all()
