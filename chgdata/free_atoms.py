@@ -20,13 +20,25 @@ from chgdata.references import (
     sum_normal_equations,
 )
 
-__all__ = ["SHIPPED_REFERENCES", "isolated_atom_reference", "shipped_reference_path"]
+__all__ = ["SHIPPED_REFERENCES", "isolated_atom_reference", "reference_kind", "shipped_reference_path"]
 
 #: Reference tables that ship with chgdata, by name (``build-delta --reference NAME``).
 SHIPPED_REFERENCES = {
     # GPAW 26.7 free neutral atoms (tools/gpaw_free_atoms.py): the convention of ../shared/data/gpaw*.
     "gpaw-free-atoms": Path(__file__).parent / "atoms" / "gpaw-pbe-free-atoms.json",
 }
+
+
+def reference_kind(reference_id: str | None, source: str | None = None) -> str:
+    """What a SAED reference is, in words: a shipped free-atom table (by its name), or by the card's
+    ``reference_source`` (fitted: on the store's train split; file: given by the user)."""
+    import json
+
+    for name, path in SHIPPED_REFERENCES.items():
+        if reference_id and json.loads(path.read_text()).get("id") == reference_id:
+            return f"free-atom reference (shipped {name})"
+    return {"fitted": "train-fitted reference (the store's train split)", "file": "reference from a file",
+            "free-atoms": "free-atom reference"}.get(source or "", "reference")
 
 
 def shipped_reference_path(name_or_path: str | Path) -> Path:

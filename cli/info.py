@@ -39,6 +39,12 @@ def info(store: str = STORE, failures: int = typer.Option(20, help="How many fai
     prov = card.get("provenance", {})
     t.add_row("sources", ", ".join(prov.get("sources", [])) or "-")
     t.add_row("MP database versions", ", ".join(prov.get("database_versions", [])) or "-")
+    saed = card.get("saed") or {}
+    if saed.get("reference_id"):
+        from chgdata.free_atoms import reference_kind
+
+        t.add_row("SAED reference (the store's)", f"{saed['reference_id']}: "
+                  f"{reference_kind(saed['reference_id'], saed.get('reference_source'))}")
     for section in ("saed", "dos"):
         for key, value in (card.get(section) or {}).items():
             if isinstance(value, float):

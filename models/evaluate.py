@@ -181,6 +181,11 @@ def run_evaluate(checkpoint: str | None, store: str, split: str = "test", materi
                           split="materials" if materials else ",".join(names),
                           group_by=(ds.card.get("split") or {}).get("group_by") if store_splits["train"] else None,
                           saed_reference_id=(ckpt.get("data_version") or {}).get("saed_reference_id"))
+    if res["summary"]["saed_reference_id"]:
+        from chgdata.free_atoms import reference_kind
+
+        res["summary"]["saed_reference"] = (f"the model's: {reference_kind(res['summary']['saed_reference_id'])} "
+                                            "(the SAED NMAE column is this reference alone)")
     return res
 
 

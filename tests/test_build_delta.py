@@ -70,6 +70,8 @@ def test_saed_explains_most_of_the_density(delta_stores):
 
     res = CliRunner().invoke(app, ["info", "--store", store])
     assert res.exit_code == 0 and "fraction_abs_delta_lt_abs_rho" in res.output
+    # which SAED, said in words (issue: info's fitted id and evaluate's free-atom id were both bare ids)
+    assert "SAED reference (the store's)" in res.output and "train-fitted reference" in res.output
 
 
 def test_rerun_resumes_and_reference_is_reused(delta_stores, tmp_path):

@@ -271,3 +271,13 @@ def test_prior_shrinks_the_fit_towards_another_table(gpaw):
     with pytest.raises(ValueError, match="lacks"):
         solve_reference(normal, val, dataset_version="x", prior=ReferenceTable.from_coefficients(
             {"Si": atoms.coefficients["Si"]}, atoms.sigmas, {"Si": 4}), prior_weight=1.0)
+
+
+def test_reference_kinds_are_named():
+    import json
+
+    from chgdata.free_atoms import SHIPPED_REFERENCES, reference_kind
+
+    shipped = json.loads(SHIPPED_REFERENCES["gpaw-free-atoms"].read_text())["id"]
+    assert reference_kind(shipped) == "free-atom reference (shipped gpaw-free-atoms)"
+    assert reference_kind("saed-ref-000000000000", "fitted").startswith("train-fitted")
