@@ -239,6 +239,7 @@ def describe(store: str | os.PathLike) -> dict[str, Any]:
         _table_entry(loc, C.DELTA_INDEX, "build-delta: one row per material with saed/delta"),
         _table_entry(loc, C.DOS_INDEX, "build-dos: one row per DOS window (partition, row, parameters)"),
         _table_entry(loc, C.DOS_RAW, "raw DOS as ingested"),
+        _table_entry(loc, C.PAW_MATRICES, "GPAW PAW atomic density matrices D_asii (electrons), one row per material"),
         _table_entry(loc, C.FAILURES, "failures: material_id, stage, reason, time"),
     ) if t is not None]
     saed = card.get("saed") or {}
