@@ -418,6 +418,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             {"rank": dist.rank, "world_size": dist.world, "step": step, "stopped_early": stopped}))
     dist.barrier()
     if dist.world > 1:
+        # DDP's reducer holds the process group: free it first, or its destructor may join gloo's threads after
+        # the group is gone and hang the rank at exit (seen under load: the run finished, one rank never exited)
+        import gc
+
+        net = loss = batch = None  # noqa: F841
+        gc.collect()
         torch.distributed.destroy_process_group()
     return final
 
