@@ -14,14 +14,15 @@ from typing import Any
 PathLike = str | os.PathLike
 
 
-def ingest(store: PathLike, *, from_dir: PathLike | None = None, mp_ids: Sequence[str] | None = None,
-           api_key: str | None = None, workers: int = 2, scheduler: str | None = None, progress: bool = False,
+def ingest(store: PathLike, *, from_dir: PathLike | Sequence[PathLike] | None = None,
+           mp_ids: Sequence[str] | None = None, api_key: str | None = None, workers: int = 2,
+           scheduler: str | None = None, progress: bool = False,
            **options: Any):
     """``chgdata ingest``: local calculation folders and/or MP ids into ``store`` (resumable); an IngestReport.
-    The MP key comes from ``api_key`` or ``$MP_API_KEY``."""
+    ``from_dir``: one folder tree or several. The MP key comes from ``api_key`` or ``$MP_API_KEY``."""
     from chgdata.pipelines.ingest import run_ingest
 
-    return run_ingest(os.fspath(store), from_dir=os.fspath(from_dir) if from_dir else None, mp_ids=list(mp_ids or []),
+    return run_ingest(os.fspath(store), from_dir=from_dir, mp_ids=list(mp_ids or []),
                       api_key=api_key, workers=workers, scheduler=scheduler, progress=progress, **options)
 
 
@@ -44,7 +45,7 @@ def build_dos(store: PathLike, *, sigma: float = 0.1, emin: float = -10.0, emax:
                          scheduler=scheduler, progress=progress, **options)
 
 
-def run(store: PathLike, *, from_dir: PathLike | None = None, mp_ids: Sequence[str] | None = None,
+def run(store: PathLike, *, from_dir: PathLike | Sequence[PathLike] | None = None, mp_ids: Sequence[str] | None = None,
         api_key: str | None = None, sigma: float = 0.1, workers: int = 2, scheduler: str | None = None,
         progress: bool = False) -> dict[str, Any]:
     """``chgdata run``: ingest, build-delta and build-dos on one Dask cluster; {"ingest", "delta", "dos"} reports."""

@@ -41,7 +41,10 @@ def evaluate(
                            progress=lambda mid, i, n: bar.update(task, completed=i, total=n,
                                                                  description=f"evaluate {mid}"), plot=str(plot))
     summ, rows = res["summary"], res["per_material"]
-    table = Table(title=f"{summ['kind']} metrics, {summ['materials']} materials ({summ['split']})")
+    counts = summ["split_counts"]
+    parts = " + ".join(f"{k} {n}" for k, n in counts.items()) if len(counts) > 1 or "materials" not in counts else ""
+    table = Table(title=f"{summ['kind']} metrics, {sum(counts.values())} materials "
+                        f"({parts + '; ' if parts else ''}{summ['split_source']})")
     if summ["kind"] == "density":
         cols = [("material_id", "material", "{}"), ("formula", "formula", "{}"), ("natoms", "atoms", "{}"),
                 ("grid_points", "points", "{}"), ("nmae", "NMAE %", "{:.3f}"),
@@ -65,7 +68,8 @@ def evaluate(
 
         out.print(format_report(res), highlight=False, markup=False)
     if summ.get("splits"):  # DOS: model and both baselines on every split of the checkpoint
-        st = Table(title="DOS per split (baselines fitted on train; MSE on max-normalised windows)")
+        st = Table(title="DOS per split of the checkpoint (its own split; baselines fitted on its train; "
+                         "MSE on max-normalised windows)")
         keys = [("materials", "n", "{}"), ("mse", "MSE", "{:.4f}"), ("mse_mean_baseline", "mean-window MSE", "{:.4f}"),
                 ("mse_composition_baseline", "composition MSE", "{:.4f}"), ("r2", "R²", "{:.3f}"),
                 ("r2_composition_baseline", "comp. R²", "{:.3f}"), ("wasserstein_eV", "W₁ eV", "{:.3f}"),
@@ -77,8 +81,10 @@ def evaluate(
         for name, s in summ["splits"].items():
             st.add_row(name, *[fmt.format(s[k]) for k, _, fmt in keys])
         out.print(st)
+    if summ.get("split_warning"):
+        console.print(f"warning: {summ['split_warning']}", highlight=False, markup=False)
     for k, v in summ.items():
-        if k not in ("kind", "splits", "by_split", "by_group"):
+        if k not in ("kind", "splits", "by_split", "by_group", "split_counts", "split_warning"):
             out.print(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}", highlight=False)
     if out_path:
         files = write_results(res, out_path)

@@ -12,8 +12,9 @@ def ingest(
     mp_ids: str = typer.Option(None, "--mp-ids", help="Comma-separated Materials Project ids, e.g. mp-149,mp-13."),
     mp_ids_file: Path = typer.Option(None, "--mp-ids-file", exists=True, dir_okay=False,
                                      help="File with one MP id per line ('#' comments allowed)."),
-    from_dir: Path = typer.Option(None, "--from-dir", exists=True, file_okay=False,
-                                  help="Folder tree of calculations (CHGCAR[.gz], AECCAR0/2, vasprun.xml, DOS JSON)."),
+    from_dir: list[Path] = typer.Option(None, "--from-dir", exists=True, file_okay=False,
+                                        help="Folder tree of calculations (CHGCAR[.gz], AECCAR0/2, vasprun.xml, "
+                                             "DOS JSON); repeat for several trees."),
     store: str = STORE,
     api_key: str = typer.Option(None, "--api-key", envvar="MP_API_KEY", show_envvar=True, show_default=False,
                                 help="Materials Project API key (prefer the MP_API_KEY environment variable)."),
@@ -29,10 +30,10 @@ def ingest(
     ids = [s for s in (mp_ids or "").replace(" ", ",").split(",") if s]
     if mp_ids_file:
         ids += [ln.split("#")[0].strip() for ln in mp_ids_file.read_text().splitlines() if ln.split("#")[0].strip()]
-    if not ids and from_dir is None:
+    if not ids and not from_dir:
         raise typer.BadParameter("give --mp-ids, --mp-ids-file or --from-dir")
     with cli_errors():
-        report = run_ingest(store, from_dir=str(from_dir) if from_dir else None, mp_ids=ids, api_key=api_key,
+        report = run_ingest(store, from_dir=[str(d) for d in from_dir or []], mp_ids=ids, api_key=api_key,
                             workers=workers, scheduler=scheduler, progress=not quiet)
     out.print(f"committed {len(report.committed)}, already in store {len(report.skipped)}, "
               f"failed {len(report.failed)}, flagged {len(report.flagged)} → {store}")

@@ -11,8 +11,9 @@ from chgdata.cli.split import GROUP_BY, SPLIT_SEED
 
 
 def run(
-    from_dir: Path = typer.Option(None, "--from-dir", exists=True, file_okay=False,
-                                  help="Folder tree of calculations (CHGCAR[.gz], vasprun.xml, DOS JSON)."),
+    from_dir: list[Path] = typer.Option(None, "--from-dir", exists=True, file_okay=False,
+                                        help="Folder tree of calculations (CHGCAR[.gz], vasprun.xml, DOS JSON); "
+                                             "repeat for several trees."),
     mp_ids: str = typer.Option(None, "--mp-ids", help="Comma-separated Materials Project ids."),
     store: str = STORE,
     api_key: str = typer.Option(None, "--api-key", envvar="MP_API_KEY", show_default=False,
@@ -34,11 +35,11 @@ def run(
     from chgdata.pipelines.ingest import run_ingest
     from chgdata.pipelines.split import run_split
 
-    if from_dir is None and not mp_ids:
+    if not from_dir and not mp_ids:
         raise typer.BadParameter("give --from-dir or --mp-ids")
     ids = [s for s in (mp_ids or "").split(",") if s]
     with cli_errors(), dask_client(workers, scheduler) as client:
-        ing = run_ingest(store, from_dir=str(from_dir) if from_dir else None, mp_ids=ids, api_key=api_key,
+        ing = run_ingest(store, from_dir=[str(d) for d in from_dir or []], mp_ids=ids, api_key=api_key,
                          client=client, progress=not quiet)
         out.print(f"ingest: committed {len(ing.committed)}, already there {len(ing.skipped)}, "
                   f"failed {len(ing.failed)}, flagged {len(ing.flagged)}")

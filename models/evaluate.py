@@ -63,6 +63,39 @@ def select_materials(ckpt: dict[str, Any], store_ids: Sequence[str], split: str 
     return ids
 
 
+def split_source(store_splits: dict[str, list[str]] | None, materials: Sequence[str] | None = None) -> str:
+    """Where the evaluated materials come from, in words (printed beside the counts)."""
+    if materials:
+        return "the --materials given"
+    if store_splits and any(store_splits.values()):
+        return "the store's recorded split (chgdata split)"
+    return "the checkpoint's own split (the store records none)"
+
+
+def split_disagreement(store_splits: dict[str, list[str]] | None, ckpt: dict[str, Any],
+                       store_ids: Sequence[str]) -> str | None:
+    """A warning when the store's recorded split and the checkpoint's assign this store's materials differently
+    (counts of both, over ``store_ids`` only, so each adds up to the materials evaluated), else None."""
+    theirs = ckpt.get("splits") or {}
+    if not store_splits or not any(store_splits.values()) or not any(theirs.values()):
+        return None
+    have = set(store_ids)
+    mine = {m: k for k in SPLIT_NAMES for m in store_splits.get(k, []) if m in have}
+    other = {m: k for k in SPLIT_NAMES for m in theirs.get(k, []) if m in have}
+    differ = sorted(m for m in have if mine.get(m) != other.get(m))
+    if not differ:
+        return None
+
+    def counts(assign: dict[str, str]) -> str:
+        n = {k: sum(v == k for v in assign.values()) for k in SPLIT_NAMES}
+        rest = len(have) - sum(n.values())
+        return " / ".join(f"{k} {n[k]}" for k in SPLIT_NAMES) + (f" / none {rest}" if rest else "")
+
+    return (f"the store's split ({counts(mine)}) and the checkpoint's ({counts(other)}) differ on {len(differ)} "
+            f"of this store's {len(have)} materials (e.g. {differ[0]}): rows follow the store's; a held-out split "
+            "holding any checkpoint training material is refused")
+
+
 def evaluate_density(model, ckpt: dict[str, Any], store: str, material_ids: Sequence[str], device: str = "cpu",
                      chunk_size: int | None = None,
                      progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
@@ -164,7 +197,11 @@ def run_evaluate(checkpoint: str | None, store: str, split: str = "test", materi
     names = ["materials"] if materials else [s.strip() for s in split.split(",") if s.strip()]
     selected = {name: select_materials(ckpt, store_ids, name, materials, store_splits) for name in names}
     if is_dos:
-        res = evaluate_dos(model, ckpt, store, selected[names[0]], device, plot=plot)
+        ids = list(dict.fromkeys(m for name in names for m in selected[name]))
+        res = evaluate_dos(model, ckpt, store, ids, device, plot=plot)
+        label = {m: name for name in reversed(names) for m in selected[name]}
+        for r in res["per_material"]:
+            r["split"] = label[r["material_id"]]
     else:
         rows = []
         for name in names:
@@ -177,8 +214,12 @@ def run_evaluate(checkpoint: str | None, store: str, split: str = "test", materi
                "per_material": rows}
         res["summary"]["by_split"] = {n: density_summary([r for r in rows if r["split"] == n]) for n in names}
         res["summary"]["by_group"] = group_summaries(first)
+    counts = {name: sum(r["split"] == name for r in res["per_material"]) for name in names}
     res["summary"].update(checkpoint=str(checkpoint or "default"), store=str(store),
                           split="materials" if materials else ",".join(names),
+                          split_counts=counts,
+                          split_source=split_source(store_splits, materials),
+                          split_warning=None if materials else split_disagreement(store_splits, ckpt, store_ids),
                           group_by=(ds.card.get("split") or {}).get("group_by") if store_splits["train"] else None,
                           saed_reference_id=(ckpt.get("data_version") or {}).get("saed_reference_id"))
     if res["summary"]["saed_reference_id"]:

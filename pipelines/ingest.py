@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -303,16 +304,27 @@ def changed_local_materials(index, items: Sequence[Item]) -> dict[str, tuple[str
     return changed
 
 
-def collect_items(from_dir: str | None, mp_ids: Sequence[str] | None) -> tuple[list[Item], dict[str, str]]:
-    """Materials to ingest and the ids rejected before any I/O (malformed ids, bad folders)."""
+def from_dir_roots(from_dir: str | os.PathLike | Sequence[str | os.PathLike] | None) -> list[str]:
+    """One folder, several, or none, as a list of paths."""
+    if from_dir is None:
+        return []
+    if isinstance(from_dir, (str, os.PathLike)):
+        return [os.fspath(from_dir)]
+    return [os.fspath(r) for r in from_dir]
+
+
+def collect_items(from_dir: str | Sequence[str] | None,
+                  mp_ids: Sequence[str] | None) -> tuple[list[Item], dict[str, str]]:
+    """Materials to ingest and the ids rejected before any I/O (malformed ids, bad folders). ``from_dir``: one
+    folder tree or several; a material id found in two of them is rejected as a duplicate."""
     items: list[Item] = []
     rejected: dict[str, str] = {}
-    if from_dir:
-        calcs, bad = vasp_dir.discover(from_dir)
+    for root in from_dir_roots(from_dir):
+        calcs, bad = vasp_dir.discover(root)
         rejected.update(dict(bad))
         items += [Item(c.material_id, c, c.grid_points()) for c in calcs]
         if not calcs and not bad:
-            raise SourceError(f"--from-dir {from_dir}: no calculation folders (CHGCAR, AECCAR or DOS files) found")
+            raise SourceError(f"--from-dir {root}: no calculation folders (CHGCAR, AECCAR or DOS files) found")
     for raw in mp_ids or []:
         try:
             items.append(Item(validate_mp_id(raw)))
@@ -322,14 +334,16 @@ def collect_items(from_dir: str | None, mp_ids: Sequence[str] | None) -> tuple[l
     unique = []
     for it in items:
         if it.material_id in seen:
-            rejected.setdefault(it.material_id, f"duplicate material id {it.material_id!r} in the input")
+            first = next(o for o in unique if o.material_id == it.material_id)
+            where = f": {first.calc.folder} and {it.calc.folder}" if first.calc and it.calc else " in the input"
+            rejected.setdefault(it.material_id, f"duplicate material id {it.material_id!r}{where}")
             continue
         seen.add(it.material_id)
         unique.append(it)
     return unique, rejected
 
 
-def run_ingest(store: str, *, from_dir: str | None = None, mp_ids: Sequence[str] | None = None,
+def run_ingest(store: str, *, from_dir: str | Sequence[str] | None = None, mp_ids: Sequence[str] | None = None,
                api_key: str | None = None, client_factory: Callable | None = None, workers: int = 2,
                scheduler: str | None = None, processes: bool = True, progress: bool = True,
                client=None, only: Collection[str] | None = None) -> IngestReport:
@@ -348,7 +362,8 @@ def run_ingest(store: str, *, from_dir: str | None = None, mp_ids: Sequence[str]
         found = {it.material_id for it in items}
         items = [it for it in items if it.material_id in wanted]
         rejected = {m: why for m, why in rejected.items() if m in wanted}
-        rejected.update({m: f"{m}: not found under {from_dir}" for m in sorted(wanted - found - set(rejected))})
+        where = ", ".join(from_dir_roots(from_dir))
+        rejected.update({m: f"{m}: not found under {where}" for m in sorted(wanted - found - set(rejected))})
     mp = None
     if any(it.calc is None for it in items):
         mp = MPSource(api_key=Secret.from_env(api_key), client_factory=client_factory or default_client)

@@ -151,3 +151,26 @@ def test_density_scaled_by_105_is_committed_flagged_and_info_shows_it(tmp_path):
     assert res.exit_code == 0, res.output
     flagged_line = next(ln for ln in res.output.splitlines() if "flagged" in ln)
     assert flagged_line.split("│")[-2].strip() == "1", flagged_line
+
+
+def test_several_from_dir_trees_ingest_together_and_a_shared_id_is_named(tmp_path):
+    """`--from-dir A --from-dir B` (the README's main job over gpaw and gpaw-more): both trees are ingested; an id
+    present in both is committed once and its duplicate names both folders."""
+    need_shared()
+    from chgdata.cli.main import app
+    from pymatgen.core import Structure
+    from typer.testing import CliRunner
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(GPAW / "gpaw-0001", a / "gpaw-0001")
+    shutil.copytree(GPAW / "gpaw-0002", b / "gpaw-0002")
+    shutil.copytree(GPAW / "gpaw-0003", b / "gpaw-0001")
+    res = CliRunner().invoke(app, ["ingest", "--from-dir", str(a), "--from-dir", str(b), "--store",
+                                   str(tmp_path / "s"), "-w", "1", "-q"])
+    assert res.exit_code == 3, res.output
+    assert "committed 2," in res.output
+    assert f"duplicate material id 'gpaw-0001': {a / 'gpaw-0001'} and {b / 'gpaw-0001'}" in res.output
+    ds = open_dataset(tmp_path / "s")
+    assert sorted(ds.material_ids) == ["gpaw-0001", "gpaw-0002"]
+    first = json.loads((a / "gpaw-0001" / "meta.json").read_text())["structure"]
+    assert ds.structure("gpaw-0001").composition == Structure.from_dict(first).composition  # the first tree's

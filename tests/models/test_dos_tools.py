@@ -93,6 +93,43 @@ def test_evaluate_dos_reports_baselines_per_split_and_a_grid(dos_store, dos_ckpt
     assert "composition" in res.output
 
 
+def test_evaluate_prints_counts_that_add_up_and_warns_on_a_different_split(dos_store, dos_ckpt, tmp_path):
+    """Several splits: the title counts each split's rows and names where the split came from; a checkpoint whose
+    split assigns the store's materials differently is warned about (it was silent)."""
+    from chgdata.cli.main import app
+
+    from chgdata.store import open_dataset
+
+    ds = open_dataset(dos_store)
+    have = set(ds.dos_ids())
+    splits = {k: [m for m in v if m in have] for k, v in ds.splits().items() if set(v) & have}
+    assert len(splits) >= 2
+    n = {k: len(v) for k, v in splits.items()}
+    res = CliRunner().invoke(app, ["evaluate", "-c", str(dos_ckpt), "-s", dos_store, "--split", ",".join(splits),
+                                   "-o", str(tmp_path / "e.json"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    title = f"{sum(n.values())} materials ({' + '.join(f'{k} {v}' for k, v in n.items())}; the store's"
+    assert title in res.output
+    rows = json.loads((tmp_path / "e.json").read_text())["per_material"]
+    assert sorted(r["split"] for r in rows) == sorted(k for k, v in splits.items() for _ in v)
+    mine = {m: k for k, v in splits.items() for m in v}
+    ckpt = torch.load(dos_ckpt, map_location="cpu", weights_only=False)
+
+    def differ(theirs):
+        return sum(mine[m] != next((k for k, v in theirs.items() if m in v), None) for m in mine)
+
+    k = differ(ckpt["splits"])
+    assert (f"differ on {k} of this store's {len(mine)} materials" in res.output) == (k > 0)
+    ckpt["splits"] = {**ckpt["splits"], "val": ckpt["splits"]["test"], "test": ckpt["splits"]["val"]}
+    torch.save(ckpt, tmp_path / "swapped.pt")
+    res = CliRunner().invoke(app, ["evaluate", "-c", str(tmp_path / "swapped.pt"), "-s", dos_store,
+                                   "--plot", str(tmp_path / "g.png"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    k2 = differ(ckpt["splits"])
+    assert k2 > k and f"warning: the store's split (train {n['train']}" in res.output
+    assert f"differ on {k2} of this store's" in res.output
+
+
 def _poscar_from_shared(tmp_path, folder="gpaw-0103"):
     from pymatgen.core import Structure
 
