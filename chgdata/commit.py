@@ -1,19 +1,16 @@
-"""Writing a store (DESIGN.md §3): the store lock, partition arrays written in whole shards, the
+"""Writing a store (DESIGN.md §3): partition arrays written in whole shards, the
 :class:`PartitionCommit` (arrays first, index fragment last, by atomic rename) and orphaned partitions.
 
 A material exists iff an index row names it, so a killed task leaves at most an orphaned partition that no index
 row points to; :func:`orphans` lists them and :func:`remove_orphans` deletes them under the store lock.
-Everything here is re-exported by :mod:`chgdata.store`.
+Everything here is re-exported by :mod:`chgdata.store` (the writer lock lives in :mod:`chgdata.lock`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import socket
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -24,7 +21,6 @@ from chgdata.location import (
     CHUNK_POINTS,
     SHARD_POINTS,
     Location,
-    StoreError,
     _rows_to_table,
     array_attrs,
     read_table,
@@ -82,82 +78,6 @@ class PartitionArrayWriter:
     def close(self) -> int:
         self._write_buffer()
         return self._flushed
-
-
-class StoreLock:
-    """An advisory lock file: one writer per store. A lock whose holder process is gone is taken over."""
-
-    def __init__(self, loc: Location, owner: str):
-        self.loc = loc
-        self.path = loc.path(C.LOCK)
-        self.owner = owner
-        self.token = uuid.uuid4().hex
-
-    def _holder(self) -> dict | None:
-        try:
-            return json.loads(self.loc.fs.cat_file(self.path))
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
-
-    @staticmethod
-    def _alive(holder: dict) -> bool:
-        if holder.get("host") != socket.gethostname():
-            return True  # cannot check another host: assume alive
-        try:
-            os.kill(int(holder["pid"]), 0)
-        except ProcessLookupError:
-            return False
-        except (PermissionError, KeyError, ValueError):
-            return True
-        return True
-
-    def acquire(self) -> None:
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "owner": self.owner,
-                "since": utcnow(), "token": self.token}
-        holder = self._holder()
-        if holder is not None and self._alive(holder):
-            raise StoreError(
-                f"store {self.loc.url} is locked by '{holder.get('owner')}' (pid {holder.get('pid')} on "
-                f"{holder.get('host')} since {holder.get('since')}); wait for it to finish or remove "
-                f"{C.LOCK} if that process is gone")
-        if self.loc.is_local:
-            self.loc.fs.makedirs(self.loc.root, exist_ok=True)
-            if holder is not None:  # stale lock of a dead process
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(self.path)
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError as exc:
-                raise StoreError(f"store {self.loc.url} was locked by another writer just now") from exc
-            with os.fdopen(fd, "w") as fh:
-                json.dump(info, fh)
-        else:  # object stores: conditional create (S3 If-None-Match: *), so of two racing writers one fails
-            if holder is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    self.loc.fs.rm_file(self.path)
-            try:
-                self.loc.fs.pipe_file(self.path, json.dumps(info).encode(), mode="create")
-            except FileExistsError as exc:
-                raise StoreError(f"store {self.loc.url} was locked by another writer just now") from exc
-        if (self._holder() or {}).get("token") != self.token:
-            raise StoreError(f"store {self.loc.url} was locked by another writer just now")
-
-    def release(self) -> None:
-        holder = self._holder()
-        if holder is not None and holder.get("token") == self.token:
-            self.loc.fs.rm_file(self.path)
-
-
-@contextlib.contextmanager
-def locked(url: str | os.PathLike, owner: str) -> Iterator[Location]:
-    """Hold the store's writer lock for the duration of a run."""
-    loc = Location.parse(url)
-    lock = StoreLock(loc, owner)
-    lock.acquire()
-    try:
-        yield loc
-    finally:
-        lock.release()
 
 
 class PartitionCommit:

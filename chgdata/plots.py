@@ -165,10 +165,18 @@ def plot_density_slices(panels: list[tuple[str, np.ndarray, str]], lattice: np.n
 
 
 def plot_training(metrics_csv: str | Path, path: str | Path, title: str | None = None) -> Path:
-    """Training curves from a run's metrics.csv: loss, validation metric(s), learning rate, throughput."""
+    """Training curves from a run's metrics.csv (:func:`training_figure`) as a PNG."""
+    path = Path(path)
+    fig = training_figure(metrics_csv, title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+def training_figure(metrics_csv: str | Path, title: str | None = None) -> Figure:
+    """Loss, validation metric(s) (with the SAED baseline), learning rate and throughput against the step."""
     import csv
 
-    path = Path(path)
     with open(metrics_csv) as fh:
         rows = list(csv.DictReader(fh))
     if not rows:
@@ -185,18 +193,31 @@ def plot_training(metrics_csv: str | Path, path: str | Path, title: str | None =
     axes[0].set_yscale("log")
     axes[0].set_ylabel("training loss (per-probe, e/Å³ for L1)")
     ax = axes[1]
-    if "val_nmae" in rows[0]:
-        ax.plot(step, col("val_nmae"), "o-", ms=3, label="model (ρ_SAED + Δρ̂)" if "val_nmae_saed" in rows[0]
-                else "model")
-        if "val_nmae_saed" in rows[0]:
-            ax.plot(step, col("val_nmae_saed"), "s--", ms=3, color="0.5", label="SAED baseline")
+    fields = set(rows[-1])  # metrics.csv grows columns: the last row has them all
+
+    def curve(name: str, *args, **kw) -> bool:
+        """Plot the finite values of a column (validation runs every val_every epochs); False when there are none."""
+        if name not in fields:
+            return False
+        y = col(name)
+        ok = np.isfinite(y)
+        if ok.any():
+            ax.plot(step[ok], y[ok], *args, **kw)
+        return bool(ok.any())
+
+    if curve("val_nmae", "o-", ms=3, label="model (ρ_SAED + Δρ̂)" if "val_nmae_saed" in fields else "model"):
+        curve("val_nmae_saed", "s--", ms=3, color="0.5", label="SAED baseline")
         ax.set_ylabel("validation NMAE (%)")
         ax.set_yscale("log")
         ax.legend(fontsize=8)
-    elif "val_mse" in rows[0]:
-        ax.plot(step, col("val_mse"), "o-", ms=3)
+    elif curve("val_mse", "o-", ms=3):
         ax.set_yscale("log")
         ax.set_ylabel("validation MSE (normalised DOS)")
+    else:
+        ax.set_ylabel("validation metric")
+        ax.text(0.5, 0.5, f"no validation yet\n(last step {int(np.nanmax(step))}; validation runs at the end of\n"
+                "every val_every epochs and of the run)", ha="center", va="center", transform=ax.transAxes,
+                fontsize=9, color="0.35")
     axes[2].plot(step, col("lr"), "o-", ms=3)
     axes[2].set_ylabel("learning rate")
     if "probes_per_s" in rows[0]:
@@ -207,6 +228,4 @@ def plot_training(metrics_csv: str | Path, path: str | Path, title: str | None =
         a.grid(alpha=0.3)
     fig.suptitle(title or f"training curves: {Path(metrics_csv).parent.name}")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return fig

@@ -20,8 +20,6 @@ import os
 from chgdata.commit import (
     PartitionArrayWriter,
     PartitionCommit,
-    StoreLock,
-    locked,
     orphans,
     referenced_partitions,
     remove_orphans,
@@ -57,6 +55,7 @@ from chgdata.location import (
     utcnow,
     write_card,
 )
+from chgdata.lock import StoreLock, locked
 
 __all__ = [
     "AUGMENTATION_SCHEMA",

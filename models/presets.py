@@ -5,10 +5,11 @@ fields; ``model`` and ``dos_model`` are the model overrides for the density targ
 Precedence in ``chgdata train``: TrainConfig defaults < preset < ``--config`` file < command-line flags (a file's
 ``model:`` replaces the preset's whole ``model``).
 
-- ``cpu``: the settings of the shipped model ``models/default/density.pt`` (``bench/train_gpu.py --scale cpu``):
-  a 9 k-parameter model, 200 probes × 8 structures per step (about 16 steps/s on an idle core), 3000 steps:
-  about 5 minutes of one core, < 1 GB RSS, held-out Δρ NMAE 1.6–1.9 % where SAED alone gives 2.8–3.0 %
-  (``bench/results/train_ablation.md``, BENCHMARKS.md). ``val_every`` is in epochs.
+- ``cpu``: a first run sized for a laptop (``bench/train_gpu.py --scale cpu``; the shipped model is larger, README):
+  a 9 k-parameter model, 200 probes × 8 structures per step (about 20 steps/s on 2 cores), 3000 steps:
+  2.6 minutes wall, 0.83 GB RSS. Held-out Δρ NMAE 1.6–1.9 % where SAED alone gives 2.8–3.0 % on a random split
+  by material (``bench/results/train_ablation.md``), but 4.59 % against the train-fitted SAED's 3.40 % on the
+  main job's grouped val split (README). ``val_every`` is in epochs.
 - ``gpu``: 48 scalars / 12 vectors, 3 interaction blocks, 8000 probes × 32 structures (≤ 262 144 probes per
   step: the head's kernels only fill a GPU at ~10⁵ probes per step), 4 loader workers.
 """

@@ -132,7 +132,7 @@ def test_object_store_lock_is_a_conditional_create(s3_endpoint, monkeypatch):
     with pytest.raises(StoreError, match="locked by 'first'"):
         second.acquire()  # sees the live holder
     monkeypatch.setattr(StoreLock, "_holder", lambda self: None)  # as if it had looked just before `first` wrote
-    with pytest.raises(StoreError, match="locked by another writer just now"):
+    with pytest.raises(StoreError, match="locked by another writer"):
         second.acquire()
     monkeypatch.undo()
     assert json.loads(loc.fs.cat_file(first.path))["owner"] == "first"  # the holder's lock is untouched
@@ -140,3 +140,35 @@ def test_object_store_lock_is_a_conditional_create(s3_endpoint, monkeypatch):
     second.acquire()
     second.release()
     assert not loc.fs.exists(first.path)
+
+
+def test_object_store_lock_survives_a_lost_reply(s3_endpoint, monkeypatch):
+    """The lock PUT lands but its reply is lost: the retry gets 412 (FileExistsError) or the retries run out
+    (OSError). Reading the token back shows the lock is ours (it was refused as 'another writer' and left
+    behind); a create that never landed is one clear error and leaves no lock."""
+    from chgdata.store import StoreError, StoreLock
+
+    loc = Location.parse(f"s3://{BUCKET}/lock-lost-reply")
+    real = loc.fs.pipe_file
+    for after in (FileExistsError("412 Precondition Failed"), OSError("connection reset")):
+        def landed_then_lost(path, value, *a, _exc=after, **kw):
+            real(path, value, *a, **kw)
+            raise _exc
+
+        monkeypatch.setattr(loc.fs, "pipe_file", landed_then_lost)
+        lock = StoreLock(loc, "lost reply")
+        lock.acquire()
+        monkeypatch.undo()
+        assert json.loads(loc.fs.cat_file(lock.path))["token"] == lock.token
+        lock.release()
+        assert not loc.fs.exists(lock.path)
+
+    def never_landed(*a, **kw):
+        raise OSError("connection reset")
+
+    monkeypatch.setattr(loc.fs, "pipe_file", never_landed)
+    with pytest.raises(StoreError, match=r"could not create the lock s3://.*\.chgdata\.lock \(OSError: connection "
+                                         r"reset\); rerun when the object store answers"):
+        StoreLock(loc, "x").acquire()
+    monkeypatch.undo()
+    assert not loc.fs.exists(loc.path(C.LOCK))

@@ -109,6 +109,23 @@ def test_plot_training(tmp_path):
     assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_plot_training_before_the_first_validation_says_so(tmp_path):
+    """Early in a run metrics.csv has no validation column (and later rows have gaps): the panel says there is no
+    validation yet instead of drawing an empty unlabelled frame; validation points with gaps are drawn."""
+    from chgdata.plots import training_figure
+
+    (tmp_path / "m.csv").write_text("epoch,step,train_loss,lr,probes_per_s,epoch_s\n0,10,0.5,0.001,100,1\n")
+    before = training_figure(tmp_path / "m.csv").axes[1]
+    (tmp_path / "m.csv").write_text("epoch,step,train_loss,lr,val_nmae\n0,10,0.5,0.001,\n1,20,0.4,0.001,9\n"
+                                    "2,30,0.3,0.001,\n3,40,0.2,0.001,7\n")
+    after = training_figure(tmp_path / "m.csv").axes[1]
+    assert not before.lines and "no validation yet" in before.texts[0].get_text()
+    assert before.get_ylabel() == "validation metric"
+    (line,) = after.lines
+    assert list(line.get_xdata()) == [20, 40] and list(line.get_ydata()) == [9, 7]
+    assert after.get_ylabel() == "validation NMAE (%)"
+
+
 def test_mp_id_fetches_only_the_structure(spin_ckpt, tmp_path):
     """`predict mp-…` asks MP for the structure alone (tested at the MPRester boundary, with a double of the real
     class): no charge density or DOS is downloaded, so it works for materials MP has no density for."""
