@@ -41,6 +41,7 @@ class ChgcarHeader:
     counts: tuple[int, ...]
     symbols: tuple[str, ...]
     grid_shape: tuple[int, int, int]
+    grid_line: int = 0  #: 1-based line number of the "nx ny nz" line (the grid's values follow it)
 
     @property
     def natoms(self) -> int:
@@ -58,29 +59,36 @@ class ChgcarHeader:
 def read_chgcar_header(path: str | os.PathLike, max_points: int = MAX_GRID_POINTS) -> ChgcarHeader:
     """Read a CHGCAR/AECCAR header without reading the grid; refuses degenerate cells and huge grids."""
     name = os.fspath(path)
+    lines = 0
+
+    def readline(fh) -> str:
+        nonlocal lines
+        lines += 1
+        return fh.readline()
+
     try:
         with open_text(name) as fh:
-            fh.readline()  # comment
-            scale = float(fh.readline().split()[0])
-            lattice = np.array([[float(x) for x in fh.readline().split()[:3]] for _ in range(3)])
-            words = fh.readline().split()
+            readline(fh)  # comment
+            scale = float(readline(fh).split()[0])
+            lattice = np.array([[float(x) for x in readline(fh).split()[:3]] for _ in range(3)])
+            words = readline(fh).split()
             symbols: tuple[str, ...] = ()
             if words and not words[0].isdigit():  # VASP 5: a species line before the counts
                 symbols = tuple(words)
-                words = fh.readline().split()
+                words = readline(fh).split()
             counts = tuple(int(x) for x in words)
-            if fh.readline().strip()[:1] in ("s", "S"):  # selective dynamics, then Direct/Cartesian
-                fh.readline()
+            if readline(fh).strip()[:1] in ("s", "S"):  # selective dynamics, then Direct/Cartesian
+                readline(fh)
             natoms = sum(counts)
             if natoms <= 0:
                 raise GridError(f"{name}: header declares {natoms} atoms")
             if symbols and len(symbols) != len(counts):
                 raise GridError(f"{name}: {len(symbols)} species names but {len(counts)} species counts")
             for _ in range(natoms):
-                fh.readline()
-            line = fh.readline()
+                readline(fh)
+            line = readline(fh)
             while line and not line.strip():
-                line = fh.readline()
+                line = readline(fh)
             dims = tuple(int(x) for x in line.split())
     except GridError:
         raise
@@ -95,11 +103,68 @@ def read_chgcar_header(path: str | os.PathLike, max_points: int = MAX_GRID_POINT
     vol = np.linalg.det(lattice)
     if not np.isfinite(vol) or abs(vol) < 1e-6:
         raise GridError(f"{name}: degenerate lattice (volume {vol:.3g} Å^3)")
-    header = ChgcarHeader(lattice, counts, symbols, dims)
+    header = ChgcarHeader(lattice, counts, symbols, dims, lines)
     if header.n_points > max_points:
         raise GridError(f"{name}: declared grid {dims} has {header.n_points:.3g} points, over the limit "
                         f"of {max_points:.3g}; refused before allocating")
     return header
+
+
+#: Largest ratio of grid spacings along the three lattice vectors accepted: VASP and GPAW choose nearly uniform
+#: spacings (at most 1.13 over the 299 shared CHGCAR/AECCAR files); a grid line in the wrong order breaks it.
+MAX_SPACING_RATIO = 2.5
+
+
+def grid_layout_problem(path: str | os.PathLike, header: ChgcarHeader) -> str | None:
+    """Why a CHGCAR's grid cannot be what its header says, or None: grid dimensions that do not follow the lattice
+    (a permuted "nx ny nz" line) or values after the first grid that are neither augmentation occupancies nor a
+    second (magnetisation) grid. One pass over the text; pymatgen's parser accepts both silently."""
+    lengths = np.linalg.norm(header.lattice, axis=1)
+    spacing = lengths / np.asarray(header.grid_shape, float)
+    if spacing.max() > MAX_SPACING_RATIO * spacing.min():
+        order = np.argsort(np.argsort(lengths))
+        likely = tuple(int(n) for n in np.sort(header.grid_shape)[order])
+        hint = f"; permuted grid line? {likely} would follow the lattice" if likely != header.grid_shape else ""
+        return (f"grid {header.grid_shape} on lattice vectors of {', '.join(f'{x:.2f}' for x in lengths)} Å gives "
+                f"spacings {', '.join(f'{x:.3f}' for x in spacing)} Å (over {MAX_SPACING_RATIO}x apart){hint}")
+    if not header.grid_line:
+        return None
+    need = header.n_points
+    with open_text(path) as fh:
+        for _ in range(header.grid_line):
+            fh.readline()
+        lineno = header.grid_line
+        for line in fh:
+            lineno += 1
+            need -= len(line.split())
+            if need <= 0:
+                break
+        if need < 0:
+            return f"{-need} values after the {need + header.n_points} of the grid on line {lineno}"
+        if need > 0:
+            return None  # a short grid: the parser reports it
+        extra: list[str] = []
+        for line in fh:
+            lineno += 1
+            words = line.split()
+            if not words:
+                continue
+            if words[0].lower().startswith("augmentation"):
+                return None
+            if tuple(words) == tuple(str(n) for n in header.grid_shape) or (
+                    len(words) == 3 and all(w.isdigit() for w in words)
+                    and tuple(int(w) for w in words) == header.grid_shape):
+                if len(extra) in (0, header.natoms):  # the magnetic moments per atom precede a spin grid
+                    return None
+                break
+            extra += words
+            if len(extra) > header.natoms:
+                break
+        if not extra:
+            return None
+        count = f"more than {header.natoms}" if len(extra) > header.natoms else str(len(extra))
+        return (f"{count} values after the {header.n_points}-point grid (line {lineno}) that are neither "
+                "augmentation occupancies nor a second grid")
 
 
 #: Largest |ρ| [e/Å³] accepted on a grid: the all-electron 1s density at a heavy nucleus is ~10⁶ e/Å³ (Z³/π a₀³

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import errno
+import logging
 import sys
 from collections.abc import Iterator
 
@@ -32,7 +35,8 @@ out = _console()
 
 @contextlib.contextmanager
 def cli_errors() -> Iterator[None]:
-    """Library errors end the command with one clear line on stderr and exit code 1 (no traceback)."""
+    """Library errors and faults of the machine (:func:`fault_message`) end the command with one clear line on
+    stderr and exit code 1 (no traceback; ``--verbose`` logs it)."""
     from chgdata.grid import GridError
     from chgdata.sources.records import SourceError
     from chgdata.store import StoreError
@@ -42,6 +46,38 @@ def cli_errors() -> Iterator[None]:
     except (StoreError, SourceError, GridError, FileNotFoundError, KeyError, ValueError) as exc:
         console.print(error_line(exc), highlight=False, soft_wrap=True)
         sys.exit(1)
+    except (OSError, MemoryError, concurrent.futures.CancelledError, *_object_store_errors()) as exc:  # the machine
+        logging.getLogger("chgdata").debug("fault", exc_info=True)  # the traceback with --verbose
+        console.print(Text.assemble(("error:", "bold red"), " ", fault_message(exc)), highlight=False,
+                      soft_wrap=True)
+        sys.exit(1)
+
+
+def _object_store_errors() -> tuple[type[BaseException], ...]:
+    """botocore's own exception base (an S3 endpoint unreachable after retries), where botocore is installed."""
+    try:
+        from botocore.exceptions import BotoCoreError
+    except ImportError:
+        return ()
+    return (BotoCoreError,)
+
+
+def fault_message(exc: BaseException) -> str:
+    """One line for a fault of the environment (full disk, lost Dask scheduler, out of memory, I/O or network
+    errors after retries): the cause and what to do. Committed materials are never lost by these: a store is
+    written index-last, so a rerun resumes."""
+    detail = " ".join(str(exc).split())[:240] or type(exc).__name__
+    resume = "committed materials are kept and a rerun resumes"
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        where = f" writing {exc.filename}" if exc.filename else ""
+        return f"no space left on the device{where}: free space (or use another --store/--out), then rerun; {resume}"
+    lost = type(exc).__name__ in ("CommClosedError", "FutureCancelledError", "CancelledError")
+    if lost or "scheduler-connection-lost" in detail:
+        return (f"lost the Dask cluster ({type(exc).__name__}: {detail}): check that the scheduler and workers are "
+                f"running (or drop --scheduler for a local cluster), then rerun; {resume}")
+    if isinstance(exc, MemoryError):
+        return f"out of memory ({detail}): use fewer --workers, a smaller grid or a bigger machine; {resume}"
+    return f"{type(exc).__name__}: {detail} (I/O or network); fix the cause and rerun; {resume}"
 
 
 def error_line(exc: BaseException) -> Text:

@@ -194,6 +194,44 @@ def grid_of_chgcar(path: str | os.PathLike) -> tuple[int, int, int]:
     return read_chgcar_header(path).grid_shape
 
 
+#: Host bytes per grid point of one prediction, measured with tracemalloc on Si at 100³ and 160³ (numpy arrays:
+#: Δρ̂, ρ_SAED, ρ, their float64 sums, the writers' buffers: 32 B per point) plus the torch output (8 B), with
+#: margin for the writers (cube/xsf text).
+PREDICT_BYTES_PER_POINT = 64
+
+
+def available_memory() -> int:
+    """Bytes this process can still allocate: the system's available memory, capped by a cgroup v2 limit."""
+    import psutil
+
+    avail = int(psutil.virtual_memory().available)
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+        if limit != "max":
+            avail = min(avail, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return max(avail, 0)
+
+
+def check_grid_memory(name: str, shape: Sequence[int], lattice: np.ndarray, available: int | None = None) -> None:
+    """Refuse, before any work, a grid whose prediction needs more host memory than is available (one line that
+    names the estimate and a spacing that would fit)."""
+    n = int(np.prod([int(k) for k in shape]))
+    need = n * PREDICT_BYTES_PER_POINT
+    available = available_memory() if available is None else available
+    if need <= 0.8 * available:
+        return
+    lengths = np.linalg.norm(np.asarray(lattice, np.float64).reshape(3, 3), axis=1)
+    fits = (0.8 * available / PREDICT_BYTES_PER_POINT) ** (1 / 3)  # points per axis of a cube that fits
+    spacing = max(float(np.max(lengths)) / max(fits, 1.0), 0.01)
+    raise PredictError(f"{name}: grid {'×'.join(map(str, shape))} ({n:.3g} points) needs about {need / 2**30:.1f} "
+                       f"GiB for the prediction, {available / 2**30:.1f} GiB available; use a coarser grid "
+                       f"(--spacing {math.ceil(spacing * 100) / 100:.2f} fits; the default 0.1 Å gives "
+                       f"{'×'.join(map(str, grid_for_spacing(lattice, 0.1)))})")
+
+
 def parse_grid(text: str) -> tuple[int, int, int]:
     parts = [t for t in re.split(r"[,x× ]+", text.strip()) if t]
     if len(parts) != 3 or not all(t.isdigit() and int(t) > 0 for t in parts):
@@ -412,16 +450,25 @@ def run_predict(specs: Sequence[str], out: str | os.PathLike, *, checkpoint: str
         raise PredictError("give at most one of --grid, --spacing and --like")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise PredictError("--device cuda asked for, but torch sees no CUDA device")
+    from chgdata.geometry import overlap_reason
+
     inputs = [read_structure(s, mp_source) for s in specs]
+    for inp in inputs:
+        if why := overlap_reason(inp.structure):
+            raise PredictError(f"{inp.name} ({inp.source}): {why}")
     names: dict[str, int] = {}
     for inp in inputs:
         n = names.get(inp.name, 0)
         names[inp.name] = n + 1
         if n:
             inp.name = f"{inp.name}-{n + 1}"
+    like_shape = grid_of_chgcar(like) if like else None
+    shapes = [tuple(grid) if grid else like_shape if like_shape else
+              grid_for_spacing(inp.structure.lattice.matrix, spacing or 0.1) for inp in inputs]
+    for inp, shape in zip(inputs, shapes):
+        check_grid_memory(inp.name, shape, inp.structure.lattice.matrix)
     model, ckpt = load(checkpoint, device)
     reference = reference_table(ckpt, store) if getattr(model.config, "target", None) == "delta" else None
-    like_shape = grid_of_chgcar(like) if like else None
     if spin not in SPIN_MODES:
         raise PredictError(f"--spin must be one of {', '.join(SPIN_MODES)}, got {spin!r}")
     if aug_from and len(inputs) != 1:
@@ -440,9 +487,7 @@ def run_predict(specs: Sequence[str], out: str | os.PathLike, *, checkpoint: str
     results = []
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                   TimeElapsedColumn(), TimeRemainingColumn(), disable=not progress, transient=True) as bar:
-        for inp in inputs:
-            shape = (tuple(grid) if grid else like_shape if like_shape else
-                     grid_for_spacing(inp.structure.lattice.matrix, spacing or 0.1))
+        for inp, shape in zip(inputs, shapes):
             task = bar.add_task(f"{inp.name} {shape[0]}×{shape[1]}×{shape[2]}", total=int(np.prod(shape)))
             pred = predict_structure(model, ckpt, inp.structure, shape, name=inp.name, reference=reference,
                                      device=device, chunk_size=chunk_size, conserve_electrons=conserve_electrons,

@@ -25,11 +25,30 @@ def dask_client(workers: int = 2, scheduler: str | None = None, processes: bool 
     cluster of ``workers`` single-threaded worker processes (threads when ``processes`` is False). The dashboard
     address is logged (``chgdata.pipelines.cluster``, INFO) when the client opens."""
     address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
-    if address:
-        with Client(address, timeout="30s") as client:
-            log.info("Dask scheduler %s, dashboard %s", address, client.dashboard_link)
-            yield client
-        return
+    with _quiet_client_errors():
+        if address:
+            with Client(address, timeout="30s") as client:
+                log.info("Dask scheduler %s, dashboard %s", address, client.dashboard_link)
+                yield client
+            return
+        yield from _local_client(workers, processes, memory_limit)
+
+
+@contextlib.contextmanager
+def _quiet_client_errors() -> Iterator[None]:
+    """Unless chgdata logs at DEBUG (``--verbose``): no tracebacks from ``distributed.client`` while it tries to
+    reconnect to a lost scheduler; the failed futures reach the caller, which reports them in one line."""
+    lg = logging.getLogger("distributed.client")
+    saved = lg.level
+    if logging.getLogger("chgdata").getEffectiveLevel() > logging.DEBUG:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        lg.setLevel(saved)
+
+
+def _local_client(workers: int, processes: bool, memory_limit: str | None) -> Iterator[Client]:
     cluster = LocalCluster(n_workers=max(1, workers), threads_per_worker=1, processes=processes,
                            memory_limit=memory_limit, dashboard_address=":0")
     client = None
@@ -38,6 +57,8 @@ def dask_client(workers: int = 2, scheduler: str | None = None, processes: bool 
         level = logging.getLogger("chgdata").getEffectiveLevel()
         if processes and level < logging.WARNING:  # the CLI asked for chgdata's messages: workers' too
             client.run(log_to_stderr, level)
+        if processes and level > logging.DEBUG:  # a failed task is re-raised and reported by the driver
+            client.run(_quiet_task_errors)
         n = max(1, workers)
         log.info("Dask dashboard: %s (local cluster, %d worker %s)", cluster.dashboard_link, n,
                  ("process" if n == 1 else "processes") if processes else ("thread" if n == 1 else "threads"))
@@ -79,6 +100,12 @@ def quiet_distributed(level: int = logging.CRITICAL) -> Iterator[None]:
     finally:
         for lg, lvl in zip(loggers, saved):
             lg.setLevel(lvl)
+
+
+def _quiet_task_errors() -> None:
+    """In a worker process: no "Compute Failed" traceback from ``distributed.worker`` (the driver gets the task's
+    exception and reports it in one line; ``--verbose`` keeps Dask's messages)."""
+    logging.getLogger("distributed.worker").setLevel(logging.CRITICAL)
 
 
 def _quiet_worker_shutdown() -> None:

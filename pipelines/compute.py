@@ -26,21 +26,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from chgdata.pipelines.cluster import dask_client
 from distributed import as_completed
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from chgdata.candidates import Candidate
 from chgdata.dft.calculation import is_finished
+from chgdata.geometry import overlap_reason
 from chgdata.reserved import is_reserved
 
 log = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = ["id", "formula", "natoms", "nx", "ny", "nz", "spin", "magmom", "efermi", "seconds"]
 FAILURE_COLUMNS = ["id", "prototype", "variant", "natoms", "reason", "seconds"]
-#: Closest allowed distance between two atoms [Å] (periodic images included).
-MIN_DISTANCE_A = 0.5
 
 
 class ComputeLocked(RuntimeError):
@@ -66,10 +64,8 @@ def refusal(c: Candidate, max_atoms: int) -> str | None:
         return f"reserved composition {c.reduced_formula} (RESERVED-FORMULAS.txt: kept for external evaluation)"
     if len(c.structure) > max_atoms:
         return f"{len(c.structure)} atoms > --max-atoms {max_atoms}"
-    if len(c.structure) > 1:
-        d = c.structure.distance_matrix[np.triu_indices(len(c.structure), 1)].min()
-        if d < MIN_DISTANCE_A:
-            return f"overlapping atoms: {d:.2f} Å apart (< {MIN_DISTANCE_A} Å)"
+    if why := overlap_reason(c.structure):
+        return why
     from chgdata.dft.settings import setup_valence
 
     for el in c.structure.composition:

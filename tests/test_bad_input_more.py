@@ -55,6 +55,11 @@ def _cases() -> dict[str, tuple[dict, str]]:
     nandos["densities"]["1"][5] = float("nan")
     structure_json = json.dumps(dos["structure"])  # valid pymatgen JSON, but a Structure, not a DOS
     raw = gzip.compress(chgcar.encode())
+    l28 = _chgcar_lines("gpaw-0028")  # a 35x16x18 grid on a 5.87 x 2.87 x 2.88 A cell
+    k = next(i for i, ln in enumerate(l28) if ln.split() == ["35", "16", "18"])
+
+    def dims(line):
+        return "".join(l28[:k] + [line] + l28[k + 1:])
     crc = raw[: len(raw) // 2] + b"\x00" * 64 + raw[len(raw) // 2 + 64:]  # header intact, deflate data damaged
     return {
         "chgcar-gzip-damaged": ({"CHGCAR.gz": crc}, "corrupt gzip stream"),
@@ -73,6 +78,12 @@ def _cases() -> dict[str, tuple[dict, str]]:
                          "not a readable JSON file"),
         "dos-only-bad-gzip": ({"dos.json.gz": gzip.compress(b"{}" * 500)[:40] + b"\x00" * 40},
                               "unreadable DOS file"),
+        "chgcar-trailing-values": ({"CHGCAR": chgcar + " 0.1 0.2 0.3 0.4 0.5\n"},
+                                   "values after the 13824-point grid (line 2778) that are neither augmentation"),
+        "chgcar-dims-swapped": ({"CHGCAR": dims("   16   35   18\n")},
+                                "permuted grid line? (35, 16, 18) would follow the lattice"),
+        "chgcar-dims-near-equal-swapped": ({"CHGCAR": dims("   35   18   16\n")},
+                                           "is the header's grid line permuted?"),
         "vasprun-broken": ({"CHGCAR": chgcar, "vasprun.xml": "<?xml version='1.0'?>\n<modeling><generator>"},
                            "unreadable vasprun"),
     }

@@ -77,3 +77,25 @@ def test_readme_lists_every_predict_format():
     from tests.conftest import REPO
 
     assert f"--format {','.join(FORMATS)}" in (REPO / "README.md").read_text()
+
+
+@pytest.mark.parametrize("exc, phrase", [
+    (OSError(28, "No space left on device"), "no space left on the device: free space"),
+    (MemoryError("Unable to allocate 7.5 GiB"), "out of memory (Unable to allocate 7.5 GiB)"),
+    (ConnectionResetError(104, "Connection reset by peer"), "ConnectionResetError: [Errno 104] Connection reset"),
+])
+def test_faults_of_the_machine_are_one_line_with_exit_1(exc, phrase, capsys):
+    """Faults that used to end in 85-355 line tracebacks (disk full, lost scheduler, S3 retries exhausted): one
+    line naming the cause and the rerun; the traceback goes to the debug log (--verbose) only."""
+    import concurrent.futures
+
+    from chgdata.cli.common import cli_errors
+
+    lost = concurrent.futures.CancelledError("ingest_partition-1 cancelled for reason: scheduler-connection-lost.")
+    for e, want in [(exc, phrase), (lost, "lost the Dask cluster (CancelledError: ingest_partition-1")]:
+        with pytest.raises(SystemExit) as stop, cli_errors():
+            raise e
+        assert stop.value.code == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ") and "rerun" in err, err
+        assert want in " ".join(err.split()), err

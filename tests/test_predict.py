@@ -242,3 +242,41 @@ def test_elements_outside_the_models_are_named_with_what_they_cover(tmp_path):
     assert res.exit_code == 1 and "no entry for U" in res.output and "covers Ag, Al" in res.output
     res = CliRunner().invoke(app, ["predict", str(cif), "--dos-only", "--out", str(tmp_path / "d")])
     assert res.exit_code == 0 and "warning:" in res.output and "U never occurred" in res.output
+
+
+def test_predict_preflight_refuses_huge_grids_and_overlapping_atoms(tmp_path):
+    """Before the model is even loaded: a grid whose prediction cannot fit in memory (2000³ was a 93-line torch
+    traceback, 1000³ grew past 5 GB before it was killed) is one line naming the estimate and a spacing that fits;
+    two atoms on one site (predicted silently before) are named."""
+    from chgdata.cli.main import app
+    from chgdata.models.predict import PREDICT_BYTES_PER_POINT, PredictError, check_grid_memory
+    from pymatgen.core import Lattice, Structure
+
+    si = Structure(Lattice.cubic(5.43), ["Si", "Si"], [[0, 0, 0], [0.25, 0.25, 0.25]])
+    si.to(filename=str(tmp_path / "POSCAR_Si"), fmt="poscar")
+    res = CliRunner().invoke(app, ["predict", str(tmp_path / "POSCAR_Si"), "--grid", "2000,2000,2000",
+                                   "--out", str(tmp_path / "o"), "-q"])
+    assert res.exit_code == 1
+    line = " ".join(res.output.split())
+    assert "POSCAR_Si: grid 2000×2000×2000 (8e+09 points) needs about 476.8 GiB" in line, line
+    assert "use a coarser grid (--spacing" in line and "Traceback" not in res.output
+    assert not (tmp_path / "o").exists()
+    # the estimate against a given budget: 1000³ refused on 16 GiB, the default 0.1 Å grid (55³) accepted
+    with pytest.raises(PredictError, match=r"1e\+09 points\) needs about 59.6 GiB for the prediction, 16.0 GiB"):
+        check_grid_memory("Si", (1000, 1000, 1000), si.lattice.matrix, available=16 * 2**30)
+    check_grid_memory("Si", (60, 60, 60), si.lattice.matrix, available=60**3 * PREDICT_BYTES_PER_POINT * 2)
+    # the suggested spacing fits the same budget
+    msg = ""
+    try:
+        check_grid_memory("Si", (1000, 1000, 1000), si.lattice.matrix, available=2**30)
+    except PredictError as exc:
+        msg = str(exc)
+    spacing = float(msg.split("--spacing ")[1].split()[0])
+    from chgdata.models.predict import grid_for_spacing
+
+    check_grid_memory("Si", grid_for_spacing(si.lattice.matrix, spacing), si.lattice.matrix, available=2**30)
+    twin = Structure(Lattice.cubic(5.43), ["Si", "Si", "Si"], [[0, 0, 0], [0.25, 0.25, 0.25], [1e-4, 0, 0]])
+    twin.to(filename=str(tmp_path / "POSCAR_twin"), fmt="poscar")
+    res = CliRunner().invoke(app, ["predict", str(tmp_path / "POSCAR_twin"), "--out", str(tmp_path / "o"), "-q"])
+    assert res.exit_code == 1
+    assert "overlapping atoms: sites 0 (Si) and 2 (Si) are 0.00 Å apart (< 0.5 Å)" in " ".join(res.output.split())

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from chgdata.grid import GridError, read_chgcar_header
+from chgdata.grid import GridError, grid_layout_problem, read_chgcar_header
 from chgdata.sources.records import MaterialRecord, SourceError, validate_local_id
 from chgdata.sources.settings import META_NAMES, gpaw_meta, gpaw_settings, incar_settings, vasprun_settings
 from chgdata.store import file_sha256, file_stats, utcnow
@@ -197,6 +197,8 @@ def _read_volumetric(path: str, expect_natoms: int | None = None):
                         "(truncated or wrong grid count)")
     if len(chg.structure) != header.natoms:
         raise GridError(f"{path}: {len(chg.structure)} sites parsed but {header.natoms} declared")
+    if (why := grid_layout_problem(path, header)) is not None:
+        raise GridError(f"{path}: {why}")
     return chg, header
 
 
