@@ -48,10 +48,30 @@ class DensityGrid:
         return Chgcar(Poscar(structure), data, data_aug=data_aug)
 
 
-class Dataset:
-    """Read access to a store: the index as an Arrow table and grids of single materials."""
+#: array -> (offset column of the index row, checksum column, table holding the checksum: None = the index)
+GRID_CHECKSUMS = {C.RHO: (C.COL_RHO_OFFSET, C.COL_RHO_SHA, None), C.MAG: (C.COL_MAG_OFFSET, C.COL_MAG_SHA, None),
+                  C.RHO_AE: (C.COL_AE_OFFSET, C.COL_AE_SHA, None),
+                  C.SAED: (C.COL_RHO_OFFSET, "saed_sha256", C.DELTA_INDEX),
+                  C.DELTA: (C.COL_RHO_OFFSET, "delta_sha256", C.DELTA_INDEX)}
 
-    def __init__(self, url: str | os.PathLike):
+
+def check_reads_default() -> bool:
+    """Whether reads are checked against their checksums unless told: yes, but ``CHGDATA_CHECK_READS=0``."""
+    return os.environ.get("CHGDATA_CHECK_READS", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+class Dataset:
+    """Read access to a store: the index as an Arrow table and grids of single materials.
+
+    ``check_reads`` (default on; ``CHGDATA_CHECK_READS=0`` turns it off): every whole grid and DOS window read is
+    compared with the sha256 recorded when it was written, so a corrupted or truncated chunk raises
+    :class:`StoreError` naming the material and the array instead of returning wrong numbers. Point subsets
+    (training probes) are covered by checking the material's whole grid once per Dataset."""
+
+    def __init__(self, url: str | os.PathLike, check_reads: bool | None = None):
+        self.check_reads = check_reads_default() if check_reads is None else bool(check_reads)
+        self._checked: set[tuple[str, str]] = set()
+        self._derived_rows: dict[str, dict[str, dict[str, Any]]] = {}
         self.loc = Location.parse(url)
         self.loc.refresh()
         if not self.loc.fs.exists(self.loc.root):
@@ -150,12 +170,26 @@ class Dataset:
             return arr[offset:offset + row[C.COL_NPOINTS]]
         return arr.get_coordinate_selection(np.asarray(points, dtype=np.int64) + offset)
 
-    def checked_grid(self, array: str, material_id: str, row: dict[str, Any], offset_column: str,
-                     sha_column: str) -> np.ndarray:
-        """A whole flat grid, checked against the sha256 the index recorded at ingest: a corrupted or truncated
-        chunk raises StoreError naming the material and the array, never returns wrong numbers."""
+    def _derived_row(self, table: str, material_id: str, row: dict[str, Any]) -> dict[str, Any]:
+        """The current row of a derived table (delta.parquet) for a material: same partition as its index row (a
+        re-ingested material's old row is stale)."""
+        if table not in self._derived_rows:
+            t = self.table(table)
+            self._derived_rows[table] = {} if t is None else {
+                (r[C.COL_ID], r[C.COL_PARTITION]): r for r in t.to_pylist()}
+        hit = self._derived_rows[table].get((material_id, row[C.COL_PARTITION]))
+        if hit is None:
+            raise KeyError(f"material {material_id!r} has no {table.split('.')[0]} row in {self.url}")
+        return hit
+
+    def grid(self, array: str, material_id: str, row: dict[str, Any] | None = None) -> np.ndarray:
+        """One material's whole flat grid of ``array`` (rho, mag, rho_ae, saed, delta; e/Å³), checked against
+        the checksum written with it unless ``check_reads`` is off: a corrupted or truncated chunk raises
+        StoreError naming the material and the array, never returns wrong numbers."""
         from chgdata.location import sha256_array
 
+        row = self.row(material_id) if row is None else row
+        offset_column, sha_column, table = GRID_CHECKSUMS[array]
         where = f"{self.url}: material {material_id!r}, {array}/{row[C.COL_PARTITION]}"
         try:
             values = self.read_flat(array, material_id, offset_column, row=row)
@@ -164,11 +198,22 @@ class Dataset:
         except Exception as exc:  # noqa: BLE001 - zarr/codec errors of a damaged chunk: one line naming it
             raise StoreError(f"{where}: unreadable ({type(exc).__name__}: {str(exc)[:120]}); "
                              "`chgdata verify` lists every damaged material") from None
-        want = row.get(sha_column)
-        if want and sha256_array(values) != want:
-            raise StoreError(f"{where}: the stored values differ from their checksum (a corrupted chunk); "
-                             "`chgdata verify` lists every damaged material, re-ingest it to repair")
+        if self.check_reads:
+            want = (row if table is None else self._derived_row(table, material_id, row)).get(sha_column)
+            if want and sha256_array(values) != want:
+                raise StoreError(f"{where}: the stored values differ from their checksum (a corrupted chunk); "
+                                 "`chgdata verify` lists every damaged material, re-ingest it to repair")
+            self._checked.add((array, material_id))
         return values
+
+    def read_points(self, array: str, material_id: str, points: np.ndarray,
+                    row: dict[str, Any] | None = None) -> np.ndarray:
+        """``array`` of one material at flat grid indices ``points``; with ``check_reads`` the whole grid is
+        checked once (first read of that material and array by this Dataset), then subsets are read directly."""
+        row = self.row(material_id) if row is None else row
+        if self.check_reads and (array, material_id) not in self._checked:
+            self.grid(array, material_id, row)
+        return self.read_flat(array, material_id, GRID_CHECKSUMS[array][0], points=points, row=row)
 
     def density(self, material_id: str) -> DensityGrid:
         """Total density and magnetisation of one material (e/Å³), reading nothing of other materials."""
@@ -176,10 +221,10 @@ class Dataset:
         if not row.get(C.COL_NPOINTS):
             raise KeyError(f"material {material_id!r} has no charge density (DOS only)")
         shape = tuple(row[C.COL_GRID])
-        rho = self.checked_grid(C.RHO, material_id, row, C.COL_RHO_OFFSET, C.COL_RHO_SHA).reshape(shape)
+        rho = self.grid(C.RHO, material_id, row).reshape(shape)
         mag = None
         if row.get(C.COL_MAG_OFFSET, -1) >= 0:
-            mag = self.checked_grid(C.MAG, material_id, row, C.COL_MAG_OFFSET, C.COL_MAG_SHA).reshape(shape)
+            mag = self.grid(C.MAG, material_id, row).reshape(shape)
         lattice = np.asarray(row[C.COL_LATTICE], dtype=np.float64).reshape(3, 3)
         return DensityGrid(material_id, rho, mag, lattice)
 
@@ -225,7 +270,26 @@ class Dataset:
             pos, rows = (np.array(x, dtype=np.int64) for x in zip(*pairs))
             arr = self.array(self.DOS_VARIANTS[variant], partition)
             out[pos] = arr.get_orthogonal_selection((rows, slice(None), slice(None)))
+            if self.check_reads:
+                self._check_windows(t, partition, [ids[k] for k in pos], rows, out[pos], variant)
         return ids, out, np.linspace(float(first["emin"]), float(first["emax"]), npoints)
+
+    def _check_windows(self, table: pa.Table, partition: str, ids: list[str], rows: np.ndarray,
+                       values: np.ndarray, variant: str) -> None:
+        """Compare DOS windows read from one partition with their ``dos_sha256`` (both variants are hashed)."""
+        from chgdata.dos import dos_checksum
+
+        other = "absolute" if variant == "normalised" else "normalised"
+        twin = self.array(self.DOS_VARIANTS[other], partition).get_orthogonal_selection(
+            (rows, slice(None), slice(None)))
+        want = {r[C.COL_ID]: r["dos_sha256"] for r in table.select([C.COL_ID, C.COL_PARTITION, "dos_sha256"])
+                .to_pylist() if r[C.COL_PARTITION] == partition}
+        for mid, v, w in zip(ids, values, twin):
+            absolute, normalised = (v, w) if variant == "absolute" else (w, v)
+            if want.get(mid) and dos_checksum(absolute, normalised) != want[mid]:
+                raise StoreError(f"{self.url}: material {mid!r}, DOS window in {C.DOS_ABS}|{C.DOS_NORM}/{partition}: "
+                                 "the stored values differ from their checksum (a corrupted chunk); `chgdata "
+                                 "verify` lists every damaged material, rerun build-dos to repair")
 
     def raw_dos(self, material_id: str):
         """The raw DOS kept at ingest (:class:`chgdata.dos.RawDos`, validated; ValueError if unusable)."""

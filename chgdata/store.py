@@ -96,12 +96,18 @@ __all__ = [
 ]
 
 
-def open_dataset(url: str | os.PathLike, catalog: str | os.PathLike | None = None, verify: bool = True) -> Dataset:
+def open_dataset(url: str | os.PathLike, catalog: str | os.PathLike | None = None, verify: bool = True,
+                 check_reads: bool | None = None) -> Dataset:
     """Open a dataset directory or fsspec URL for reading; ``catalog:NAME[@VERSION]`` resolves through the
     catalogue (``catalog`` path, else ``$CHGDATA_CATALOG``, else the repo-root catalog.yaml; chgdata.catalog) and
-    is checked against the published content checksum unless ``verify=False`` or ``CHGDATA_CATALOG_VERIFY=0``."""
+    is checked against the published content checksum unless ``verify=False`` or ``CHGDATA_CATALOG_VERIFY=0``.
+    ``check_reads``: compare every grid and DOS window read with its checksum (default on, unless
+    ``CHGDATA_CHECK_READS=0``; :class:`Dataset`)."""
     if isinstance(url, str) and url.startswith("catalog:"):
         from chgdata.catalog import open_catalog_dataset
 
-        return open_catalog_dataset(url, catalog, verify=verify)
-    return Dataset(url)
+        ds = open_catalog_dataset(url, catalog, verify=verify)
+        if check_reads is not None:
+            ds.check_reads = bool(check_reads)
+        return ds
+    return Dataset(url, check_reads=check_reads)

@@ -56,7 +56,7 @@ def material_dataset(ds, material_id: str) -> xr.Dataset:
         g = ds.density(material_id)
         grids = {C.RHO: g.rho, C.MAG: g.mag}
     if (row.get(C.COL_AE_OFFSET) or -1) >= 0:
-        grids[C.RHO_AE] = ds.read_flat(C.RHO_AE, material_id, C.COL_AE_OFFSET).reshape(shape)
+        grids[C.RHO_AE] = ds.grid(C.RHO_AE, material_id, row).reshape(shape)
     delta = ds.table(C.DELTA_INDEX)
     if delta is not None and C.RHO in grids:
         import pyarrow.compute as pc
@@ -64,9 +64,8 @@ def material_dataset(ds, material_id: str) -> xr.Dataset:
         hit = [r for r in delta.filter(pc.equal(delta[C.COL_ID], material_id)).to_pylist()
                if r[C.COL_PARTITION] == row[C.COL_PARTITION]]  # a re-ingested material's old Δ is stale
         if hit:
-            off, n = row[C.COL_RHO_OFFSET], row[C.COL_NPOINTS]
             for name in (C.SAED, C.DELTA):
-                grids[name] = ds.array(name, row[C.COL_PARTITION])[off:off + n].reshape(shape)
+                grids[name] = ds.grid(name, material_id, row).reshape(shape)
     if not any(v is not None for v in grids.values()):
         raise KeyError(f"material {material_id!r} has no grids in {ds.url} (DOS only)")
     attrs = {"material_id": material_id, "source": row.get(C.COL_SOURCE) or "",

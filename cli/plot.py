@@ -77,7 +77,7 @@ def density(
         s = ds.structure(material)
         title = f"{material} {s.composition.reduced_formula}"
         if checkpoint is None:
-            saed = ds.read_flat(C.SAED, material).reshape(grid.rho.shape)
+            saed = ds.grid(C.SAED, material).reshape(grid.rho.shape)
             panels = [("ρ (DFT)", grid.rho, "density"), ("ρ_SAED", saed, "density"),
                       ("Δρ = ρ − ρ_SAED", grid.rho - saed, "signed")]
             parity = (saed, grid.rho, "ρ (DFT)", "ρ_SAED")

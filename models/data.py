@@ -209,15 +209,19 @@ class DensityProbes(_StoreBacked):
             return self._cached_targets(index)[points]
         return self._channels(index, points)
 
+    def _read(self, array: str, mid: str, points: np.ndarray | None, row: dict) -> np.ndarray:
+        """A whole grid or the values at ``points``, checked against the store's checksums (Dataset.check_reads)."""
+        return self.ds.grid(array, mid, row) if points is None else self.ds.read_points(array, mid, points, row)
+
     def _channels(self, index: int, points: np.ndarray | None) -> np.ndarray:
         """Targets read from the store: at ``points`` (coordinate selection) or the whole grid (None)."""
         row = self.rows[index]
         mid = row[C.COL_ID]
-        t = np.asarray(self.ds.read_flat(self.array, mid, points=points), np.float32)
+        t = np.asarray(self._read(self.array, mid, points, row), np.float32)
         if self.n_spin_channels == 1:
             return t[:, None]
         if row.get(C.COL_MAG_OFFSET, -1) is not None and row.get(C.COL_MAG_OFFSET, -1) >= 0:
-            m = np.asarray(self.ds.read_flat(C.MAG, mid, C.COL_MAG_OFFSET, points=points), np.float32)
+            m = np.asarray(self._read(C.MAG, mid, points, row), np.float32)
         else:
             m = np.zeros_like(t)
         return np.stack([(t + m) * np.float32(0.5), (t - m) * np.float32(0.5)], axis=1)

@@ -117,11 +117,11 @@ def evaluate_density(model, ckpt: dict[str, Any], store: str, material_ids: Sequ
         rho = grid.rho.astype(np.float64)
         saed = None
         if reference is not None and store_ref == reference.id:
-            saed = ds.read_flat(C.SAED, mid).reshape(rho.shape).astype(np.float64)
+            saed = ds.grid(C.SAED, mid).reshape(rho.shape).astype(np.float64)
         elif reference is not None:
             saed = saed_for_structure(s, rho.shape, reference).astype(np.float64)
         elif store_ref:
-            saed = ds.read_flat(C.SAED, mid).reshape(rho.shape).astype(np.float64)
+            saed = ds.grid(C.SAED, mid).reshape(rho.shape).astype(np.float64)
         row: dict[str, Any] = {"material_id": mid, "formula": s.composition.reduced_formula, "natoms": len(s),
                                "grid_points": int(rho.size)}
         if target == "delta":

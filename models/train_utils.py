@@ -92,7 +92,7 @@ def validate_density(model: ChargeDensityModel, store: str, material_ids, target
         pred_total = pred.sum(-1)  # (↑ + ↓) or the single channel
         rho = grid.rho.astype(np.float64)
         if target == "delta":
-            saed = ds.read_flat(C.SAED, mid).reshape(rho.shape).astype(np.float64)
+            saed = ds.grid(C.SAED, mid).reshape(rho.shape).astype(np.float64)
             pred_total = pred_total + saed
             base[mid] = nmae(saed, rho)
         per[mid] = nmae(pred_total, rho)

@@ -118,7 +118,7 @@ def fit_partition(url: str, rows: Sequence[dict[str, Any]], seed: int, n_points:
     parts = []
     for row in rows:
         lattice, frac, species = _geometry(row)
-        rho = ds.read_flat(C.RHO, row[C.COL_ID], row=row).reshape(row[C.COL_GRID])
+        rho = ds.grid(C.RHO, row[C.COL_ID], row).reshape(row[C.COL_GRID])
         id_hash = int.from_bytes(hashlib.sha256(row[C.COL_ID].encode()).digest()[:8], "little")
         rng = np.random.default_rng([seed, id_hash])
         parts.append(material_normal_equations(lattice, frac, species, rho, rng, n_points=n_points,
@@ -148,7 +148,7 @@ def delta_partition(url: str, partition: str, rows: Sequence[dict[str, Any]], ta
         try:
             lattice, frac, species = _geometry(row)
             shape = tuple(row[C.COL_GRID])
-            rho = ds.read_flat(C.RHO, mid, row=row).reshape(shape)
+            rho = ds.grid(C.RHO, mid, row).reshape(shape)
             user = _user_reference(row)
             saed = saed_density(lattice, frac, species, shape, table) if user is None else user.astype(np.float32)
             if saed.shape != rho.shape or not np.isfinite(saed).all():

@@ -169,3 +169,55 @@ def test_reading_a_corrupted_chunk_raises_naming_the_material(store):
     others = [r[C.COL_ID] for r in rows if r[C.COL_PARTITION] != row[C.COL_PARTITION]]
     for mid_ in others:
         assert np.isfinite(fresh.density(mid_).rho).all()
+
+
+def _flip_middle(chunk: Path) -> None:
+    data = bytearray(chunk.read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + 16] = bytes(255 - b for b in data[mid:mid + 16])
+    chunk.write_bytes(bytes(data))
+
+
+def test_every_read_path_refuses_a_corrupted_chunk_unless_told_not_to(store, monkeypatch):
+    """Δρ, SAED, DOS windows, to_xarray and the training loader compare what they read with the checksums written
+    with it (only density() did): a flipped chunk raises naming the material and array; CHGDATA_CHECK_READS=0
+    (or check_reads=False) reads without the check."""
+    from chgdata import open_dataset
+    from chgdata.store import StoreError
+
+    first = open_dataset(store)
+    rows = first.index.to_pylist()
+    part = rows[0][C.COL_PARTITION]
+    victims = [r[C.COL_ID] for r in rows if r[C.COL_PARTITION] == part]
+    dos_part = {r[C.COL_ID]: r[C.COL_PARTITION] for r in first.table(C.DOS_INDEX).to_pylist()}[victims[0]]
+    dos_victims = [m for m, p in {r[C.COL_ID]: r[C.COL_PARTITION] for r in first.table(C.DOS_INDEX).to_pylist()}
+                   .items() if p == dos_part]
+    _flip_middle(store / C.ARRAYS_DIR / C.DELTA / part / "c" / "0")
+    _flip_middle(store / C.ARRAYS_DIR / C.DOS_NORM / dos_part / "c" / "0" / "0" / "0")
+
+    def refused(read, ids=victims, where=part) -> list[str]:
+        hit = []
+        for m in ids:
+            try:
+                read(m)
+            except StoreError as exc:
+                assert m in str(exc) and where in str(exc) and "checksum" in str(exc), str(exc)
+                hit.append(m)
+        return hit
+
+    ds = open_dataset(store)
+    assert refused(lambda m: ds.grid(C.DELTA, m))
+    assert refused(lambda m: ds.to_xarray(m))
+    assert refused(lambda m: ds.dos_windows([m]), dos_victims, dos_part)
+    pytest.importorskip("torch")
+    from chgdata.models.data import DensityProbes
+
+    probes = DensityProbes(str(store), victims, target="delta", probes=50)
+    assert refused(lambda m: probes[victims.index(m)])
+    monkeypatch.setenv("CHGDATA_CHECK_READS", "0")
+    unchecked = open_dataset(store)
+    assert not unchecked.check_reads
+    for m in victims:  # the opt-out reads (possibly wrong) values without raising
+        unchecked.grid(C.DELTA, m)
+        unchecked.dos_windows([m])
+    assert open_dataset(store, check_reads=True).check_reads
