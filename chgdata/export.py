@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from chgdata.store import Dataset, open_dataset
+from chgdata.store import Dataset, StoreError, open_dataset
 
 FORMATS = ("chgcar", "npy", "hdf5")
 
@@ -89,7 +89,7 @@ def export_npy(ds: Dataset, material_id: str, out: Path, spin: bool = False) -> 
     return path
 
 
-def export_hdf5(ds: Dataset, ids: Sequence[str], out: Path) -> Path:
+def export_hdf5(ds: Dataset, ids: Sequence[str], out: Path, failures: dict[str, str] | None = None) -> Path:
     try:
         import h5py
     except ImportError:
@@ -100,7 +100,13 @@ def export_hdf5(ds: Dataset, ids: Sequence[str], out: Path) -> Path:
     with h5py.File(path, "a") as fh:
         fh.attrs["source_store"] = str(ds.url)
         for mid in ids:
-            grid = ds.density(mid)
+            try:
+                grid = ds.density(mid)
+            except StoreError as exc:
+                if failures is None:
+                    raise
+                failures[mid] = str(exc)
+                continue
             row = ds.row(mid)
             if mid in fh:
                 del fh[mid]
@@ -119,8 +125,11 @@ def export_hdf5(ds: Dataset, ids: Sequence[str], out: Path) -> Path:
 
 
 def export_materials(store: str | os.PathLike, materials: Sequence[str] | None, fmt: str, out: str | os.PathLike,
-                     spin: bool = False) -> list[Path]:
-    """Export ``materials`` (all materials with a density when empty) of ``store`` as ``fmt`` into ``out``."""
+                     spin: bool = False, failures: dict[str, str] | None = None) -> list[Path]:
+    """Export ``materials`` (all materials with a density when empty) of ``store`` as ``fmt`` into ``out``.
+
+    ``failures``: a dict that collects {material id: reason} of materials whose stored grids are damaged (their
+    checksum differs, a chunk is unreadable) while the others are exported; without it the first one raises."""
     fmt = fmt.lower()
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
@@ -128,10 +137,16 @@ def export_materials(store: str | os.PathLike, materials: Sequence[str] | None, 
     ids = _ids(ds, materials)
     out = Path(out)
     if fmt == "hdf5":
-        return [export_hdf5(ds, ids, out)]
+        return [export_hdf5(ds, ids, out, failures)]
     paths = []
     for mid in ids:
-        paths.append(export_chgcar(ds, mid, out) if fmt == "chgcar" else export_npy(ds, mid, out, spin=spin))
+        try:
+            paths.append(export_chgcar(ds, mid, out) if fmt == "chgcar" else export_npy(ds, mid, out, spin=spin))
+        except StoreError as exc:
+            if failures is None:
+                raise
+            failures[mid] = str(exc)
+    ids = [m for m in ids if m not in (failures or {})]
     if fmt == "npy":
         listing = out / "filelist.txt"
         have = listing.read_text().split() if listing.exists() else []

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 import yaml
-from chgdata.cli.common import STORE, cli_errors, console, out
+from chgdata.cli.common import STORE, cli_errors, console, exit_if_failed, out
 
 CATALOG = typer.Option(None, "--catalog", "-c", envvar="CHGDATA_CATALOG",
                        help="Catalogue file (default: $CHGDATA_CATALOG, else catalog.yaml at the repo root).")
@@ -88,12 +88,17 @@ def export(
     """Export densities as CHGCAR (ρ·V, diff block for spin), ChargE3Net-style .npy, or HDF5."""
     from chgdata.export import ExportError, export_materials
 
+    failures: dict[str, str] = {}
     with cli_errors():
         try:
-            paths = export_materials(store, [materials] if materials else None, fmt, out_dir, spin=spin)
+            paths = export_materials(store, [materials] if materials else None, fmt, out_dir, spin=spin,
+                                     failures=failures)
         except ExportError as exc:
             raise ValueError(str(exc)) from None
     out.print(f"exported {len(paths)} file(s) as {fmt} → {out_dir}", highlight=False)
+    for mid, why in sorted(failures.items()):
+        console.print(f"  failed {mid}: {why}", highlight=False, markup=False)
+    exit_if_failed(len(failures))
 
 
 def rebuild(

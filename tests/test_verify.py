@@ -221,3 +221,23 @@ def test_every_read_path_refuses_a_corrupted_chunk_unless_told_not_to(store, mon
         unchecked.grid(C.DELTA, m)
         unchecked.dos_windows([m])
     assert open_dataset(store, check_reads=True).check_reads
+
+
+def test_export_skips_damaged_materials_names_them_and_exits_3(store, tmp_path):
+    """`chgdata export` of a store with one damaged rho chunk writes every other material and lists the damaged
+    ones (it stopped at the first, after writing 15 of 20)."""
+    from chgdata.cli.main import app
+    from typer.testing import CliRunner
+
+    from chgdata import open_dataset
+
+    rows = open_dataset(store).index.to_pylist()
+    part = rows[0][C.COL_PARTITION]
+    _flip_middle(store / C.ARRAYS_DIR / C.RHO / part / "c" / "0")
+    res = CliRunner().invoke(app, ["export", "--store", str(store), "--format", "npy", "--out", str(tmp_path / "x")])
+    assert res.exit_code == 3, res.output
+    failed = {ln.split()[1].rstrip(":") for ln in res.output.splitlines() if ln.strip().startswith("failed ")}
+    assert failed and failed <= {r[C.COL_ID] for r in rows if r[C.COL_PARTITION] == part}
+    written = {p.stem for p in (tmp_path / "x").glob("*.npy")}
+    assert written == {r[C.COL_ID] for r in rows} - failed
+    assert set((tmp_path / "x" / "filelist.txt").read_text().split()) == written
