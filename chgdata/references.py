@@ -89,7 +89,12 @@ def gaussian_fourier(g: np.ndarray, sigmas: Sequence[float]) -> np.ndarray:
 
 
 class ValenceCountError(ValueError):
-    """The electron counts of the materials are not explained by one integer valence count per element."""
+    """The electron counts of the materials are not explained by one integer valence count per element.
+    ``material_id``: the material worst explained, when one is."""
+
+    def __init__(self, message: str, material_id: str | None = None):
+        super().__init__(message)
+        self.material_id = material_id
 
 
 @dataclass(frozen=True)
@@ -166,7 +171,8 @@ def valence_counts(
             raise ValenceCountError(
                 f"electron counts are inconsistent with integer valences {dict(zip(elements, v.astype(int)))}: "
                 f"material {mats[bad].material_id} has {b[bad]:.4f} e but the valences give {a[bad] @ v:.4f} "
-                f"(relative residual {rel[bad]:.2e} > {rtol:g}); one element may use two pseudopotentials"
+                f"(relative residual {rel[bad]:.2e} > {rtol:g}); one element may use two pseudopotentials",
+                material_id=mats[bad].material_id,
             )
         return {e: int(x) for e, x in zip(elements, v)}
 
@@ -178,14 +184,20 @@ def valence_counts(
     solutions = []
     amb_cols = [idx[e] for e in ambiguous]
     rest = [j for j in range(len(elements)) if free[j] and j not in amb_cols]
+    closest: tuple[float, int] = (np.inf, -1)  # (largest residual, its material) of the best failing combo
     for combo in itertools.product(*options):
         vv = v.copy()
         vv[amb_cols] = combo
         if rest:
             r_sol, *_ = np.linalg.lstsq(a[:, rest], b - np.delete(a, rest, axis=1) @ np.delete(vv, rest), rcond=None)
             vv[rest] = np.round(r_sol)
-        if np.all(vv > 0) and check(vv).max() <= rtol:
+        if not np.all(vv > 0):
+            continue
+        rel = check(vv)
+        if rel.max() <= rtol:
             solutions.append(vv)
+        elif rel.max() < closest[0]:
+            closest = (float(rel.max()), int(np.argmax(rel)))
     if len(solutions) > 1:
         # Tie-break: the assignment with the smallest largest count (Cd 12/Te 6 rather than Cd 2/Te 16 for CdTe
         # alone): semicore-heavy setups are the exception, and the fit's provenance records the counts used.
@@ -197,11 +209,34 @@ def valence_counts(
             solutions = best
     if len(solutions) != 1:
         found = [{e: int(x) for e, x in zip(elements, s)} for s in solutions[:4]]
+        worst = mats[closest[1]].material_id if not solutions and closest[1] >= 0 else None
         raise ValenceCountError(
             f"valences of {ambiguous} are not determined by the electron counts "
-            f"({len(solutions)} consistent candidate assignments, e.g. {found}); pass known="
+            f"({len(solutions)} consistent candidate assignments, e.g. {found}"
+            + (f"; {worst} is explained worst" if worst else "") + "); pass known=",
+            material_id=worst,
         )
     return {e: int(x) for e, x in zip(elements, solutions[0])}
+
+
+def robust_valence_counts(materials: Iterable[MaterialCounts], *, max_excluded: float = 0.05,
+                          **kw) -> tuple[dict[str, int], dict[str, str]]:
+    """:func:`valence_counts` that one bad material cannot break: materials whose electron count is not within
+    0.05 of an integer are left out first, then, while no integer assignment fits, the worst-explained material,
+    up to ``max_excluded`` of them (fraction, at least one). Returns (valences, {left-out id: why}); raises
+    :class:`ValenceCountError` when more would have to go (a systematic problem, e.g. two pseudopotentials)."""
+    mats = list(materials)
+    excluded = {m.material_id: f"{m.n_electrons:.4f} electrons is not an integer count: left out of the "
+                               "reference fit" for m in mats if abs(m.n_electrons - round(m.n_electrons)) > 0.05}
+    limit = max(1, int(max_excluded * len(mats)))
+    while True:
+        kept = [m for m in mats if m.material_id not in excluded]
+        try:
+            return valence_counts(kept, **kw), excluded
+        except ValenceCountError as exc:
+            if exc.material_id is None or len(excluded) >= limit:
+                raise
+            excluded[exc.material_id] = f"left out of the reference fit: {exc}"
 
 
 # ------------------------------------------------------------------------------------------- fitting

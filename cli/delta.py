@@ -31,4 +31,6 @@ def build_delta(
               f"already built {len(report.skipped)}, failed {len(report.failed)} → {store}")
     for mid, why in sorted(report.failed.items()):
         console.print(f"  [red]failed[/] {mid}: {why}", highlight=False)
+    for mid, why in sorted(report.excluded_from_fit.items()):
+        console.print(f"  warning: {mid}: {why}", highlight=False, markup=False)
     exit_if_failed(len(report.failed))

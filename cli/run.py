@@ -49,6 +49,8 @@ def run(
         delta = run_build_delta(store, reference=reference, client=client, progress=not quiet)
         out.print(f"build-delta: reference {delta.reference_id} ({delta.reference_kind}), built "
                   f"{len(delta.committed)}, already there {len(delta.skipped)}, failed {len(delta.failed)}")
+        for mid, why in sorted(delta.excluded_from_fit.items()):
+            console.print(f"  warning: {mid}: {why}", highlight=False, markup=False)
         dos = run_build_dos(store, sigma=sigma, client=client, progress=not quiet)
         out.print(f"build-dos: built {len(dos.committed)}, already there {len(dos.skipped)}, "
                   f"failed {len(dos.failed)}")

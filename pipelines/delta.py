@@ -39,9 +39,9 @@ from chgdata.references import (
     NormalEquations,
     ReferenceTable,
     material_normal_equations,
+    robust_valence_counts,
     solve_reference,
     sum_normal_equations,
-    valence_counts,
 )
 from chgdata.saed import find_user_reference, saed_density, user_reference_density
 from chgdata.store import (
@@ -51,6 +51,7 @@ from chgdata.store import (
     StoreError,
     consolidate,
     locked,
+    new_partition_name,
     read_table,
     register_table_schema,
     remove_orphans,
@@ -79,6 +80,7 @@ class DeltaReport:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     partitions: int = 0
+    excluded_from_fit: dict[str, str] = field(default_factory=dict)  #: train materials the fit left out, and why
 
 
 def _grid_rows(ds: Dataset) -> dict[str, list[dict[str, Any]]]:
@@ -184,18 +186,25 @@ def _counts(rows) -> list[MaterialCounts]:
 
 
 def fit_reference(store: str, client, parts: dict[str, list[dict]], seed: int = 0, n_points: int = 4096,
-                  progress: bool = True, nonnegative: bool = False) -> ReferenceTable:
+                  progress: bool = True, nonnegative: bool = False,
+                  excluded: dict[str, str] | None = None) -> ReferenceTable:
     """Fit the per-element references on every stored valence density (Dask over blocks of material ids;
     ``parts`` gives the rows, its grouping into ingest partitions does not matter).
 
     ``nonnegative``: constrain every ρ_Z(r) ≥ 0. Off by default: pseudo valence densities (GPAW's, and VASP's
     with partial-core/augmentation) dip below zero near some nuclei, and on the gpaw held-out split the signed
     fit gives 2.05 % NMAE against ≈ 11 % for the non-negative one (bench/results/saed.md).
+
+    Materials whose electron counts no integer valences explain are left out (:func:`robust_valence_counts`);
+    ``excluded`` receives them with the reason.
     """
     from chgdata.pipelines.cluster import run_futures
 
     rows = sorted((r for rs in parts.values() for r in rs), key=lambda r: r[C.COL_ID])
-    valence = valence_counts(_counts(rows))
+    valence, left_out = robust_valence_counts(_counts(rows))
+    if excluded is not None:
+        excluded.update(left_out)
+    rows = [r for r in rows if r[C.COL_ID] not in left_out]
     calls = [(store, block, seed, n_points) for block in fit_blocks(rows)]
     futures = {client.submit(fit_partition, *call, pure=False): i for i, call in enumerate(calls)}
     pieces: dict[int, NormalEquations | None] = {}
@@ -215,7 +224,8 @@ def data_digest(rows) -> str:
 
 
 def _load_or_fit(loc: Location, store: str, reference: str | None, client, parts,
-                 progress: bool, nonnegative: bool, needed: set[str]) -> tuple[ReferenceTable, str]:
+                 progress: bool, nonnegative: bool, needed: set[str],
+                 excluded: dict[str, str] | None = None) -> tuple[ReferenceTable, str]:
     """The reference to use: ``--reference FILE``, else the stored one, else fitted on ``parts`` (the train split
     of the store's grouped split); ``needed``: the elements of every material that will get a Δρ."""
     path = loc.path(REFERENCE_FILE)
@@ -229,7 +239,7 @@ def _load_or_fit(loc: Location, store: str, reference: str | None, client, parts
     elif stored is not None:
         table, kind = stored, "stored"
     else:
-        table = fit_reference(store, client, parts, progress=progress, nonnegative=nonnegative)
+        table = fit_reference(store, client, parts, progress=progress, nonnegative=nonnegative, excluded=excluded)
         kind = "fitted-nonnegative" if nonnegative else "fitted"
     missing = sorted(needed - set(table.elements))
     if missing:
@@ -260,7 +270,13 @@ def run_build_delta(store: str, *, reference: str | None = None, workers: int = 
         fit_parts = {p: [r for r in rs if r[C.COL_ID] in train] for p, rs in parts.items()}
         table, kind = _load_or_fit(loc, store, reference, client, {p: rs for p, rs in fit_parts.items() if rs},
                                    progress, nonnegative, needed={s for rs in parts.values() for r in rs
-                                                                  for s in r[C.COL_SPECIES]})
+                                                                  for s in r[C.COL_SPECIES]},
+                                   excluded=report.excluded_from_fit)
+        if report.excluded_from_fit:  # listed in failures.parquet; their Δρ is still built (ρ − SAED)
+            note = PartitionCommit(store, new_partition_name("fit"), index_table=C.DELTA_INDEX)
+            for mid, why in report.excluded_from_fit.items():
+                note.add_failure(mid, "reference-fit", f"{mid}: {why}")
+            note.finish()
         report.reference_id, report.reference_kind = table.id, kind
         done_t = read_table(loc, C.DELTA_INDEX)
         done_rows = [] if done_t is None else done_t.select([C.COL_ID, C.COL_PARTITION, "reference_id"]).to_pylist()

@@ -162,6 +162,16 @@ def test_density_scaled_by_105_is_committed_flagged_and_info_shows_it(tmp_path):
     assert res.exit_code == 0, res.output
     flagged_line = next(ln for ln in res.output.splitlines() if "flagged" in ln)
     assert flagged_line.split("│")[-2].strip() == "1", flagged_line
+    # the reference fit leaves it out, says why, lists it in failures, and builds Δρ for both
+    from chgdata.pipelines.delta import run_build_delta
+    from chgdata.pipelines.split import run_split
+
+    run_split(str(tmp_path / "s"), fractions=(1.0, 0.0, 0.0))  # both in train: both would enter the fit
+    rep = run_build_delta(str(tmp_path / "s"), workers=1, processes=False, progress=False)
+    assert sorted(rep.committed) == [GOOD[0], "scaled"] and not rep.failed
+    assert list(rep.excluded_from_fit) == ["scaled"] and "not an integer count" in rep.excluded_from_fit["scaled"]
+    fails = [r for r in open_dataset(tmp_path / "s").failures.to_pylist() if r["stage"] == "reference-fit"]
+    assert [r["material_id"] for r in fails] == ["scaled"]
 
 
 def test_several_from_dir_trees_ingest_together_and_a_shared_id_is_named(tmp_path):

@@ -17,6 +17,7 @@ from chgdata.references import (
     ValenceCountError,
     gaussian_radial,
     material_normal_equations,
+    robust_valence_counts,
     solve_reference,
     sum_normal_equations,
     valence_counts,
@@ -76,6 +77,25 @@ def test_valence_counts_vasp():
     val = valence_counts([_counts(m) for m in mats])
     # NaCl alone cannot separate Na from Cl, nor the slab Ti/Pt/C/H: candidates resolve them uniquely
     assert val == {"Al": 3, "C": 4, "Cl": 7, "Fe": 8, "H": 1, "Li": 1, "Na": 1, "Pt": 10, "Si": 4, "Ti": 4}
+
+
+def test_one_bad_material_cannot_break_the_valence_fit(gpaw):
+    """One material with a non-integer count (a 1.05-scaled CHGCAR), or with a wrong integer count (9 e in Si₂):
+    left out with a reason, the others give the usual valences; it broke the whole fit before ('inconsistent with
+    integer valences {'Si': -9223372036854775808}'). Many bad materials are a systematic error and still raise."""
+    good = [_counts(m) for m in gpaw]
+    want = valence_counts(good)
+    si = next(m for m in good if set(m.species) == {"Si"})
+    scaled = MaterialCounts("scaled", dict(si.species), si.n_electrons * 1.05)
+    wrong = MaterialCounts("wrong", dict(si.species), si.n_electrons + 1.0)
+    with pytest.raises(ValenceCountError):
+        valence_counts([*good, wrong])
+    val, left = robust_valence_counts([*good, scaled, wrong])
+    assert val == want and set(left) == {"scaled", "wrong"}
+    assert "not an integer count" in left["scaled"] and "left out of the reference fit" in left["wrong"]
+    many = [MaterialCounts(f"w{i}", dict(si.species), si.n_electrons + 1.0) for i in range(len(good) // 5)]
+    with pytest.raises(ValenceCountError):
+        robust_valence_counts([*good, *many])
 
 
 def test_valence_counts_errors():
