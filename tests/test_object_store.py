@@ -172,3 +172,32 @@ def test_object_store_lock_survives_a_lost_reply(s3_endpoint, monkeypatch):
         StoreLock(loc, "x").acquire()
     monkeypatch.undo()
     assert not loc.fs.exists(loc.path(C.LOCK))
+
+
+def test_pipeline_through_a_faulty_object_store_recovers(s3_endpoint, local_subset):
+    """`chgdata run` to S3 through a proxy that answers 503 SlowDown / 500, resets connections and loses replies
+    of requests the store carried out (tests/fault_proxy.py, seeded): the run either completes or stops with one
+    line; after the faults are gone a rerun completes, verify is clean and the checksums equal a local run's."""
+    from chgdata.verify import verify_store
+    from tests.fault_proxy import FaultProxy
+
+    calcs, local, reference = local_subset
+    url = f"s3://{BUCKET}/faulty"
+    exe = str(Path(sys.executable).parent / "chgdata")
+    cmd = [exe, "run", "--from-dir", str(calcs), "--store", url, "--reference", reference, "-w", "2", "-q"]
+    rates = {"slowdown": 0.06, "error": 0.03, "reset": 0.03, "lost_reply": 0.03}
+    with FaultProxy(s3_endpoint, rates, seed=7) as proxy:
+        env = {**os.environ, "AWS_ENDPOINT_URL_S3": proxy.endpoint}
+        env.pop("DASK_SCHEDULER_ADDRESS", None)
+        faulty = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    print("faulty run:", faulty.returncode, proxy.counts, (faulty.stderr.strip().splitlines() or [""])[-1][:300])
+    assert sum(v for k, v in proxy.counts.items() if k != "forwarded") > 10, proxy.counts
+    assert faulty.returncode in (0, 1, 3), faulty.stderr[-2000:]
+    assert "Traceback" not in faulty.stderr, faulty.stderr[-3000:]
+    if faulty.returncode == 1:
+        assert len([ln for ln in faulty.stderr.splitlines() if ln.startswith("error:")]) == 1, faulty.stderr
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert verify_store(url).ok
+    assert all_checksums(url) == all_checksums(local)
+    assert not any(k.endswith(C.LOCK) for k in _s3_keys(url))
