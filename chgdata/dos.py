@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from chgdata.numerics import exp
+
 __all__ = [
     "RawDos",
     "DosWindow",
@@ -348,7 +350,7 @@ def band_gap(raw: RawDos, tol: float = 1e-3) -> float | None:
 def _gaussian_weights(sigma: float, dx: float) -> np.ndarray:
     m = int(math.ceil(KERNEL_HALF_WIDTH * sigma / dx))
     x = np.arange(-m, m + 1) * dx
-    w = np.exp(-0.5 * (x / sigma) ** 2)
+    w = exp(-0.5 * (x / sigma) ** 2)  # chgdata.numerics: the same bits on every CPU
     return w / w.sum()
 
 

@@ -21,6 +21,7 @@ A real-space method with a cutoff would cost ~(4π/3)(6.4 σ_max)³/ΔV evaluati
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -29,7 +30,7 @@ import scipy.fft as sfft
 __all__ = ["basis_fields", "spectral_density"]
 
 # A Gaussian width σ is dropped beyond |G| = _G_CUT/σ, where exp(−σ²G²/2) < 1e-9.
-_G_CUT = float(np.sqrt(2 * np.log(1e9)))
+_G_CUT = math.sqrt(2 * math.log(1e9))
 
 
 def _runs(n: int, m_max: float, half: bool) -> list[tuple[int, int]]:

@@ -34,6 +34,7 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from chgdata.gaussians import basis_fields
+from chgdata.numerics import exp
 
 log = logging.getLogger(__name__)
 
@@ -65,24 +67,28 @@ def gaussian_sigmas(sigma_min: float = 0.12, sigma_max: float = 2.4, n: int = 10
     """Geometric ladder of Gaussian widths σ (Å), ``n`` values from ``sigma_min`` to ``sigma_max``."""
     if not (0 < sigma_min < sigma_max) or n < 2:
         raise ValueError("need 0 < sigma_min < sigma_max and n >= 2")
-    return tuple(float(s) for s in np.geomspace(sigma_min, sigma_max, n))
+    ratio = sigma_max / sigma_min  # Python floats (libm), not np.geomspace: the same bits on every CPU
+    return tuple([sigma_min * ratio ** (k / (n - 1)) for k in range(n - 1)] + [float(sigma_max)])
 
 
-DEFAULT_SIGMAS = gaussian_sigmas()
+#: ``gaussian_sigmas()`` written out (Å): the default basis must not depend on any machine's pow()
+DEFAULT_SIGMAS = (0.12, 0.1673940952754905, 0.23350652610916664, 0.32573011399138874, 0.4543774811297576,
+                  0.6338342280606005, 0.8841675596736926, 1.233370239362634, 1.720490794648527, 2.4)
 
 
 def gaussian_radial(r: np.ndarray, sigmas: Sequence[float]) -> np.ndarray:
     """Normalised 3-D Gaussians g_k(r) (1/Å^3), shape ``r.shape + (K,)``; each integrates to 1 over space."""
     s = np.asarray(sigmas, dtype=np.float64)
     r = np.asarray(r, dtype=np.float64)[..., None]
-    return (2.0 * np.pi * s**2) ** -1.5 * np.exp(-0.5 * (r / s) ** 2)
+    v = 2.0 * np.pi * s**2
+    return exp(-0.5 * (r / s) ** 2) / (v * np.sqrt(v))  # no np.power/np.exp: CPU-independent bits
 
 
 def gaussian_fourier(g: np.ndarray, sigmas: Sequence[float]) -> np.ndarray:
     """Fourier transforms ĝ_k(G) = exp(-σ_k² G²/2) (dimensionless, ĝ(0) = 1), shape ``G.shape + (K,)``; G in 1/Å."""
     s = np.asarray(sigmas, dtype=np.float64)
     g = np.asarray(g, dtype=np.float64)[..., None]
-    return np.exp(-0.5 * (g * s) ** 2)
+    return exp(-0.5 * (g * s) ** 2)
 
 
 # ------------------------------------------------------------------------------------------------ valence
@@ -451,7 +457,7 @@ class ReferenceTable:
                 raise ValueError(f"coefficients of {e} must be {len(sig)} finite numbers")
             if abs(coefs[e].sum() - valence[e]) > 1e-9 * max(1, valence[e]):
                 raise ValueError(f"coefficients of {e} sum to {coefs[e].sum()}, not its valence {valence[e]}")
-        r_max = max(sig) * np.sqrt(2 * np.log(1e12)) + 0.5
+        r_max = max(sig) * math.sqrt(2 * math.log(1e12)) + 0.5
         r = np.arange(0.0, r_max + r_step, r_step)
         basis_r = gaussian_radial(r, sig)
         table = cls(
@@ -477,7 +483,7 @@ class ReferenceTable:
 
     def cutoff_radius(self, rel: float = 1e-10) -> float:
         """Radius (Å) beyond which every reference is below ``rel`` times the peak of the widest Gaussian."""
-        return float(max(self.sigmas) * np.sqrt(2 * np.log(1 / rel)))
+        return float(max(self.sigmas) * math.sqrt(2 * math.log(1 / rel)))
 
     def weights(self, species: Sequence[str]) -> np.ndarray:
         """Per-atom coefficient matrix (n_atoms, K) for the given species list."""

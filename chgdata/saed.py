@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from chgdata.gaussians import basis_fields, spectral_density  # noqa: F401  (basis_fields: re-export)
+from chgdata.numerics import exp
 
 if TYPE_CHECKING:
     from chgdata.references import ReferenceTable
@@ -86,7 +87,8 @@ def saed_at_points(
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
     w = table.weights(list(species))
     sig = np.asarray(table.sigmas)
-    norm = (2 * np.pi * sig**2) ** -1.5
+    v = 2 * np.pi * sig**2
+    norm = 1.0 / (v * np.sqrt(v))  # not np.power: the same bits on every CPU (chgdata.numerics)
     rc = table.cutoff_radius(rel_cutoff)
     # Reduce points and atoms into the cell so that a fixed image range covers the cutoff.
     inv = np.linalg.inv(lat)
@@ -105,7 +107,7 @@ def saed_at_points(
         for p0 in range(0, pts.shape[0], chunk):
             d2 = ((pin[p0:p0 + chunk, None, :] - imgs[None, :, :]) ** 2).sum(-1)
             pi, ti = np.nonzero(d2 < rc2)
-            vals = np.exp(-0.5 * d2[pi, ti][:, None] / sig**2) @ (norm * w[i])
+            vals = exp(-0.5 * d2[pi, ti][:, None] / sig**2) @ (norm * w[i])
             out[p0:p0 + chunk] += np.bincount(pi, weights=vals, minlength=min(chunk, pts.shape[0] - p0))
     return out
 
