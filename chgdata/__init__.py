@@ -1,15 +1,16 @@
 """chgdata: Materials Project style charge densities and DOS as machine-learning datasets.
 
-The Python API mirrors the command line: ``chgdata.ingest``, ``build_delta``, ``build_dos``, ``run``, ``verify``,
-``train``, ``evaluate``, ``predict`` and ``dft_calculation`` (see :mod:`chgdata.api`), and ``open_dataset`` reads a
-store.
+The Python API is the command line's workflows layer (:mod:`chgdata.app`), re-exported here lazily:
+``chgdata.ingest``, ``split``, ``build_delta``, ``build_dos``, ``run``, ``verify``, ``train``, ``evaluate``,
+``predict`` and ``dft_calculation``; ``open_dataset`` reads a store.
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-_API = ("ingest", "build_delta", "build_dos", "run", "verify", "train", "evaluate", "predict", "dft_calculation")
+_API = ("ingest", "split", "build_delta", "build_dos", "run", "verify", "train", "evaluate", "predict",
+        "dft_calculation")
 
 __all__ = ["open_dataset", "__version__", *_API]
 
@@ -25,7 +26,7 @@ def __getattr__(name: str):
 
         return importlib.import_module("chgdata.verify")
     if name in _API:
-        from chgdata import api
+        import importlib
 
-        return getattr(api, name)
+        return getattr(importlib.import_module("chgdata.app"), name)
     raise AttributeError(name)

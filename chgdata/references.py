@@ -71,9 +71,8 @@ def gaussian_sigmas(sigma_min: float = 0.12, sigma_max: float = 2.4, n: int = 10
     return tuple([sigma_min * ratio ** (k / (n - 1)) for k in range(n - 1)] + [float(sigma_max)])
 
 
-#: ``gaussian_sigmas()`` written out (Å): the default basis must not depend on any machine's pow()
-DEFAULT_SIGMAS = (0.12, 0.1673940952754905, 0.23350652610916664, 0.32573011399138874, 0.4543774811297576,
-                  0.6338342280606005, 0.8841675596736926, 1.233370239362634, 1.720490794648527, 2.4)
+DEFAULT_SIGMAS = (0.12, 0.1673940952754905, 0.23350652610916664, 0.32573011399138874, 0.4543774811297576,  # Å,
+                  0.6338342280606005, 0.8841675596736926, 1.233370239362634, 1.720490794648527, 2.4)  # gaussian_sigmas(), written out
 
 
 def gaussian_radial(r: np.ndarray, sigmas: Sequence[float]) -> np.ndarray:
@@ -227,10 +226,9 @@ def valence_counts(
 
 def robust_valence_counts(materials: Iterable[MaterialCounts], *, max_excluded: float = 0.05,
                           **kw) -> tuple[dict[str, int], dict[str, str]]:
-    """:func:`valence_counts` that one bad material cannot break: materials whose electron count is not within
-    0.05 of an integer are left out first, then, while no integer assignment fits, the worst-explained material,
-    up to ``max_excluded`` of them (fraction, at least one). Returns (valences, {left-out id: why}); raises
-    :class:`ValenceCountError` when more would have to go (a systematic problem, e.g. two pseudopotentials)."""
+    """:func:`valence_counts` that one bad material cannot break: non-integer electron counts (> 0.05 off) are left
+    out, then the worst-explained material while no integer assignment fits, up to ``max_excluded`` (fraction, at
+    least one); (valences, {left-out id: why}). More to leave out raises (a systematic error)."""
     mats = list(materials)
     excluded = {m.material_id: f"{m.n_electrons:.4f} electrons is not an integer count: left out of the "
                                "reference fit" for m in mats if abs(m.n_electrons - round(m.n_electrons)) > 0.05}

@@ -10,11 +10,13 @@ import sys
 from collections.abc import Iterator
 
 import typer
+from chgdata.app import data as data_defaults
 from rich.console import Console
 from rich.text import Text
 
 STORE = typer.Option("data/store", "--store", "-s", help="Dataset directory or fsspec URL (s3://bucket/prefix).")
-WORKERS = typer.Option(2, "--workers", "-w", min=1, help="Local Dask worker processes (one thread each).")
+WORKERS = typer.Option(data_defaults.WORKERS, "--workers", "-w", min=1,
+                       help="Local Dask worker processes (one thread each).")
 SCHEDULER = typer.Option(None, "--scheduler", envvar="DASK_SCHEDULER_ADDRESS",
                          help="Address of an existing Dask scheduler (tcp://host:port); default: a local cluster.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar.")

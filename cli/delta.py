@@ -22,11 +22,11 @@ def build_delta(
     quiet: bool = QUIET,
 ) -> None:
     """Fit (or reuse) per-element SAED references and store ρ_SAED and Δρ = ρ − ρ_SAED (e/Å³) for every material."""
-    from chgdata.pipelines.delta import run_build_delta
+    from chgdata.app import build_delta as run_build_delta
 
     with cli_errors():
-        report = run_build_delta(store, reference=reference, workers=workers,
-                                 scheduler=scheduler, progress=not quiet, nonnegative=nonnegative)
+        report = run_build_delta(store, reference=reference, nonnegative=nonnegative, workers=workers,
+                                 scheduler=scheduler, progress=not quiet)
     out.print(f"reference {report.reference_id} ({report.reference_kind}); built {len(report.committed)}, "
               f"already built {len(report.skipped)}, failed {len(report.failed)} → {store}")
     for mid, why in sorted(report.failed.items()):

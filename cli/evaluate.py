@@ -26,7 +26,8 @@ def evaluate(
     quiet: bool = QUIET,
 ) -> None:
     """Evaluate a checkpoint: NMAE % per material (ChargE3Net's definition), mean, SAED baseline; or DOS metrics."""
-    from chgdata.models.evaluate import run_evaluate, write_results
+    from chgdata.app import evaluate as run_evaluate
+    from chgdata.app import evaluation_report
     from rich.progress import Progress
     from rich.table import Table
 
@@ -37,9 +38,9 @@ def evaluate(
         task = bar.add_task("evaluate", total=None)
         if plot is None:
             plot = out_path.with_name(out_path.stem + "_grid.png") if out_path else Path(f"dos_{split}_grid.png")
-        res = run_evaluate(str(checkpoint) if checkpoint else None, store, split, ids, device, chunk_size,
-                           progress=lambda mid, i, n: bar.update(task, completed=i, total=n,
-                                                                 description=f"evaluate {mid}"), plot=str(plot))
+        res = run_evaluate(checkpoint, store, split=split, materials=ids, device=device, chunk_size=chunk_size,
+                           out=out_path, plot=plot, progress=lambda mid, i, n: bar.update(
+                               task, completed=i, total=n, description=f"evaluate {mid}"))
     summ, rows = res["summary"], res["per_material"]
     counts = summ["split_counts"]
     parts = " + ".join(f"{k} {n}" for k, n in counts.items()) if len(counts) > 1 or "materials" not in counts else ""
@@ -64,9 +65,7 @@ def evaluate(
         table.add_row(*[fmt.format(r[k]) if k in r else "" for k, _, fmt in cols])
     out.print(table)
     if summ["kind"] == "density" and "by_split" in summ:
-        from chgdata.models.evaluate import format_report
-
-        out.print(format_report(res), highlight=False, markup=False)
+        out.print(evaluation_report(res), highlight=False, markup=False)
     if summ.get("splits"):  # DOS: model and both baselines on every split of the checkpoint
         st = Table(title="DOS per split of the checkpoint (its own split; baselines fitted on its train; "
                          "MSE on max-normalised windows)")
@@ -87,5 +86,4 @@ def evaluate(
         if k not in ("kind", "splits", "by_split", "by_group", "split_counts", "split_warning"):
             out.print(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}", highlight=False)
     if out_path:
-        files = write_results(res, out_path)
-        out.print("wrote " + ", ".join(map(str, files)))
+        out.print("wrote " + ", ".join(res["files"]))

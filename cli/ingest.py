@@ -25,7 +25,7 @@ def ingest(
     """Read structures, charge densities and DOS into the store. Reruns resume: committed materials are skipped.
 
     Exit code 3 when some materials failed (the others are committed; a rerun retries the failed ones)."""
-    from chgdata.pipelines.ingest import run_ingest
+    from chgdata.app import ingest as run_ingest
 
     ids = [s for s in (mp_ids or "").replace(" ", ",").split(",") if s]
     if mp_ids_file:
@@ -33,8 +33,8 @@ def ingest(
     if not ids and not from_dir:
         raise typer.BadParameter("give --mp-ids, --mp-ids-file or --from-dir")
     with cli_errors():
-        report = run_ingest(store, from_dir=[str(d) for d in from_dir or []], mp_ids=ids, api_key=api_key,
-                            workers=workers, scheduler=scheduler, progress=not quiet)
+        report = run_ingest(store, from_dir=from_dir, mp_ids=ids, api_key=api_key, workers=workers,
+                            scheduler=scheduler, progress=not quiet)
     out.print(f"committed {len(report.committed)}, already in store {len(report.skipped)}, "
               f"failed {len(report.failed)}, flagged {len(report.flagged)} → {store}")
     for mid, why in sorted(report.failed.items()):

@@ -23,10 +23,10 @@ def parse_fractions(text: str | None) -> tuple[float, ...] | None:
 
 def split(store: str = STORE, group_by: str = GROUP_BY, seed: int = SPLIT_SEED, fractions: str = FRACTIONS) -> None:
     """Record the dataset's train/val/test split by group (build-delta fits its SAED reference on train only)."""
-    from chgdata.pipelines.split import run_split
+    from chgdata.app import split as run_split
 
     with cli_errors():
-        a = run_split(store, group_by=group_by, fractions=parse_fractions(fractions), seed=seed)
+        a = run_split(store, group_by=group_by, fractions=parse_fractions(fractions), split_seed=seed)
     sec = a.card_section()
     out.print(f"split by {a.group_by} (seed {a.seed}): " + ", ".join(
         f"{s} {sec['materials'][s]} materials / {sec['groups'][s]} groups" for s in ("train", "val", "test")))

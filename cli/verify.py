@@ -13,7 +13,7 @@ def verify(store: str = STORE,
            limit: int = typer.Option(50, "--limit", help="How many mismatches to list (all are counted).")) -> None:
     """Recompute every stored array's sha256 and ∫ρ dV against the index; check duplicates, orphaned partitions
     and the card's counts. Exit code 0 when everything matches, 1 with a table of mismatches otherwise."""
-    from chgdata.verify import verify_store
+    from chgdata.app import verify as verify_store
 
     with cli_errors():
         report = verify_store(store)

@@ -255,9 +255,11 @@ def test_raw_dos_and_density_grid_to_pymatgen(store):
 
 
 def test_api_verify_and_evaluate_mirror_the_cli(store):
+    import chgdata.app
+
     import chgdata
 
-    assert chgdata.verify(store).ok and chgdata.api.verify(store).ok  # the module is callable too
+    assert chgdata.verify(store).ok and chgdata.app.verify(store).ok  # the module is callable too
     res = chgdata.evaluate(None, store, materials=["gpaw-0001"])  # the shipped model, as the CLI's default
     (row,) = res["per_material"]
     assert row["material_id"] == "gpaw-0001" and 0 < row["nmae"] < 100

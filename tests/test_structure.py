@@ -1,17 +1,24 @@
-"""The layout rules of STYLE.md, checked statically with ``ast``: physics (``chgdata/``) never imports the Dask
-pipelines, no import circles among the project's modules (function-level imports included), no module over 550
-lines."""
+"""The layout rules of STYLE.md, checked statically with ``ast``: the floors chgdata/ (physics, store) < pipelines/
+and models/ < app/ (workflows) < cli/, the bottom importing nothing above it; the data commands of the CLI reach
+the pipelines only through the workflows layer, whose functions mirror their options; no import circles (function-
+level imports included), no module over 550 lines."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 #: installed import prefix of each top-level source folder (pyproject.toml ``package-dir``)
-PACKAGES = {"chgdata": "chgdata", "pipelines": "chgdata.pipelines", "models": "chgdata.models", "cli": "chgdata.cli"}
-#: the Python API facade mirrors the CLI, so it sits above every layer and may call the pipelines and models
-FACADE = {"chgdata.api"}
+PACKAGES = {"chgdata": "chgdata", "pipelines": "chgdata.pipelines", "models": "chgdata.models", "app": "chgdata.app",
+            "cli": "chgdata.cli"}
+ABOVE_THE_BOTTOM = ("chgdata.pipelines", "chgdata.models", "chgdata.app", "chgdata.cli")
+#: CLI modules that call chgdata.app only, never the pipelines or models themselves (the data commands, fit-dos and
+#: evaluate; train, predict, compute, propose, dft, ensemble and plot still call the models directly)
+THROUGH_APP = ("chgdata.cli.ingest", "chgdata.cli.delta", "chgdata.cli.dos", "chgdata.cli.run", "chgdata.cli.split",
+               "chgdata.cli.verify", "chgdata.cli.evaluate")
 MAX_LINES = 550
 
 
@@ -101,12 +108,74 @@ def test_graph_sees_known_imports():
     assert _find_cycle({"a": {"b"}, "b": set()}) is None
 
 
-def test_physics_does_not_import_pipelines():
+def test_the_bottom_imports_nothing_above_it():
+    """chgdata/ imports neither the pipelines, the models, the workflows nor the CLI (chgdata/__init__.py and
+    __main__.py re-export the workflows lazily and start the CLI: by name, not by import statement)."""
     graph = _graph()
-    physics = [m for m, p in _modules().items() if p.is_relative_to(REPO / "chgdata") and m not in FACADE]
-    bad = {m: sorted(t for t in graph[m] if t.startswith("chgdata.pipelines")) for m in physics}
-    bad = {m: ts for m, ts in bad.items() if ts}
-    assert not bad, f"chgdata/ modules import the pipelines: {bad}"
+    physics = [m for m, p in _modules().items() if p.is_relative_to(REPO / "chgdata")]
+    bad = {m: sorted(t for t in graph[m] if t.startswith(ABOVE_THE_BOTTOM)) for m in physics}
+    bad = {m: ts for m, ts in bad.items() if ts and m not in ("chgdata", "chgdata.__main__")}
+    assert not bad, f"chgdata/ modules import the floors above: {bad}"
+    assert not _graph()["chgdata"] & {"chgdata.pipelines", "chgdata.models"}
+
+
+def test_commands_go_through_the_workflows_layer():
+    graph = _graph()
+    bad = {m: sorted(t for t in graph[m] if t.startswith(("chgdata.pipelines", "chgdata.models")))
+           for m in THROUGH_APP}
+    assert not {m: ts for m, ts in bad.items() if ts}, bad
+    assert all("chgdata.app" in graph[m] for m in THROUGH_APP)
+
+
+def _cli_params(command: str) -> dict[str, object]:
+    """A command's parameters and their defaults, read from the typer app."""
+    import inspect
+
+    from chgdata.cli.main import app
+
+    (cmd,) = [c for c in app.registered_commands if (c.name or c.callback.__name__.replace("_", "-")) == command]
+    out = {}
+    for name, p in inspect.signature(cmd.callback).parameters.items():
+        default = p.default
+        out[name] = getattr(default, "default", default)
+    return out
+
+
+@pytest.mark.parametrize("command, function, cli_only, renamed", [
+    ("ingest", "ingest", {"mp_ids_file", "quiet"}, {}),
+    ("split", "split", set(), {"seed": "split_seed"}),
+    ("build-delta", "build_delta", {"quiet"}, {}),
+    ("build-dos", "build_dos", {"quiet"}, {}),
+    ("run", "run", {"quiet"}, {}),
+    ("verify", "verify", {"limit"}, {}),
+    ("evaluate", "evaluate", {"quiet"}, {"out_path": "out"}),
+    ("fit-dos", "fit_dos", set(), {"out_path": "out"}),
+])
+def test_every_data_option_has_its_api_twin_with_the_same_default(command, function, cli_only, renamed):
+    """Walk the typer app: each option of a data command is a parameter of its chgdata.app function with the same
+    default (the store's default lives in the CLI only: the API takes it positionally); ``--quiet`` is
+    ``progress`` inverted, and the files/printing options are the CLI's."""
+    import inspect
+
+    import chgdata.app
+
+    api = inspect.signature(getattr(chgdata.app, function)).parameters
+    missing, differ = [], []
+    for name, default in _cli_params(command).items():
+        if name in cli_only:
+            continue
+        twin = renamed.get(name, name)
+        if twin not in api:
+            missing.append(name)
+        else:
+            want = api[twin].default
+            if isinstance(default, str) and isinstance(want, tuple):  # a comma list on the command line
+                default = tuple(type(want[0])(v) for v in default.split(","))
+            if name != "store" and want != (default if default is not ... else inspect.Parameter.empty):
+                differ.append((name, default, want))
+    assert not missing and not differ, (missing, differ)
+    if "quiet" in cli_only:
+        assert "progress" in api
 
 
 def test_no_import_cycles():

@@ -1,9 +1,5 @@
-"""The command line as Python functions, with the CLI's defaults (``chgdata.ingest(...)``, ``chgdata.predict(...)``).
-
-Each wrapper imports its pipeline only when called, so ``import chgdata`` stays light; they return the
-pipelines' reports (dataclasses with ``committed``, ``skipped``, ``failed``, ...), raise the library's errors
-instead of exiting, and show no progress bar unless ``progress=True``.
-"""
+"""Model workflows: train, evaluate, predict (one structure, in memory) and a GPAW calculation started from a
+prediction. ``chgdata predict`` (files, many structures) is :func:`chgdata.models.predict.run_predict`."""
 
 from __future__ import annotations
 
@@ -12,57 +8,6 @@ from collections.abc import Sequence
 from typing import Any
 
 PathLike = str | os.PathLike
-
-
-def ingest(store: PathLike, *, from_dir: PathLike | Sequence[PathLike] | None = None,
-           mp_ids: Sequence[str] | None = None, api_key: str | None = None, workers: int = 2,
-           scheduler: str | None = None, progress: bool = False,
-           **options: Any):
-    """``chgdata ingest``: local calculation folders and/or MP ids into ``store`` (resumable); an IngestReport.
-    ``from_dir``: one folder tree or several. The MP key comes from ``api_key`` or ``$MP_API_KEY``."""
-    from chgdata.pipelines.ingest import run_ingest
-
-    return run_ingest(os.fspath(store), from_dir=from_dir, mp_ids=list(mp_ids or []),
-                      api_key=api_key, workers=workers, scheduler=scheduler, progress=progress, **options)
-
-
-def build_delta(store: PathLike, *, reference: PathLike | None = None, nonnegative: bool = False, workers: int = 2,
-                scheduler: str | None = None, progress: bool = False, **options: Any):
-    """``chgdata build-delta``: fit (or reuse) the reference density and store saed and Δρ; a DeltaReport."""
-    from chgdata.pipelines.delta import run_build_delta
-
-    return run_build_delta(os.fspath(store), reference=os.fspath(reference) if reference else None,
-                           nonnegative=nonnegative, workers=workers, scheduler=scheduler, progress=progress,
-                           **options)
-
-
-def build_dos(store: PathLike, *, sigma: float = 0.1, emin: float = -10.0, emax: float = 10.0, points: int = 400,
-              workers: int = 2, scheduler: str | None = None, progress: bool = False, **options: Any):
-    """``chgdata build-dos``: Gaussian-smeared DOS windows (σ, window in eV around E_F); a DosReport."""
-    from chgdata.pipelines.dos import run_build_dos
-
-    return run_build_dos(os.fspath(store), sigma=sigma, emin=emin, emax=emax, npoints=points, workers=workers,
-                         scheduler=scheduler, progress=progress, **options)
-
-
-def run(store: PathLike, *, from_dir: PathLike | Sequence[PathLike] | None = None, mp_ids: Sequence[str] | None = None,
-        api_key: str | None = None, sigma: float = 0.1, workers: int = 2, scheduler: str | None = None,
-        progress: bool = False) -> dict[str, Any]:
-    """``chgdata run``: ingest, build-delta and build-dos on one Dask cluster; {"ingest", "delta", "dos"} reports."""
-    from chgdata.pipelines.cluster import dask_client
-
-    with dask_client(workers, scheduler) as client:
-        return {"ingest": ingest(store, from_dir=from_dir, mp_ids=mp_ids, api_key=api_key, client=client,
-                                 progress=progress),
-                "delta": build_delta(store, client=client, progress=progress),
-                "dos": build_dos(store, sigma=sigma, client=client, progress=progress)}
-
-
-def verify(store: PathLike):
-    """``chgdata verify``: recompute checksums and electron counts; a VerifyReport (``.ok``, ``.problems``)."""
-    from chgdata.verify import verify_store
-
-    return verify_store(os.fspath(store))
 
 
 def train(store: PathLike | None = None, *, config: PathLike | None = None, resume: bool = False,
@@ -79,13 +24,26 @@ def train(store: PathLike | None = None, *, config: PathLike | None = None, resu
 
 
 def evaluate(checkpoint: PathLike | None = None, store: PathLike = "data/store", *, split: str = "test",
-             materials: Sequence[str] | None = None, device: str = "cpu", chunk_size: int | None = None
-             ) -> dict[str, Any]:
-    """``chgdata evaluate``: {"summary": ..., "per_material": [...]} (NMAE % vs the reference, or DOS metrics)."""
-    from chgdata.models.evaluate import run_evaluate
+             materials: Sequence[str] | None = None, device: str = "cpu", chunk_size: int | None = None,
+             out: PathLike | None = None, plot: PathLike | None = None, progress=None) -> dict[str, Any]:
+    """``chgdata evaluate``: {"summary": ..., "per_material": [...]} (NMAE % vs the reference, or DOS metrics).
+    ``out``: results.json and a per-material CSV next to it (their paths in ``res["files"]``); ``plot``: DOS
+    models, a PNG grid of the worst and median materials; ``progress(material, i, n)`` is called per material."""
+    from chgdata.models.evaluate import run_evaluate, write_results
 
-    return run_evaluate(os.fspath(checkpoint) if checkpoint else None, os.fspath(store), split,
-                        list(materials) if materials else None, device, chunk_size)
+    res = run_evaluate(os.fspath(checkpoint) if checkpoint else None, os.fspath(store), split,
+                       list(materials) if materials else None, device, chunk_size, progress,
+                       plot=os.fspath(plot) if plot else None)
+    if out:
+        res["files"] = [str(p) for p in write_results(res, out)]
+    return res
+
+
+def evaluation_report(res: dict[str, Any]) -> str:
+    """Markdown tables of a density evaluation: per split (model vs SAED) and per group of the first split."""
+    from chgdata.models.evaluate import format_report
+
+    return format_report(res)
 
 
 def predict(structure, checkpoint: PathLike | None = None, *, grid: Sequence[int] | None = None,
@@ -96,7 +54,6 @@ def predict(structure, checkpoint: PathLike | None = None, *, grid: Sequence[int
     for a magnetic prediction as ``--spin``, augmentation occupancies with ``aug_from``). The density convention
     (e.g. GPAW pseudo-valence for the shipped model) is the Chgcar's comment and ``chgcar.density_convention``."""
     import numpy as np
-
     from chgdata.models.conventions import CONVENTION_KEY, check_input
     from chgdata.models.predict import (
         PredictError,
@@ -108,6 +65,7 @@ def predict(structure, checkpoint: PathLike | None = None, *, grid: Sequence[int
         read_augmentation,
         reference_table,
     )
+
     from chgdata.store import DensityGrid
 
     if not hasattr(structure, "lattice"):  # ase.Atoms
@@ -140,9 +98,10 @@ def dft_calculation(structure, checkpoint: PathLike | None = None, *, start: str
     predicted density (``start``: predicted, saed or default), or with ``nscf`` the bands of the fixed start
     density. Returns a :class:`chgdata.dft.runs.Run` (iterations, seconds, energy, E_F and gaps in eV,
     eigenvalues; its ``calc`` is the GPAW calculator)."""
-    from chgdata.dft.settings import require_gpaw
     from chgdata.models.dft import dft_structure
     from chgdata.models.predict import load
+
+    from chgdata.dft.settings import require_gpaw
 
     require_gpaw()
     if not hasattr(structure, "lattice"):  # ase.Atoms
@@ -152,3 +111,16 @@ def dft_calculation(structure, checkpoint: PathLike | None = None, *, start: str
     model, ckpt = load(os.fspath(checkpoint) if checkpoint else None)
     return dft_structure(structure, model, ckpt, start=start, nscf=nscf, spin=spin)[0]
 
+
+
+def fit_dos(store: PathLike, out: PathLike, *, folds: int = 5, energy_exponents: Sequence[float] = (0.0,)
+            ) -> dict[str, Any]:
+    """``chgdata fit-dos``: the kernel DOS model, (γ, λ, p) chosen by grouped cross-validation over the train split's
+    groups (val and test are not read); writes the checkpoint ``out``; the fit's summary (``selected``)."""
+    from chgdata.models.dos_kernel import kernel_grid
+    from chgdata.models.fit_dos import fit_dos_kernel
+
+    exponents = [float(v) for v in energy_exponents]
+    if not exponents or min(exponents) < 0:
+        raise ValueError(f"energy exponents: one or more numbers >= 0, got {list(energy_exponents)!r}")
+    return fit_dos_kernel(os.fspath(store), out, grid=kernel_grid(exponents), n_folds=folds)
