@@ -8,8 +8,29 @@ and the other top-level names re-export these functions lazily.
 
 from __future__ import annotations
 
-from .data import RunReport, build_delta, build_dos, ingest, run, split, verify
-from .models import dft_calculation, evaluate, evaluation_report, fit_dos, predict, train
+from .data import RunReport, build_delta, build_dos, ingest, rebuild, run, split, verify
+from .dft import compute, dft, propose
+from .models import (
+    dft_calculation,
+    ensemble,
+    evaluate,
+    evaluation_report,
+    fit_dos,
+    parse_grid,
+    predict,
+    predict_files,
+    train,
+    train_config,
+)
 
-__all__ = ["RunReport", "build_delta", "build_dos", "dft_calculation", "evaluate", "evaluation_report", "fit_dos",
-           "ingest", "predict", "run", "split", "train", "verify"]
+__all__ = ["RunReport", "TrainingInterrupted", "build_delta", "build_dos", "compute", "dft", "dft_calculation",
+           "ensemble", "evaluate", "evaluation_report", "fit_dos", "ingest", "parse_grid", "predict", "predict_files",
+           "propose", "rebuild", "run", "split", "train", "train_config", "verify"]
+
+
+def __getattr__(name: str):
+    if name == "TrainingInterrupted":  # lazy: importing chgdata.app must not import torch
+        from chgdata.models.train_utils import TrainingInterrupted
+
+        return TrainingInterrupted
+    raise AttributeError(name)

@@ -110,3 +110,12 @@ def verify(store: PathLike):
     from chgdata.verify import verify_store
 
     return verify_store(os.fspath(store))
+
+
+def rebuild(ref: str, from_dir: PathLike, store: PathLike, *, catalog: PathLike | None = None,
+            workers: int = WORKERS, progress: bool = True):
+    """``chgdata rebuild``: a published ``NAME[@VERSION]`` rebuilt from exactly its recorded inputs in
+    ``from_dir`` into ``store``, its checksums compared with the catalogue's; a RebuildReport (``ok``)."""
+    from chgdata.pipelines.rebuild import run_rebuild
+
+    return run_rebuild(ref, from_dir, os.fspath(store), catalog=catalog, workers=workers, progress=progress)

@@ -5,22 +5,60 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 PathLike = str | os.PathLike
 
 
-def train(store: PathLike | None = None, *, config: PathLike | None = None, resume: bool = False,
+def train_config(store: PathLike | None = None, *, config: PathLike | None = None, preset: str | None = None,
+                 resume: bool = False, **options: Any):
+    """The run's TrainConfig from, in increasing precedence: defaults, the preset (``cpu``/``gpu``; default ``gpu``
+    for a CUDA device, else ``cpu``), ``config`` (YAML/TOML; or, resuming without one, the run's own config.json,
+    with no preset: a run keeps what it was started with) and ``options`` (TrainConfig fields; None = not given)."""
+    from chgdata.models.presets import default_preset, preset_options
+    from chgdata.models.schema import ConfigError
+    from chgdata.models.train import TrainConfig
+
+    flags = {k: (os.fspath(v) if isinstance(v, os.PathLike) else v) for k, v in options.items() if v is not None}
+    if store is not None:
+        flags["store"] = os.fspath(store)
+    run_dir = Path(flags.get("out") or TrainConfig.out)
+    recorded = run_dir / "config.json"
+    if resume and config is None and recorded.is_file():
+        if preset:
+            raise ValueError(f"--preset with --resume: {run_dir} keeps the config it was started with ({recorded})")
+        return TrainConfig.from_file(recorded, **flags)
+    data = TrainConfig.read_file(config) if config is not None else {}
+    device = flags.get("device") or data.get("device") or TrainConfig.device
+    target = flags.get("target") or data.get("target") or TrainConfig.target
+    base = preset_options(preset or default_preset(str(device)), str(target))
+    if ("epochs" in data or "epochs" in flags) and not ("max_steps" in data or "max_steps" in flags):
+        base.pop("max_steps")  # epochs asked for: the preset's step count must not cut them short
+    try:
+        return TrainConfig.from_dict({**base, **data}, **flags)
+    except ConfigError as exc:
+        raise ConfigError(f"{config}: {exc}" if config is not None else str(exc)) from None
+
+
+def train(store: PathLike | None = None, *, config=None, preset: str | None = None, resume: bool = False,
           progress: bool = False, **options: Any) -> dict[str, Any]:
-    """``chgdata train``: ``options`` are TrainConfig fields (target, max_steps, out, ...), overriding ``config``
-    (YAML/TOML); returns the final metrics ({} when already trained)."""
+    """``chgdata train``: ``config`` is a TrainConfig, or a file resolved with ``preset`` and ``options`` as
+    :func:`train_config` does (so ``chgdata.train(store)`` is ``chgdata train --store STORE``); returns the final
+    metrics ({} when already trained). Raises TrainingInterrupted (with the checkpoint) on SIGINT/SIGTERM."""
     from chgdata.models.train import TrainConfig
     from chgdata.models.train import train as run_train
 
-    if store is not None:
-        options["store"] = os.fspath(store)
-    cfg = TrainConfig.from_file(config, **options) if config else TrainConfig(**options)
+    cfg = config if isinstance(config, TrainConfig) else train_config(store, config=config, preset=preset,
+                                                                      resume=resume, **options)
     return run_train(cfg, resume=resume, progress=progress) or {}
+
+
+def ensemble(checkpoints: Sequence[PathLike], out: PathLike) -> Path:
+    """``chgdata ensemble``: one checkpoint predicting the mean Δρ̂ of density models trained on the same data."""
+    from chgdata.models.checkpoint import combine_checkpoints
+
+    return combine_checkpoints(list(checkpoints), out)
 
 
 def evaluate(checkpoint: PathLike | None = None, store: PathLike = "data/store", *, split: str = "test",
@@ -124,3 +162,43 @@ def fit_dos(store: PathLike, out: PathLike, *, folds: int = 5, energy_exponents:
     if not exponents or min(exponents) < 0:
         raise ValueError(f"energy exponents: one or more numbers >= 0, got {list(energy_exponents)!r}")
     return fit_dos_kernel(os.fspath(store), out, grid=kernel_grid(exponents), n_folds=folds)
+
+
+def parse_grid(text: str) -> tuple[int, int, int]:
+    """``"nx,ny,nz"`` (also ``x`` or spaces between) as three positive integers."""
+    from chgdata.models.predict import parse_grid as parse
+
+    return parse(text)
+
+
+def predict_files(structures: Sequence[str], out: PathLike = "predictions", *, checkpoint: PathLike | None = None,
+                  grid: Sequence[int] | None = None, spacing: float | None = None, like: PathLike | None = None,
+                  device: str = "cpu", chunk_size: int | None = None, formats: Sequence[str] = ("chgcar",),
+                  spin: str = "auto", aug_from: PathLike | None = None, store: str | None = None,
+                  conserve_electrons: bool = True, dos: bool = False, dos_only: bool = False,
+                  dos_checkpoint: PathLike | None = None, dos_method: str = "kernel", progress: bool = False,
+                  echo=print) -> list:
+    """``chgdata predict``: densities of structure files, MP ids or ``store:PATH#id`` written under ``out`` (one
+    folder per structure, named after it) in ``formats``; with ``dos``/``dos_only`` also the DOS window, from the
+    kernel model or, ``dos_method="nscf"``, GPAW bands of the predicted density. ``echo`` receives the DOS
+    reports' lines. Returns the density predictions (names, grids' shapes, electron counts, files, timings)."""
+    from chgdata.models.predict import run_predict
+
+    if dos_method not in ("kernel", "nscf"):
+        raise ValueError(f"--dos-method must be kernel or nscf, got {dos_method!r}")
+    ckpt = os.fspath(checkpoint) if checkpoint else None
+    if (dos or dos_only) and dos_method == "nscf":
+        from chgdata.models.dft import report_nscf_dos
+
+        report_nscf_dos(structures, Path(out) / "nscf", ckpt, echo)
+    elif dos or dos_only:
+        from chgdata.models.predict_dos import report_dos
+
+        report_dos(structures, Path(out), dos_checkpoint, device, echo)
+    if dos_only:
+        return []
+    return run_predict(structures, out, checkpoint=ckpt, grid=grid, spacing=spacing,
+                       like=os.fspath(like) if like else None, device=device, chunk_size=chunk_size,
+                       formats=[f.strip().lower() for f in formats], store=store, progress=progress,
+                       conserve_electrons=conserve_electrons, spin=spin.lower(),
+                       aug_from=os.fspath(aug_from) if aug_from else None)

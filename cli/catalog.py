@@ -110,7 +110,7 @@ def rebuild(
     workers: int = typer.Option(2, "--workers", "-w", min=1, help="Local Dask worker processes."),
 ) -> None:
     """Rebuild a published version from exactly its recorded inputs and verify its checksums (exit 1 if not)."""
-    from chgdata.pipelines.rebuild import run_rebuild
+    from chgdata.app import rebuild as run_rebuild
 
     with cli_errors():
         rep = run_rebuild(ref, from_dir, store, catalog=catalog, workers=workers)

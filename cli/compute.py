@@ -46,16 +46,11 @@ def compute(
             for c in cands[:limit]:
                 typer.echo(f"{c.id}\t{c.reduced_formula}\t{len(c.structure)}\t{int(c.spin)}")
             return
-        from chgdata.pipelines.compute import ComputeLocked, run_compute
+        from chgdata.app import compute as run_compute
 
-        from chgdata.dft.settings import DFTUnavailable
-
-        try:
-            report = run_compute(cands, out_dir, workers=workers, scheduler=scheduler, timeout_s=timeout,
-                                 budget_min=budget_min, limit=limit, max_atoms=max_atoms, retry_failed=retry_failed,
-                                 progress=not quiet)
-        except (DFTUnavailable, ComputeLocked) as exc:
-            raise ValueError(str(exc)) from None
+        report = run_compute(cands, out_dir, workers=workers, scheduler=scheduler, timeout_s=timeout,
+                             budget_min=budget_min, limit=limit, max_atoms=max_atoms, retry_failed=retry_failed,
+                             progress=not quiet)
     out.print(f"finished {len(report.finished)}, already there {len(report.existing)}, refused "
               f"{len(report.refused)}, failed {len(report.failed)}, not started (budget) {len(report.not_started)} "
               f"→ {out_dir} ({report.seconds / 60:.1f} min)", highlight=False, soft_wrap=True)

@@ -24,16 +24,11 @@ def dft(
     """GPAW (the shared crystals' settings) started from a predicted density, or NSCF bands of it. Writes per
     structure summary.json (iterations, seconds, energy, E_F, gaps in eV), dos.json/csv/png, CHGCAR and a
     restartable calc.gpw. Exit code 3 when some structures failed (nothing is written for them)."""
-    from chgdata.models.dft import run_dft
-
-    from chgdata.dft.settings import DFTUnavailable
+    from chgdata.app import dft as run_dft
 
     with cli_errors():
-        try:
-            results = run_dft(structures, out_dir, start=start, nscf=nscf, checkpoint=checkpoint, spin=spin,
-                              progress=not quiet)
-        except DFTUnavailable as exc:
-            raise ValueError(str(exc)) from None
+        results = run_dft(structures, out_dir, start=start, nscf=nscf, checkpoint=checkpoint, spin=spin,
+                          progress=not quiet)
     failed = [r for r in results if "error" in r]
     for r in results:
         if "error" in r:

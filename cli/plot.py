@@ -82,13 +82,12 @@ def density(
                       ("Δρ = ρ − ρ_SAED", grid.rho - saed, "signed")]
             parity = (saed, grid.rho, "ρ (DFT)", "ρ_SAED")
         else:
-            from chgdata.models.predict import load, predict_structure
+            from chgdata.app import predict
 
-            model, ckpt = load(str(checkpoint), device)
-            pred = predict_structure(model, ckpt, s, grid.rho.shape, name=material, device=device)
-            panels = [("target ρ (DFT)", grid.rho, "density"), ("predicted ρ", pred.rho, "density"),
-                      ("error ρ̂ − ρ", pred.rho - grid.rho, "signed")]
-            parity = (pred.rho, grid.rho, "ρ (DFT)", "predicted ρ")
+            rho = predict(s, checkpoint, grid=grid.rho.shape, device=device).data["total"] / s.volume  # ρ·V → ρ
+            panels = [("target ρ (DFT)", grid.rho, "density"), ("predicted ρ", rho, "density"),
+                      ("error ρ̂ − ρ", rho - grid.rho, "signed")]
+            parity = (rho, grid.rho, "ρ (DFT)", "predicted ρ")
             title += f", {checkpoint}"
         path = plot_density_slices(panels, grid.lattice, out_path, parity=parity, title=title, z_index=z_index)
     nm = 100 * np.abs(parity[0] - parity[1]).sum() / np.abs(parity[1]).sum()

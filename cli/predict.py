@@ -48,28 +48,16 @@ def predict(
     """Predict ρ (e/Å³) on a full grid and write a VASP CHGCAR (ρ·V; a `diff` block for spin models)."""
     import warnings
 
-    from chgdata.models.predict import parse_grid, run_predict
+    from chgdata.app import parse_grid, predict_files
 
     with cli_errors(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        if dos_method not in ("kernel", "nscf"):
-            raise ValueError(f"--dos-method must be kernel or nscf, got {dos_method!r}")
-        if (dos or dos_only) and dos_method == "nscf":
-            from chgdata.models.dft import report_nscf_dos
-
-            report_nscf_dos(structures, out_dir / "nscf", str(checkpoint) if checkpoint else None, out.print)
-        elif dos or dos_only:
-            from chgdata.models.predict_dos import report_dos
-
-            report_dos(structures, out_dir, dos_checkpoint, device, out.print)
-        preds = []
-        if not dos_only:
-            fmts = [f.strip().lower() for f in formats.split(",") if f.strip()]
-            preds = run_predict(structures, out_dir, checkpoint=str(checkpoint) if checkpoint else None,
-                                grid=parse_grid(grid) if grid else None, spacing=spacing,
-                                like=str(like) if like else None, device=device, chunk_size=chunk_size,
-                                formats=fmts, store=store, progress=not quiet, conserve_electrons=conserve,
-                                spin=spin.lower(), aug_from=str(aug_from) if aug_from else None)
+        preds = predict_files(structures, out_dir, checkpoint=checkpoint, grid=parse_grid(grid) if grid else None,
+                              spacing=spacing, like=like, device=device, chunk_size=chunk_size,
+                              formats=[f for f in formats.split(",") if f.strip()], spin=spin, aug_from=aug_from,
+                              store=store, conserve_electrons=conserve, dos=dos, dos_only=dos_only,
+                              dos_checkpoint=dos_checkpoint, dos_method=dos_method, progress=not quiet,
+                              echo=out.print)
     shown = set()
     for w in caught:  # the DOS-only path's warnings too (an unseen element was silent there)
         if w.category.__name__ in ("ConventionWarning", "UnseenElementWarning") and str(w.message) not in shown:

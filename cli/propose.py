@@ -24,8 +24,7 @@ def propose(
     """Rank candidate structures by the density ensemble's disagreement (spread of the members' Δρ̂ on a 0.3 Å
     grid, in NMAE units, %): what the model does not know comes first. `chgdata compute --rank-by FILE` then
     computes in that order."""
-    from chgdata.models.predict import load
-    from chgdata.models.uncertainty import rank_by_spread
+    from chgdata.app import propose as rank_by_spread
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from chgdata.candidates import from_files, generate_new
@@ -35,12 +34,11 @@ def propose(
     with cli_errors():
         cands = (from_files(structures) if structures else []) + \
             ([c for c in generate_new(seed) if c.variant == "eq"] if generate else [])
-        model, ckpt = load(checkpoint)
         by_id = {c.id: c for c in cands}
         columns = (TextColumn("[bold]spread"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, disable=quiet, transient=True) as bar:
             task = bar.add_task("spread", total=len(cands))
-            ranked = rank_by_spread([(c.id, c.structure) for c in cands], model, ckpt,
+            ranked = rank_by_spread(cands, checkpoint=checkpoint,
                                     callback=lambda done, total: bar.update(task, completed=done))
     ranked = ranked[:n] if n else ranked
     out_file.parent.mkdir(parents=True, exist_ok=True)

@@ -38,20 +38,17 @@ def train(
     quiet: bool = QUIET,
 ) -> None:
     """Train a model on a store; writes RUN_DIR/{config.json,splits.json,metrics.csv,last.pt,model.pt}."""
-    from chgdata.models.train import train as run_train
-
-    flags = {"store": store, "target": target, "device": device,
-             "epochs": epochs, "max_steps": max_steps, "probes": probes,
-             "max_probes_per_batch": max_probes_per_batch, "batch_size": batch_size, "lr": lr, "loss": loss,
-             "weighting": weighting, "ema_decay": ema, "workers": workers, "seed": seed,
-             "out": str(run_dir) if run_dir else None}
-    flags = {k: v for k, v in flags.items() if v is not None}
-    from chgdata.models.train_utils import TrainingInterrupted
+    from chgdata.app import TrainingInterrupted, train_config
+    from chgdata.app import train as run_train
 
     with cli_errors():
-        cfg = resolve_config(flags, config, preset, resume)
+        cfg = train_config(store, config=config, preset=preset, resume=resume, target=target, device=device,
+                           epochs=epochs, max_steps=max_steps, probes=probes,
+                           max_probes_per_batch=max_probes_per_batch, batch_size=batch_size, lr=lr, loss=loss,
+                           weighting=weighting, ema_decay=ema, workers=workers, seed=seed,
+                           out=str(run_dir) if run_dir else None)
         try:
-            final = run_train(cfg, resume=resume, progress=not quiet)
+            final = run_train(config=cfg, resume=resume, progress=not quiet)
         except TrainingInterrupted as exc:
             console.print(f"interrupted: {exc}", highlight=False, soft_wrap=True)
             sys.exit(130)
@@ -62,40 +59,14 @@ def train(
         console.print(f"nothing to do: {cfg.out} is already trained to step/epoch limits")
 
 
-def resolve_config(flags: dict, config: Path | None, preset: str | None, resume: bool):
-    """TrainConfig from, in increasing precedence: defaults, the preset, ``--config`` (or, when resuming without
-    one, the run's own config.json, with no preset: the run keeps what it was started with), the flags."""
-    from chgdata.models.presets import default_preset, preset_options
-    from chgdata.models.schema import ConfigError
-    from chgdata.models.train import TrainConfig
-
-    run_dir = Path(flags.get("out") or TrainConfig.out)
-    recorded = run_dir / "config.json"
-    if resume and config is None and recorded.is_file():
-        if preset:
-            raise ValueError(f"--preset with --resume: {run_dir} keeps the config it was started with ({recorded})")
-        return TrainConfig.from_file(recorded, **flags)
-    data = TrainConfig.read_file(config) if config is not None else {}
-    device = flags.get("device") or data.get("device") or TrainConfig.device
-    target = flags.get("target") or data.get("target") or TrainConfig.target
-    base = preset_options(preset or default_preset(str(device)), str(target))
-    if ("epochs" in data or "epochs" in flags) and not ("max_steps" in data or "max_steps" in flags):
-        base.pop("max_steps")  # epochs asked for: the preset's step count must not cut them short
-    data = {**base, **data}
-    try:
-        return TrainConfig.from_dict(data, **flags)
-    except ConfigError as exc:
-        raise ConfigError(f"{config}: {exc}" if config is not None else str(exc)) from None
-
-
 def ensemble(
     checkpoints: list[Path] = typer.Argument(..., exists=True, dir_okay=False,
                                              help="model.pt of two or more density runs trained on the same data."),
     out_path: Path = typer.Option(..., "--out", "-o", dir_okay=False, help="Ensemble checkpoint to write."),
 ) -> None:
     """Combine density checkpoints into one ensemble checkpoint that predicts the mean of its members."""
-    from chgdata.models.checkpoint import combine_checkpoints
+    from chgdata.app import ensemble as combine
 
     with cli_errors():
-        path = combine_checkpoints(checkpoints, out_path)
+        path = combine(checkpoints, out_path)
     out.print(f"wrote {path}: the mean of {len(checkpoints)} density models (chgdata predict/evaluate -c {path})")

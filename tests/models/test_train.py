@@ -328,21 +328,23 @@ def test_bad_config_is_one_line_naming_the_key(tmp_path, text, key):
 
 
 def test_presets(tmp_path):
-    from chgdata.cli.train import resolve_config
+    """chgdata.app.train_config: the one resolution of preset, file and flags (the CLI and chgdata.train use it)."""
+    from chgdata.app import train_config
     from chgdata.models.presets import PRESETS
 
-    cpu = resolve_config({"out": str(tmp_path / "r")}, None, None, False)
+    out = str(tmp_path / "r")
+    cpu = train_config(out=out)
     assert cpu.probes == 200 and cpu.max_steps == 3000 and cpu.model == PRESETS["cpu"]["model"]
-    gpu = resolve_config({"out": str(tmp_path / "r"), "device": "cuda"}, None, None, False)
+    gpu = train_config(out=out, device="cuda")
     assert gpu.batch_size == 32 and gpu.model["encoder"]["n_scalars"] == 48
-    dos = resolve_config({"out": str(tmp_path / "r"), "target": "dos"}, None, "cpu", False)
+    dos = train_config(out=out, target="dos", preset="cpu")
     assert dos.model == PRESETS["cpu"]["dos_model"]
-    # precedence: preset < file < flags; asking for epochs drops the preset's step count
+    # precedence: preset < file < flags; asking for epochs drops the preset's step count; None is "not given"
     conf = _yaml(tmp_path / "c.yaml", probes=77, lr="1e-3", model=TINY)
-    cfg = resolve_config({"out": str(tmp_path / "r"), "lr": 2e-3, "epochs": 2}, conf, "gpu", False)
+    cfg = train_config(config=conf, preset="gpu", out=out, lr=2e-3, epochs=2, seed=None)
     assert (cfg.probes, cfg.lr, cfg.batch_size, cfg.model, cfg.max_steps) == (77, 2e-3, 32, TINY, None)
     with pytest.raises(ValueError, match="--preset must be one of cpu, gpu"):
-        resolve_config({"out": str(tmp_path / "r")}, None, "tpu", False)
+        train_config(out=out, preset="tpu")
 
 
 def test_resume_without_config_reads_the_runs_config(store, tmp_path):
