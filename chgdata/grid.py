@@ -193,6 +193,23 @@ def density_from_vasp(data_rho_v: np.ndarray, volume: float, name: str, expect_s
     return rho.astype(np.float32)
 
 
+#: Largest ∫|ρ| / ∫ρ accepted for a valence density: pseudo densities dip below zero near some nuclei (up to 1.56
+#: over the 299 shared grids); far more negative weight is a sign-flipped or otherwise corrupted block.
+MAX_ABS_OVER_NET = 3.0
+
+
+def sign_problem(rho: np.ndarray, name: str) -> str | None:
+    """Why a total valence density (e/Å³) cannot be one, by its signs, or None."""
+    net = float(rho.sum(dtype=np.float64))
+    absolute = float(np.abs(rho).sum(dtype=np.float64))
+    if net <= 0:
+        return f"{name}: the density integrates to {net / max(rho.size, 1):.3g} e/Å³ on average (≤ 0): not a density"
+    if absolute > MAX_ABS_OVER_NET * net:
+        return (f"{name}: ∫|ρ| dV is {absolute / net:.2f}× ∫ρ dV (over {MAX_ABS_OVER_NET:g}; valence densities stay "
+                "below 1.6): a sign-flipped or corrupted block?")
+    return None
+
+
 def cell_volume(lattice) -> float:
     """|a·(b×c)| of a 3×3 lattice (rows a, b, c; Å → Å³) in plain IEEE double arithmetic in a fixed order: the
     same bits on every CPU. (``Structure.volume`` goes through numpy's ``det``, i.e. the machine's BLAS/LAPACK

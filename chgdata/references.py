@@ -72,7 +72,7 @@ def gaussian_sigmas(sigma_min: float = 0.12, sigma_max: float = 2.4, n: int = 10
 
 
 DEFAULT_SIGMAS = (0.12, 0.1673940952754905, 0.23350652610916664, 0.32573011399138874, 0.4543774811297576,  # Å,
-                  0.6338342280606005, 0.8841675596736926, 1.233370239362634, 1.720490794648527, 2.4)  # gaussian_sigmas(), written out
+                  0.6338342280606005, 0.8841675596736926, 1.233370239362634, 1.720490794648527, 2.4)  # no pow()
 
 
 def gaussian_radial(r: np.ndarray, sigmas: Sequence[float]) -> np.ndarray:

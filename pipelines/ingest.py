@@ -37,7 +37,15 @@ from chgdata.pipelines.cluster import dask_client, run_tasks
 import chgdata
 from chgdata import contract as C
 from chgdata.compaction import finish_stage
-from chgdata.grid import GridError, augmentation_to_json, cell_volume, density_from_vasp, electron_count_flag, electrons
+from chgdata.grid import (
+    GridError,
+    augmentation_to_json,
+    cell_volume,
+    density_from_vasp,
+    electron_count_flag,
+    electrons,
+    sign_problem,
+)
 from chgdata.grid_order import grid_order_problem
 from chgdata.sources import vasp_dir
 from chgdata.sources.mp import MPSource, Secret, default_client
@@ -170,8 +178,8 @@ def commit_material(commit: PartitionCommit, rec: MaterialRecord) -> str | None:
     rho = mag = ae = None
     if rec.total is not None:
         rho = density_from_vasp(rec.total, volume, name, rec.expected_grid)
-        if (why := grid_order_problem(s, rho)) is not None:
-            raise GridError(f"{name}: {why}")
+        if (why := sign_problem(rho, name) or grid_order_problem(s, rho)) is not None:
+            raise GridError(why if why.startswith(name) else f"{name}: {why}")
         if rec.diff is not None:
             mag = density_from_vasp(rec.diff, volume, f"{name} (magnetisation)", rho.shape)
         n_el = electrons(rho, volume)

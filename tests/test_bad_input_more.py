@@ -43,6 +43,14 @@ def _poscar(folder="gpaw-0001") -> str:
     return Poscar(Chgcar.from_file(str(GPAW / folder / "CHGCAR.gz")).structure).get_str()
 
 
+def _flip_signs(lines: list[str]) -> str:
+    """The CHGCAR with part of its grid negated (a corrupted block): ∫ρ shrinks, ∫|ρ| does not."""
+    k = next(i for i, ln in enumerate(lines) if ln.split() == ["24", "24", "24"])
+    n = (len(lines) - k) // 2
+    body = [" ".join(f"{-float(v):.11E}" for v in ln.split()) + "\n" for ln in lines[k + 1 + n // 3:k + 1 + n]]
+    return "".join(lines[:k + 1 + n // 3] + body + lines[k + 1 + n:])
+
+
 #: kind → (files of the folder, phrase the one-line reason must contain)
 def _cases() -> dict[str, tuple[dict, str]]:
     lines = _chgcar_lines()
@@ -78,6 +86,7 @@ def _cases() -> dict[str, tuple[dict, str]]:
                          "not a readable JSON file"),
         "dos-only-bad-gzip": ({"dos.json.gz": gzip.compress(b"{}" * 500)[:40] + b"\x00" * 40},
                               "unreadable DOS file"),
+        "chgcar-sign-flipped": ({"CHGCAR": _flip_signs(lines)}, "∫|ρ| dV is"),
         "chgcar-trailing-values": ({"CHGCAR": chgcar + " 0.1 0.2 0.3 0.4 0.5\n"},
                                    "values after the 13824-point grid (line 2778) that are neither augmentation"),
         "chgcar-dims-swapped": ({"CHGCAR": dims("   16   35   18\n")},
