@@ -11,11 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import ChargeDensityConfig, DensityEnsembleConfig, DosConfig, DosKernelConfig
-from .density import ChargeDensityModel
-from .dos import DosModel
-from .dos_kernel import DosKernelModel
-from .ensemble import DensityEnsemble
+from .config import DensityEnsembleConfig
+from .registry import build_model, config_from_dict, config_to_dict, kind_of
 
 
 def plain(obj: Any) -> Any:
@@ -62,20 +59,9 @@ def read_checkpoint(path: str | os.PathLike, device="cpu") -> dict[str, Any]:
 CHECKPOINT_FORMAT = 1
 
 
-def build_model(model_config) -> nn.Module:
-    if isinstance(model_config, DosKernelConfig):
-        return DosKernelModel(model_config)
-    if isinstance(model_config, DensityEnsembleConfig):
-        return DensityEnsemble(model_config)
-    return DosModel(model_config) if isinstance(model_config, DosConfig) else ChargeDensityModel(model_config)
-
-
 def model_config_from_dict(d: dict[str, Any]):
-    if d.get("kind") == "dos-kernel":
-        return DosKernelConfig.from_dict(d)
-    if d.get("kind") == "density-ensemble":
-        return DensityEnsembleConfig.from_dict(d)
-    return DosConfig.from_dict(d) if "n_points" in d else ChargeDensityConfig.from_dict(d)
+    """A checkpoint's ``model_config`` as its config object (:func:`chgdata.models.registry.config_from_dict`)."""
+    return config_from_dict(d)
 
 
 def load_checkpoint(path: str | os.PathLike, device="cpu", use_ema: bool = True) -> tuple[nn.Module, dict]:
@@ -108,10 +94,10 @@ def combine_checkpoints(paths: Sequence[str | os.PathLike], dest: str | os.PathL
     ckpts = [read_checkpoint(p) for p in paths]
     configs = []
     for path, ck in zip(paths, ckpts, strict=True):
-        cfg = ck.get("model_config") or {}
-        if "probe_r_cut" not in cfg:
-            raise ValueError(f"{path} is not a single charge-density checkpoint")
-        configs.append(ChargeDensityConfig.from_dict(cfg))
+        cfg = config_from_dict(ck.get("model_config") or {})
+        if kind_of(cfg) != "charge-density":
+            raise ValueError(f"{path} is not a single charge-density checkpoint ({kind_of(cfg)})")
+        configs.append(cfg)
     first = ckpts[0]
     for path, ck in zip(paths[1:], ckpts[1:], strict=True):
         for key, what in (("saed_reference_id", "SAED reference"), ("train_elements", "training elements")):
@@ -125,11 +111,11 @@ def combine_checkpoints(paths: Sequence[str | os.PathLike], dest: str | os.PathL
         weights = ck["ema"] if ck.get("ema") is not None else ck["model"]
         state.update({f"members.{i}.{k}": v for k, v in weights.items()})
     keep = {k: v for k, v in first.items() if k not in ("optimizer", "scheduler", "ema", "model", "rng", "metrics")}
-    out = {**keep, "model_config": config.to_dict(), "model": state, "ema": None,
+    out = {**keep, "model_config": config_to_dict(config), "model": state, "ema": None,
            "n_parameters": sum(int(ck.get("n_parameters") or 0) for ck in ckpts),
            "members": [{"source": str(p), "config": ck.get("config"), "metrics": ck.get("metrics"),
                         "code_version": ck.get("code_version")} for p, ck in zip(paths, ckpts, strict=True)]}
-    DensityEnsemble(config).load_state_dict(state)  # every member's weights fit its config
+    build_model(config).load_state_dict(state)  # every member's weights fit its config
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(dest, out)

@@ -19,6 +19,7 @@ from .encoder import AtomEncoder, GatedTensorProductBlock, IrrepsSequential, che
 from .graph import probe_edge_vectors, structure_batch
 from .neighbors import grid_positions, grid_probe_edges, probe_edges
 from .radial import BesselBasis, geometric_weight
+from .registry import is_ensemble
 
 
 class DensityHead(nn.Module):
@@ -141,7 +142,7 @@ def predict_grid(model, positions, atomic_numbers, cell, grid_shape: Sequence[in
     total_points)`` reports progress, ``timing`` collects per-stage seconds. Output is written into one
     preallocated CPU array, so peak host memory is one grid, not two.
     """
-    if hasattr(model, "members"):  # an ensemble (chgdata.models.ensemble): the mean of its members
+    if is_ensemble(model):  # the mean of its members
         k, total = len(model.members), None
         for i, member in enumerate(model.members):
             step = None if callback is None else (lambda done, n, i=i: callback(i * n + done, k * n))
@@ -220,7 +221,7 @@ def density_in_chunks(
         raise ValueError("give exactly one of grid_shape and probe_positions")
     if grid_shape is not None:
         return predict_grid(model, positions, atomic_numbers, cell, grid_shape, chunk_size, device, dtype=dtype)
-    if hasattr(model, "members"):  # an ensemble: the mean of its members
+    if is_ensemble(model):  # the mean of its members
         return sum(density_in_chunks(m, positions, atomic_numbers, cell, None, probe_positions, chunk_size, device,
                                      dtype) for m in model.members) / len(model.members)
     cfg = model.config

@@ -21,6 +21,7 @@ from chgdata.metrics import DensityErrorSums, density_error_sums, mean_nmae
 
 from .evaluate_dos import evaluate_dos  # noqa: F401 - DOS evaluation lives in its own module
 from .predict import atomic_numbers, load, predict_grid, reference_table
+from .registry import is_density
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -187,7 +188,7 @@ def run_evaluate(checkpoint: str | None, store: str, split: str = "test", materi
 
     model, ckpt = load(checkpoint, device)
     ds = open_dataset(store)
-    is_dos = not hasattr(model.config, "probe_r_cut")
+    is_dos = not is_density(model)
     if is_dos:
         store_ids = ds.dos_ids()
     else:

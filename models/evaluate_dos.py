@@ -25,6 +25,8 @@ import torch
 
 from chgdata.metrics import dos_abs_mae, dos_mse, dos_wasserstein, r2_score
 
+from .registry import kind_of
+
 SPLITS = ("train", "val", "test")
 
 
@@ -82,7 +84,7 @@ def baselines_from_store(ds, train_ids: Sequence[str]) -> DosBaselines:
 @torch.no_grad()
 def predict_windows(model, structures: Sequence, device: str = "cpu") -> np.ndarray:
     """(n, 2, n_points) windows (the model's units) for pymatgen structures, one forward pass each."""
-    if hasattr(model, "predict_structures"):  # the kernel model reads descriptors, not a graph
+    if kind_of(model) == "dos-kernel":  # the kernel model reads descriptors, not a graph
         return model.predict_structures(structures)
     from .graph import structure_batch
     from .predict import atomic_numbers

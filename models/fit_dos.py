@@ -19,6 +19,7 @@ from chgdata.splits import grouped_folds
 from .checkpoint import CHECKPOINT_FORMAT, save_checkpoint
 from .dos_kernel import DEFAULT_GRID, fit_kernel, max_similarity
 from .evaluate_dos import element_fractions, fit_baselines
+from .registry import config_to_dict
 from .train_utils import code_version, data_version
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,8 @@ def fit_dos_kernel(store: str, out: str | os.PathLike, grid: Sequence[tuple[floa
                        best["energy_exponent"])
     base = fit_baselines(windows, fractions)
     state = {
-        "format": CHECKPOINT_FORMAT, "model_config": model.config.to_dict(), "model": model.state_dict(), "ema": None,
+        "format": CHECKPOINT_FORMAT, "model_config": config_to_dict(model.config), "model": model.state_dict(),
+        "ema": None,
         "config": {"dos_variant": "normalised", "descriptors": list(DESCRIPTOR_NAMES), "cv": rows, "selected": best,
                    "n_folds": n_folds, "seed": seed, "store": str(store), "similarity_calibration": calibration,
                    "train_ids": list(ids), "train_formulas": [s.composition.reduced_formula for s in structures]},

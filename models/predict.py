@@ -24,6 +24,7 @@ from chgdata.references import ReferenceTable
 from chgdata.store import Location
 
 from .density import GridTiming, predict_grid
+from .registry import is_density
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "default" / "density.pt"
 REFERENCE_KEY = "saed_reference"  # checkpoint entry: the SAED reference table as JSON text
@@ -299,7 +300,7 @@ def predict_structure(model, ckpt: dict[str, Any], structure, grid_shape: Sequen
     from chgdata.saed import saed_for_structure
 
     cfg = model.config
-    if not hasattr(cfg, "probe_r_cut"):
+    if not is_density(model):
         raise PredictError("this checkpoint is a DOS model; `chgdata predict` needs a charge-density checkpoint")
     warn_unseen_elements(ckpt, structure, name)
     z = atomic_numbers(structure)

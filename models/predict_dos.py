@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .predict import PredictError, StructureInput, read_structure, warn_unseen_elements
+from .registry import is_density, kind_of
 
 DEFAULT_DOS_CHECKPOINT = Path(__file__).resolve().parent / "default" / "dos.pt"
 UNITS = "dimensionless: max-normalised window (larger spin channel of a reference peaks at 1)"
@@ -50,7 +51,7 @@ def load_dos_model(checkpoint: str | os.PathLike | None = None, device: str = "c
         raise PredictError(f"no DOS model at {path}" + ("" if checkpoint else " (none shipped with this chgdata): "
                                                         "pass --dos-checkpoint path/to/model.pt"))
     model, ckpt = load_checkpoint(path, device=device)
-    if not hasattr(model.config, "n_points"):
+    if is_density(model):
         raise PredictError(f"{path} is a charge-density checkpoint, not a DOS model")
     return model, ckpt
 
@@ -81,7 +82,7 @@ def predict_dos(model, inputs: Sequence[StructureInput], device: str = "cpu",
     energies = np.linspace(lo, hi, model.config.n_points)
     structures = [inp.structure for inp in inputs]
     domains: list[dict[str, Any] | None] = [None] * len(structures)
-    if hasattr(model, "nearest") and structures:  # kernel model: the descriptors once, for windows and domain
+    if kind_of(model) == "dos-kernel" and structures:  # the descriptors once, for windows and domain
         import torch
 
         from .dos_kernel import descriptor_matrix

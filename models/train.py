@@ -41,6 +41,7 @@ from .checkpoint import (  # noqa: F401  (plain, load_checkpoint, model_config_f
 )
 from .config import ChargeDensityConfig, DosConfig, count_parameters
 from .data import DensityProbes, DosWindows, attach_probe_edges, make_loader, make_splits
+from .registry import config_to_dict
 from .train_utils import (
     Dist,
     PlainProgress,
@@ -253,7 +254,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     epoch, step, in_epoch = 0, 0, 0
     if resume and last.exists():
         ckpt = read_checkpoint(last, device)
-        if ckpt["model_config"] != model_cfg.to_dict():
+        if {k: v for k, v in ckpt["model_config"].items() if k != "kind"} != model_cfg.to_dict():
             raise ValueError(f"{last}: the checkpoint's model config differs from this run's (resume without "
                              "--config and model flags reads the run's own config.json); or use another --out")
         model.load_state_dict(ckpt["model"])
@@ -271,7 +272,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     use_amp = cfg.amp and device.type == "cuda"
     loss_unit = float(getattr(model_cfg, "output_scale", 1.0))  # densities: the loss in units of the targets' scale
     amp_checked = False
-    meta = {"config": dataclasses.asdict(cfg), "model_config": model_cfg.to_dict(),
+    meta = {"config": dataclasses.asdict(cfg), "model_config": config_to_dict(model_cfg),
             "code_version": code_version(), "data_version": data_version(cfg.store),
             "n_parameters": count_parameters(model), "torch": str(torch.__version__), "world_size": dist.world,
             "amp_used": use_amp,

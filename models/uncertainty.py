@@ -15,6 +15,7 @@ import numpy as np
 
 from .density import predict_grid
 from .predict import PredictError, atomic_numbers, grid_for_spacing, reference_table
+from .registry import is_ensemble
 
 #: Grid spacing [Å] of the spread: coarse, as the spread is an average over the cell.
 SPREAD_SPACING_A = 0.3
@@ -35,7 +36,7 @@ def member_spread(model, ckpt: dict, structure, spacing: float = SPREAD_SPACING_
     """The spread of ``model``'s members for one pymatgen ``structure`` (see the module docstring)."""
     from chgdata.saed import saed_for_structure
 
-    if not hasattr(model, "members") or len(model.members) < 2:
+    if not is_ensemble(model) or len(model.members) < 2:
         raise PredictError("the spread needs an ensemble checkpoint of two or more members (chgdata ensemble)")
     grid = tuple(int(n) for n in (grid or grid_for_spacing(structure.lattice.matrix, spacing)))
     z = atomic_numbers(structure)

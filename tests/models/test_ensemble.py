@@ -73,3 +73,22 @@ def test_ensemble_refuses_members_of_other_data_or_kind(tmp_path):
         from chgdata.models.config import ChargeDensityConfig, DensityEnsembleConfig
 
         DensityEnsembleConfig(members=(ChargeDensityConfig(n_spin_channels=1), ChargeDensityConfig(n_spin_channels=2)))
+
+
+def test_models_are_built_by_the_kind_their_checkpoint_records():
+    """The registry: every config round-trips with its kind; a dict without one (checkpoints from before) still
+    loads by its keys; an unknown kind is refused by name; the shipped checkpoints record theirs."""
+    from chgdata.models.config import ChargeDensityConfig, DosConfig
+    from chgdata.models.predict import load
+    from chgdata.models.registry import build_model, config_from_dict, config_to_dict, is_density, kind_of
+
+    for cfg, kind in ((ChargeDensityConfig(), "charge-density"), (DosConfig(), "dos-net")):
+        d = config_to_dict(cfg)
+        assert d["kind"] == kind and kind_of(config_from_dict(d)) == kind
+        legacy = {k: v for k, v in d.items() if k != "kind"}
+        assert config_from_dict(legacy) == cfg
+        assert kind_of(build_model(cfg)) == kind
+    with pytest.raises(ValueError, match="unknown model kind 'gnn'"):
+        config_from_dict({"kind": "gnn"})
+    model, ckpt = load(None)
+    assert ckpt["model_config"]["kind"] == "density-ensemble" and is_density(model)
