@@ -138,9 +138,8 @@ def evaluate_density(model, ckpt: dict[str, Any], store: str, material_ids: Sequ
             row.update(abs_err_saed=base.abs_err, nmae_saed=base.nmae, beats_saed=bool(model_sums.nmae < base.nmae))
         if grid.mag is not None and out.shape[-1] == 2:
             mag = grid.mag.astype(np.float64)
-            err = np.abs(out[..., 0] - out[..., 1] - mag)
-            row["mag_mae"] = float(err.mean())
-            row["mag_nmae"] = float(100 * err.sum() / max(np.abs(mag).sum(), 1e-30))
+            sums = density_error_sums(out[..., 0] - out[..., 1], mag)
+            row["mag_mae"], row["mag_nmae"] = sums.mae, sums.nmae
         rows.append(row)
         if progress is not None:
             progress(mid, i + 1, len(material_ids))

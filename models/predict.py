@@ -336,19 +336,16 @@ def write_chgcar(structure, rho: np.ndarray, path: str | os.PathLike, mag: np.nd
                  comment: str | None = None, data_aug: dict | None = None) -> Path:
     """VASP CHGCAR of ρ (e/Å³) and the magnetisation (e/Å³): blocks ρ·V and (ρ↑ − ρ↓)·V; ``comment`` is the
     first line, ``data_aug`` PAW augmentation occupancies (pymatgen ``Chgcar.data_aug``) written after each block."""
-    from pymatgen.io.vasp import Chgcar, Poscar
+    from chgdata.store import DensityGrid
 
-    vol = structure.volume
-    data = {"total": np.asarray(rho, np.float64) * vol}
-    if mag is not None:
-        data["diff"] = np.asarray(mag, np.float64) * vol
     if data_aug:
-        data_aug = {k: v for k, v in data_aug.items() if k in data}
+        data_aug = {k: v for k, v in data_aug.items() if k == "total" or (k == "diff" and mag is not None)}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     comment = " ".join((comment or structure.composition.reduced_formula).split())
-    chg = Chgcar(Poscar(structure, comment=comment), data, data_aug=data_aug or None)
-    chg.name = comment  # pymatgen writes `name` as the first (comment) line
+    grid = DensityGrid(comment, np.asarray(rho), None if mag is None else np.asarray(mag), structure.lattice.matrix)
+    chg = grid.to_chgcar(structure, data_aug or None)
+    chg.name = chg.poscar.comment = comment  # pymatgen writes `name` as the first (comment) line
     chg.write_file(str(path))
     return path
 

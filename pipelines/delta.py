@@ -34,6 +34,8 @@ import chgdata
 from chgdata import contract as C
 from chgdata.compaction import finish_stage
 from chgdata.free_atoms import SHIPPED_REFERENCES, shipped_reference_path
+from chgdata.grid import cell_volume
+from chgdata.metrics import DensityErrorSums
 from chgdata.references import (
     MaterialCounts,
     NormalEquations,
@@ -156,9 +158,9 @@ def delta_partition(url: str, partition: str, rows: Sequence[dict[str, Any]], ta
             if saed.shape != rho.shape or not np.isfinite(saed).all():
                 raise ValueError(f"SAED grid {saed.shape} unusable for density grid {rho.shape}")
             delta = rho - saed
-            volume = abs(float(np.linalg.det(lattice)))
-            abs_delta = float(np.abs(delta, dtype=np.float64).sum())
-            abs_rho = float(np.abs(rho, dtype=np.float64).sum())
+            volume = cell_volume(lattice)  # plain floats: not the BLAS-dependent det
+            saed_error = DensityErrorSums(float(np.abs(delta, dtype=np.float64).sum()),
+                                          float(np.abs(rho, dtype=np.float64).sum()), int(rho.size))
             for array in (C.SAED, C.DELTA):  # slots of materials re-ingested into another partition stay empty
                 commit.pad_to(array, row[C.COL_RHO_OFFSET])
             if commit.append(C.SAED, saed) != row[C.COL_RHO_OFFSET] or commit.append(C.DELTA, delta) != row[
@@ -175,7 +177,7 @@ def delta_partition(url: str, partition: str, rows: Sequence[dict[str, Any]], ta
             "reference_kind": "user-chgcar" if user is not None else kind, "saed_sha256": sha256_array(saed),
             "delta_sha256": sha256_array(delta), "saed_electrons": float(saed.mean(dtype=np.float64) * volume),
             "delta_integral": float(delta.mean(dtype=np.float64) * volume),
-            "abs_delta_over_abs_rho": abs_delta / abs_rho, "nmae_saed": 100 * abs_delta / abs_rho,
+            "abs_delta_over_abs_rho": saed_error.abs_err / saed_error.abs_ref, "nmae_saed": saed_error.nmae,
             "built_at": utcnow()})
     commit.finish()
     return {"partition": partition, "committed": [r[C.COL_ID] for r in rows], "failed": {}}
