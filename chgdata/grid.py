@@ -140,7 +140,7 @@ def grid_layout_problem(path: str | os.PathLike, header: ChgcarHeader) -> str | 
             if need <= 0:
                 break
         if need < 0:
-            return f"{-need} values after the {need + header.n_points} of the grid on line {lineno}"
+            return f"{-need} values after the {header.n_points}-point grid on its last line ({lineno})"
         if need > 0:
             return None  # a short grid: the parser reports it
         extra: list[str] = []
@@ -151,9 +151,7 @@ def grid_layout_problem(path: str | os.PathLike, header: ChgcarHeader) -> str | 
                 continue
             if words[0].lower().startswith("augmentation"):
                 return None
-            if tuple(words) == tuple(str(n) for n in header.grid_shape) or (
-                    len(words) == 3 and all(w.isdigit() for w in words)
-                    and tuple(int(w) for w in words) == header.grid_shape):
+            if len(words) == 3 and all(w.isdigit() for w in words) and tuple(map(int, words)) == header.grid_shape:
                 if len(extra) in (0, header.natoms):  # the magnetic moments per atom precede a spin grid
                     return None
                 break

@@ -87,6 +87,8 @@ def _cases() -> dict[str, tuple[dict, str]]:
         "dos-only-bad-gzip": ({"dos.json.gz": gzip.compress(b"{}" * 500)[:40] + b"\x00" * 40},
                               "unreadable DOS file"),
         "chgcar-sign-flipped": ({"CHGCAR": _flip_signs(lines)}, "∫|ρ| dV is"),
+        "chgcar-extra-on-last-line": ({"CHGCAR": "".join(lines[:-1]) + lines[-1].rstrip() + " 0.5\n"},
+                                      "1 values after the 13824-point grid on its last line"),
         "chgcar-trailing-values": ({"CHGCAR": chgcar + " 0.1 0.2 0.3 0.4 0.5\n"},
                                    "values after the 13824-point grid (line 2778) that are neither augmentation"),
         "chgcar-dims-swapped": ({"CHGCAR": dims("   16   35   18\n")},
