@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from .config import DensityEnsembleConfig
-from .registry import build_model, config_from_dict, config_to_dict, kind_of
+from .kinds import kind_of
+from .registry import build_model, config_from_dict, config_to_dict
 
 
 def plain(obj: Any) -> Any:

@@ -17,9 +17,9 @@ from . import keys as K
 from .config import ChargeDensityConfig
 from .encoder import AtomEncoder, GatedTensorProductBlock, IrrepsSequential, check_irreps
 from .graph import probe_edge_vectors, structure_batch
+from .kinds import is_ensemble
 from .neighbors import grid_positions, grid_probe_edges, probe_edges
 from .radial import BesselBasis, geometric_weight
-from .registry import is_ensemble
 
 
 class DensityHead(nn.Module):

@@ -20,8 +20,8 @@ from chgdata import contract as C
 from chgdata.metrics import DensityErrorSums, density_error_sums, mean_nmae
 
 from .evaluate_dos import evaluate_dos  # noqa: F401 - DOS evaluation lives in its own module
+from .kinds import is_density
 from .predict import atomic_numbers, load, predict_grid, reference_table
-from .registry import is_density
 
 SPLIT_NAMES = ("train", "val", "test")
 

@@ -25,7 +25,7 @@ import torch
 
 from chgdata.metrics import dos_abs_mae, dos_mse, dos_wasserstein, r2_score
 
-from .registry import kind_of
+from .kinds import kind_of
 
 SPLITS = ("train", "val", "test")
 

@@ -24,7 +24,7 @@ from chgdata.references import ReferenceTable
 from chgdata.store import Location
 
 from .density import GridTiming, predict_grid
-from .registry import is_density
+from .kinds import is_density
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "default" / "density.pt"
 REFERENCE_KEY = "saed_reference"  # checkpoint entry: the SAED reference table as JSON text

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from .kinds import is_density, kind_of
 from .predict import PredictError, StructureInput, read_structure, warn_unseen_elements
-from .registry import is_density, kind_of
 
 DEFAULT_DOS_CHECKPOINT = Path(__file__).resolve().parent / "default" / "dos.pt"
 UNITS = "dimensionless: max-normalised window (larger spin channel of a reference peaks at 1)"

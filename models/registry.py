@@ -21,9 +21,7 @@ from typing import Any
 from torch import nn
 
 from .config import ChargeDensityConfig, DensityEnsembleConfig, DosConfig, DosKernelConfig
-
-DENSITY_KINDS = ("charge-density", "density-ensemble")
-DOS_KINDS = ("dos-net", "dos-kernel")
+from .kinds import kind_of
 
 
 def _classes() -> dict[str, tuple[type, type]]:
@@ -36,27 +34,6 @@ def _classes() -> dict[str, tuple[type, type]]:
     return {"charge-density": (ChargeDensityConfig, ChargeDensityModel),
             "density-ensemble": (DensityEnsembleConfig, DensityEnsemble),
             "dos-net": (DosConfig, DosModel), "dos-kernel": (DosKernelConfig, DosKernelModel)}
-
-
-CONFIG_KINDS = {ChargeDensityConfig: "charge-density", DensityEnsembleConfig: "density-ensemble",
-                DosConfig: "dos-net", DosKernelConfig: "dos-kernel"}
-
-
-def kind_of(model_or_config) -> str:
-    """The kind of a model or of its config."""
-    config = getattr(model_or_config, "config", model_or_config)
-    try:
-        return CONFIG_KINDS[type(config)]
-    except KeyError:
-        raise TypeError(f"not a chgdata model config: {type(config).__name__}") from None
-
-
-def is_density(model_or_config) -> bool:
-    return kind_of(model_or_config) in DENSITY_KINDS
-
-
-def is_ensemble(model_or_config) -> bool:
-    return kind_of(model_or_config) == "density-ensemble"
 
 
 def config_to_dict(config) -> dict[str, Any]:

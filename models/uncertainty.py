@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .density import predict_grid
+from .kinds import is_ensemble
 from .predict import PredictError, atomic_numbers, grid_for_spacing, reference_table
-from .registry import is_ensemble
 
 #: Grid spacing [Å] of the spread: coarse, as the spread is an average over the cell.
 SPREAD_SPACING_A = 0.3
