@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import statistics
 import time
 from pathlib import Path
 
@@ -44,21 +45,45 @@ def configs() -> dict[str, ChargeDensityConfig]:
     return {"default": ChargeDensityConfig(), "small": small}
 
 
-def time_one(model, s: Structure, shape, device: str, repeats: int, chunk: int | None):
+def time_one(model, s: Structure, shape, device: str, repeats: int, chunk: int | None, stacked: bool = True):
     z = atomic_numbers(s)
-    predict_grid(model, s.cart_coords, z, s.lattice.matrix, shape, chunk, device)  # warm-up
+    predict_grid(model, s.cart_coords, z, s.lattice.matrix, shape, chunk, device, stacked=stacked)  # warm-up
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     best = None
     for _ in range(repeats):
         t = GridTiming()
         t0 = time.perf_counter()
-        predict_grid(model, s.cart_coords, z, s.lattice.matrix, shape, chunk, device, timing=t)
+        predict_grid(model, s.cart_coords, z, s.lattice.matrix, shape, chunk, device, timing=t, stacked=stacked)
         wall = time.perf_counter() - t0
         if best is None or wall < best[0]:
             best = (wall, t)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else float("nan")
     return best[0], best[1], peak
+
+
+_PEAK_CHILD = """
+import resource, sys, torch
+sys.path.insert(0, {bench!r})
+from predict import cells, load, atomic_numbers, predict_grid
+model = load({ckpt!r}, "cpu")[0]
+s = cells()[{cell!r}]
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+predict_grid(model, s.cart_coords, atomic_numbers(s), s.lattice.matrix, {shape!r}, stacked={stacked!r})
+print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def peak_host_gib(checkpoint: str, cell: str, shape, stacked: bool) -> tuple[float, float]:
+    """(peak RSS GiB of a fresh process predicting one grid, what the prediction added to it), CPU."""
+    import subprocess
+    import sys
+
+    code = _PEAK_CHILD.format(bench=str(Path(__file__).parent), ckpt=checkpoint, cell=cell, shape=tuple(shape),
+                              stacked=stacked)
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split()
+    before, after = (int(v) / 2**20 for v in out[-2:])  # kB -> GiB
+    return after, after - before
 
 
 def main() -> None:
@@ -70,7 +95,13 @@ def main() -> None:
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--chunk-size", type=int, default=None)
+    ap.add_argument("--paths", default="one-pass,members",
+                    help="head paths: one-pass (stacked heads, chgdata.models.stacked_head), members (one by one)")
     ap.add_argument("--no-anchor", action="store_true", help="skip the single-thread Si8 30³ comparison")
+    ap.add_argument("--memory", type=float, default=None, metavar="SPACING",
+                    help="also the peak host memory of each path for Si 5x5x1 at this spacing (CPU, checkpoint)")
+    ap.add_argument("--big", type=float, default=None, metavar="POINTS",
+                    help="also one grid of at least POINTS points (GaN 20 atoms, one pass), with its peak memory")
     ap.add_argument("--out", default="bench/results/predict.md")
     a = ap.parse_args()
     cuda = a.device.startswith("cuda")
@@ -91,31 +122,73 @@ def main() -> None:
              f"Command: `python bench/predict.py {' '.join(__import__('sys').argv[1:])}`  ",
              f"Machine: {dev}; torch {torch.__version__}; {time.strftime('%Y-%m-%d')}; random weights unless a "
              f"checkpoint is named; fp32; grid spacing {spacing} Å; best of {repeats}.", "",
-             "| model | cell | atoms | grid | points | probe edges | encoder s | graph s | head s | total s "
-             "| s per 10⁶ points | peak GPU GiB |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | path | cell | atoms | grid | points | probe edges | encoder s | graph s | head s | total s "
+             "| s per 10⁶ points | peak GPU GiB |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    paths = a.paths.split(",")
     for mname, model in models.items():
         for cname, s in chosen:
             shape = grid_for_spacing(s.lattice.matrix, spacing)
             npts = shape[0] * shape[1] * shape[2]
-            wall, t, peak = time_one(model, s, shape, a.device, repeats, a.chunk_size)
-            lines.append(f"| {mname} | {cname} | {len(s)} | {'×'.join(map(str, shape))} | {npts:,} | "
-                         f"{t.probe_edges:,} | {t.encoder_s:.3f} | {t.graph_s:.3f} | {t.head_s:.3f} | {wall:.3f} | "
-                         f"{wall / npts * 1e6:.3g} | {peak:.2f} |")
-            print(lines[-1], flush=True)
+            for path in paths:
+                wall, t, peak = time_one(model, s, shape, a.device, repeats, a.chunk_size, path == "one-pass")
+                lines.append(f"| {mname} | {path} | {cname} | {len(s)} | {'×'.join(map(str, shape))} | {npts:,} | "
+                             f"{t.probe_edges:,} | {t.encoder_s:.3f} | {t.graph_s:.3f} | {t.head_s:.3f} | "
+                             f"{wall:.3f} | {wall / npts * 1e6:.3g} | {peak:.2f} |")
+                print(lines[-1], flush=True)
     if not a.no_anchor and not cuda:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         si8 = cells()["Si diamond (8)"]
         lines += ["", "Side by side with ChargE3Net on one CPU thread, Si diamond 8 atoms, 30³ grid (27,000 points):",
-                  "", "| model | s | s per 10⁶ points | speed-up vs ChargE3Net (≈1.05·10⁴ s per 10⁶) |",
-                  "|---|---|---|---|", f"| ChargE3Net MP config (ANCHORS, measured 280–286 s) | 283 | "
+                  "", "| model | path | s | s per 10⁶ points | speed-up vs ChargE3Net (≈1.05·10⁴ s per 10⁶) |",
+                  "|---|---|---|---|---|", f"| ChargE3Net MP config (ANCHORS, measured 280–286 s) | | 283 | "
                   f"{CHARGE3NET_CPU_S_PER_1E6:.3g} | 1 |"]
-        for mname, model in models.items():
-            wall, _, _ = time_one(model, si8, (30, 30, 30), "cpu", repeats, a.chunk_size)
-            per = wall / 27_000 * 1e6
-            lines.append(f"| ours, {mname} | {wall:.2f} | {per:.3g} | {CHARGE3NET_CPU_S_PER_1E6 / per:.0f}× |")
-            print(lines[-1], flush=True)
+        for mname, model in models.items():  # the paths in turn, A B A B, so that a drifting machine hits both
+            walls = {path: [] for path in paths}
+            for _ in range(max(repeats, 5)):
+                for path in paths:
+                    walls[path].append(time_one(model, si8, (30, 30, 30), "cpu", 1, a.chunk_size,
+                                                path == "one-pass")[0])
+            for path in paths:
+                wall = statistics.median(walls[path])
+                per = wall / 27_000 * 1e6
+                lines.append(f"| ours, {mname} | {path} | {wall:.2f} (median of {len(walls[path])}; "
+                             f"{min(walls[path]):.2f}–{max(walls[path]):.2f}) | {per:.3g} | "
+                             f"{CHARGE3NET_CPU_S_PER_1E6 / per:.0f}× |")
+                print(lines[-1], flush=True)
+            if set(paths) == {"one-pass", "members"}:
+                ratios = [m / o for o, m in zip(walls["one-pass"], walls["members"])]
+                lines.append(f"\nOne pass against member by member, pair by pair: **{statistics.median(ratios):.2f}×** "
+                             f"faster (median; {min(ratios):.2f}–{max(ratios):.2f}).")
+                print(lines[-1], flush=True)
         torch.set_num_threads(threads)
+    if a.big:
+        cell = "GaN 5x1x1 (20)"
+        s = cells()[cell]
+        spacing_big = (s.volume / a.big) ** (1 / 3)
+        shape = grid_for_spacing(s.lattice.matrix, spacing_big)
+        while shape[0] * shape[1] * shape[2] < a.big:
+            spacing_big *= 0.98
+            shape = grid_for_spacing(s.lattice.matrix, spacing_big)
+        for mname, model in models.items():
+            wall, t, peak = time_one(model, s, shape, a.device, 1, a.chunk_size, True)
+            npts = shape[0] * shape[1] * shape[2]
+            lines += ["", f"One large grid, {mname}, one pass: {cell}, {'×'.join(map(str, shape))} = {npts:,} points "
+                      f"({spacing_big:.3f} Å): {wall:.2f} s, {wall / npts * 1e6:.3g} s per 10⁶ points, "
+                      f"peak GPU memory {peak:.2f} GiB (target: 10⁷ points within 16 GiB)."]
+            print(lines[-1], flush=True)
+    if a.memory and a.checkpoint and not cuda:
+        cell = "Si 5x5x1 (50)"
+        shape = grid_for_spacing(cells()[cell].lattice.matrix, a.memory)
+        lines += ["", f"Peak host memory of one prediction in a fresh process, {cell}, {'×'.join(map(str, shape))} "
+                  f"= {shape[0] * shape[1] * shape[2]:,} points ({a.memory} Å), default chunks:", "",
+                  "| path | peak RSS GiB, median of 3 processes (min–max) | of which before predicting |",
+                  "|---|---|---|"]
+        for path in paths:
+            runs = sorted(peak_host_gib(a.checkpoint, cell, shape, path == "one-pass") for _ in range(3))
+            peak, before = runs[1][0], runs[1][0] - runs[1][1]
+            lines.append(f"| {path} | {peak:.2f} ({runs[0][0]:.2f}–{runs[2][0]:.2f}) | {before:.2f} |")
+            print(lines[-1], flush=True)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {a.out}")

@@ -20,6 +20,7 @@ from .graph import probe_edge_vectors, structure_batch
 from .kinds import is_ensemble
 from .neighbors import grid_positions, grid_probe_edges, probe_edges
 from .radial import BesselBasis, geometric_weight
+from .stacked_head import stack_heads
 
 
 class DensityHead(nn.Module):
@@ -131,38 +132,64 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-@torch.no_grad()
-def predict_grid(model, positions, atomic_numbers, cell, grid_shape: Sequence[int], chunk_size: int | None = None,
-                 device: str | torch.device = "cpu", callback: Callable[[int, int], None] | None = None,
-                 timing: GridTiming | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Model output on the full grid, (nx, ny, nz, n_channels) on the CPU in the model's dtype, e/Å³.
+def _members(model) -> list:
+    return list(model.members) if is_ensemble(model) else [model]
 
-    The encoder runs once; the head runs over x-slabs of about ``chunk_size`` points whose probe edges come
-    from :func:`~chgdata.models.neighbors.grid_probe_edges` on ``device``. ``callback(done_points,
-    total_points)`` reports progress, ``timing`` collects per-stage seconds. Output is written into one
-    preallocated CPU array, so peak host memory is one grid, not two.
+
+def _encode(members, positions, atomic_numbers, cell, dtype, device) -> tuple[list[torch.Tensor], dict]:
+    """Each member's atom features (one atom graph per encoder cutoff) and a batch holding the structure."""
+    batches: dict[float, dict] = {}
+    features = []
+    for m in members:
+        r_cut = m.config.encoder.r_cut
+        if r_cut not in batches:
+            batches[r_cut] = structure_batch(positions, atomic_numbers, cell, r_cut, dtype=dtype, device=device)
+        features.append(m.encoder(batches[r_cut]))
+    return features, next(iter(batches.values()))
+
+
+def _heads(members, stacked: bool):
+    """The members' heads as one callable ``(features, batch) -> (M, n_probes, channels)``: stacked in one pass
+    (:mod:`chgdata.models.stacked_head`) where their shape allows and ``stacked``, else member by member."""
+    one_pass = stack_heads(members) if stacked else None
+    if one_pass is not None:
+        return one_pass
+    return lambda features, batch: torch.stack([m.head(f, batch) for m, f in zip(members, features)])
+
+
+@torch.no_grad()
+def member_grids(model, positions, atomic_numbers, cell, grid_shape: Sequence[int], chunk_size: int | None = None,
+                 device: str | torch.device = "cpu", callback: Callable[[int, int], None] | None = None,
+                 timing: GridTiming | None = None, dtype: torch.dtype | None = None, mean: bool = False,
+                 stacked: bool = True) -> torch.Tensor:
+    """Each member's output on the full grid, (n_members, nx, ny, nz, n_channels) on the CPU, e/Å³ (a single
+    model is one member); ``mean=True`` returns their mean, (nx, ny, nz, n_channels), in one grid's memory.
+
+    The encoders run once; the heads run over x-slabs of about ``chunk_size`` points whose probe edges come from
+    :func:`~chgdata.models.neighbors.grid_probe_edges` on ``device``, built once for all members, and (with
+    ``stacked``) evaluated in one pass. ``callback(done_points, total_points)`` reports progress, ``timing``
+    collects per-stage seconds.
     """
-    if is_ensemble(model):  # the mean of its members
-        k, total = len(model.members), None
-        for i, member in enumerate(model.members):
-            step = None if callback is None else (lambda done, n, i=i: callback(i * n + done, k * n))
-            out = predict_grid(member, positions, atomic_numbers, cell, grid_shape, chunk_size, device, step, timing,
-                               dtype)
-            total = out if total is None else total + out
-        return total / k
     device = torch.device(device)
-    cfg = model.config
+    members = _members(model)
+    cfg = members[0].config
+    if any(m.config.probe_r_cut != cfg.probe_r_cut for m in members):  # no shared probe graph: one at a time
+        outs = [member_grids(m, positions, atomic_numbers, cell, grid_shape, chunk_size, device, None, timing,
+                             dtype, stacked=stacked)[0] for m in members]
+        out = torch.stack(outs)
+        return out.mean(0) if mean else out
     chunk_size = int(chunk_size or cfg.chunk_size)
     dtype = dtype or next(model.parameters()).dtype
     nx, ny, nz = (int(n) for n in grid_shape)
     t0 = time.perf_counter()
-    batch = structure_batch(positions, atomic_numbers, cell, cfg.encoder.r_cut, dtype=dtype, device=device)
-    features = model.encoder(batch)
+    features, batch = _encode(members, positions, atomic_numbers, cell, dtype, device)
+    heads = _heads(members, stacked)
     _sync(device)
     if timing is not None:
         timing.encoder_s += time.perf_counter() - t0
     pos_t, cell_t = batch[K.POSITIONS], batch[K.CELL][0]
-    out = torch.empty((nx, ny, nz, cfg.n_spin_channels), dtype=dtype)
+    n_m, n_ch = len(members), cfg.n_spin_channels
+    out = torch.empty((nx, ny, nz, n_ch) if mean else (n_m, nx, ny, nz, n_ch), dtype=dtype)
     slab = max(1, chunk_size // (ny * nz))
     for x0 in range(0, nx, slab):
         x_range = (x0, min(nx, x0 + slab))
@@ -175,8 +202,11 @@ def predict_grid(model, positions, atomic_numbers, cell, grid_shape: Sequence[in
         batch[K.PROBE_BATCH] = torch.zeros(len(probes), dtype=torch.int64, device=device)
         batch[K.PROBE_EDGE_INDEX] = edge_index.to(device)
         batch[K.PROBE_EDGE_CELL_SHIFT] = shift.to(device)
-        res = model.head(features, batch)
-        out[x_range[0]:x_range[1]] = res.to(dtype).cpu().reshape(x_range[1] - x_range[0], ny, nz, -1)
+        res = heads(features, batch).to(dtype).cpu().reshape(n_m, x_range[1] - x_range[0], ny, nz, n_ch)
+        if mean:
+            out[x_range[0]:x_range[1]] = res.mean(0)
+        else:
+            out[:, x_range[0]:x_range[1]] = res
         t3 = time.perf_counter()
         if timing is not None:
             timing.graph_s += t2 - t1
@@ -186,6 +216,18 @@ def predict_grid(model, positions, atomic_numbers, cell, grid_shape: Sequence[in
         if callback is not None:
             callback(x_range[1] * ny * nz, nx * ny * nz)
     return out
+
+
+def predict_grid(model, positions, atomic_numbers, cell, grid_shape: Sequence[int], chunk_size: int | None = None,
+                 device: str | torch.device = "cpu", callback: Callable[[int, int], None] | None = None,
+                 timing: GridTiming | None = None, dtype: torch.dtype | None = None,
+                 stacked: bool = True) -> torch.Tensor:
+    """Model output on the full grid, (nx, ny, nz, n_channels) on the CPU in the model's dtype, e/Å³; an
+    ensemble's is its members' mean (:func:`member_grids` with ``mean=True``). Output is written into one
+    preallocated CPU array, so peak host memory is one grid, not two. ``stacked=False`` runs the heads member by
+    member through their modules (the reference the one-pass path is tested and benchmarked against)."""
+    return member_grids(model, positions, atomic_numbers, cell, grid_shape, chunk_size, device, callback, timing,
+                        dtype, mean=True, stacked=stacked)
 
 
 @torch.no_grad()
@@ -202,12 +244,13 @@ def density_in_chunks(
 ) -> torch.Tensor:
     """Predict the density of one structure on a full grid or at given points, in bounded memory.
 
-    The encoder runs once; probe edges are built chunk by chunk (grid: x-slabs via
-    :func:`~chgdata.models.neighbors.grid_probe_edges` on ``device``; points: cKDTree on the CPU).
+    The encoders run once; probe edges are built chunk by chunk (grid: x-slabs via
+    :func:`~chgdata.models.neighbors.grid_probe_edges` on ``device``; points: cKDTree on the CPU); an
+    ensemble gives its members' mean.
 
     Parameters
     ----------
-    model : ChargeDensityModel
+    model : ChargeDensityModel or DensityEnsemble
     positions : (n_atoms, 3) Å; atomic_numbers : (n_atoms,); cell : (3, 3) Å, rows are lattice vectors
     grid_shape : (n_x, n_y, n_z) of the points ``(n / N) @ cell``; or None with ``probe_positions`` given
     probe_positions : (n_probes, 3) Å
@@ -221,14 +264,15 @@ def density_in_chunks(
         raise ValueError("give exactly one of grid_shape and probe_positions")
     if grid_shape is not None:
         return predict_grid(model, positions, atomic_numbers, cell, grid_shape, chunk_size, device, dtype=dtype)
-    if is_ensemble(model):  # the mean of its members
+    members = _members(model)
+    cfg = members[0].config
+    if any(m.config.probe_r_cut != cfg.probe_r_cut for m in members):
         return sum(density_in_chunks(m, positions, atomic_numbers, cell, None, probe_positions, chunk_size, device,
-                                     dtype) for m in model.members) / len(model.members)
-    cfg = model.config
+                                     dtype) for m in members) / len(members)
     chunk_size = int(chunk_size or cfg.chunk_size)
     dtype = dtype or next(model.parameters()).dtype
-    batch = structure_batch(positions, atomic_numbers, cell, cfg.encoder.r_cut, dtype=dtype, device=device)
-    features = model.encoder(batch)
+    features, batch = _encode(members, positions, atomic_numbers, cell, dtype, device)
+    heads = _heads(members, stacked=True)
     outputs = []
     probes_np = np.asarray(probe_positions, np.float64).reshape(-1, 3)
     pos_np, cell_np = np.asarray(positions, np.float64), np.asarray(cell, np.float64)
@@ -239,5 +283,5 @@ def density_in_chunks(
         batch[K.PROBE_BATCH] = torch.zeros(len(chunk), dtype=torch.int64, device=device)
         batch[K.PROBE_EDGE_INDEX] = torch.as_tensor(edge_index).to(device)
         batch[K.PROBE_EDGE_CELL_SHIFT] = torch.as_tensor(shift).to(device)
-        outputs.append(model.head(features, batch).cpu())
+        outputs.append(heads(features, batch).mean(0).cpu())
     return torch.cat(outputs) if outputs else torch.zeros(0, cfg.n_spin_channels)

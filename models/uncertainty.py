@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .density import predict_grid
+from .density import member_grids
 from .kinds import is_ensemble
 from .predict import PredictError, atomic_numbers, grid_for_spacing, reference_table
 
@@ -40,8 +40,8 @@ def member_spread(model, ckpt: dict, structure, spacing: float = SPREAD_SPACING_
         raise PredictError("the spread needs an ensemble checkpoint of two or more members (chgdata ensemble)")
     grid = tuple(int(n) for n in (grid or grid_for_spacing(structure.lattice.matrix, spacing)))
     z = atomic_numbers(structure)
-    outs = np.stack([predict_grid(m, structure.cart_coords, z, structure.lattice.matrix, grid).numpy().sum(-1)
-                     for m in model.members]).astype(np.float64)
+    outs = member_grids(model, structure.cart_coords, z, structure.lattice.matrix, grid).numpy().sum(-1)
+    outs = outs.astype(np.float64)  # (members, nx, ny, nz), all members in one pass
     saed = saed_for_structure(structure, grid, reference_table(ckpt)).astype(np.float64)
     spread = float(outs.std(axis=0).sum() / np.abs(saed).sum() * 100.0)
     return Spread(name, structure.composition.reduced_formula, spread, grid)
