@@ -31,7 +31,7 @@ def propose(candidates: Sequence, *, checkpoint: PathLike | None = None,
             callback: Callable[[int, int], None] | None = None) -> list:
     """``chgdata propose``: candidates ranked by the density ensemble's spread of Δρ̂ (NMAE units, %), most
     uncertain first; a list of spreads (``name``, ``formula``, ``spread_pct``)."""
-    from chgdata.models.predict import load
+    from chgdata.models.checkpoint import load
     from chgdata.models.uncertainty import rank_by_spread
 
     model, ckpt = load(os.fspath(checkpoint) if checkpoint else None)

@@ -92,18 +92,12 @@ def predict(structure, checkpoint: PathLike | None = None, *, grid: Sequence[int
     for a magnetic prediction as ``--spin``, augmentation occupancies with ``aug_from``). The density convention
     (e.g. GPAW pseudo-valence for the shipped model) is the Chgcar's comment and ``chgcar.density_convention``."""
     import numpy as np
+    from chgdata.models.checkpoint import PredictError, load, reference_table
     from chgdata.models.conventions import CONVENTION_KEY, check_input
-    from chgdata.models.predict import (
-        PredictError,
-        grid_for_spacing,
-        grid_of_chgcar,
-        load,
-        mag_to_write,
-        predict_structure,
-        read_augmentation,
-        reference_table,
-    )
+    from chgdata.models.predict import predict_structure
+    from chgdata.models.predict_io import mag_to_write, read_augmentation
 
+    from chgdata.grid import grid_for_spacing, grid_of_chgcar
     from chgdata.store import DensityGrid
 
     if not hasattr(structure, "lattice"):  # ase.Atoms
@@ -136,8 +130,8 @@ def dft_calculation(structure, checkpoint: PathLike | None = None, *, start: str
     predicted density (``start``: predicted, saed or default), or with ``nscf`` the bands of the fixed start
     density. Returns a :class:`chgdata.dft.runs.Run` (iterations, seconds, energy, E_F and gaps in eV,
     eigenvalues; its ``calc`` is the GPAW calculator)."""
+    from chgdata.models.checkpoint import load
     from chgdata.models.dft import dft_structure
-    from chgdata.models.predict import load
 
     from chgdata.dft.settings import require_gpaw
 
@@ -166,7 +160,7 @@ def fit_dos(store: PathLike, out: PathLike, *, folds: int = 5, energy_exponents:
 
 def parse_grid(text: str) -> tuple[int, int, int]:
     """``"nx,ny,nz"`` (also ``x`` or spaces between) as three positive integers."""
-    from chgdata.models.predict import parse_grid as parse
+    from chgdata.grid import parse_grid as parse
 
     return parse(text)
 

@@ -18,9 +18,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from chgdata.models.checkpoint import load
 from chgdata.models.dft import starts_for
-from chgdata.models.predict import StructureInput, load
 from chgdata.models.predict_dos import load_dos_model, predict_dos
+from chgdata.models.predict_io import StructureInput
 from pymatgen.core import Structure
 
 from chgdata.dft.runs import band_errors, density_of, nscf, raw_dos, scf

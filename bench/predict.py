@@ -18,10 +18,13 @@ import time
 from pathlib import Path
 
 import torch
+from chgdata.models.checkpoint import load
 from chgdata.models.config import ChargeDensityConfig, EncoderConfig
-from chgdata.models.density import ChargeDensityModel
-from chgdata.models.predict import GridTiming, atomic_numbers, grid_for_spacing, load, predict_grid
+from chgdata.models.density import ChargeDensityModel, GridTiming, predict_grid
+from chgdata.models.predict import atomic_numbers
 from pymatgen.core import Lattice, Structure
+
+from chgdata.grid import grid_for_spacing
 
 CHARGE3NET_CPU_S_PER_1E6 = 1.05e4  # 280-286 s for 27,000 points, one thread (ANCHORS.md)
 

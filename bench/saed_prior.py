@@ -15,7 +15,7 @@ import argparse
 from collections import defaultdict
 
 import numpy as np
-from chgdata.pipelines.delta import REFERENCE_FILE, fit_blocks, fit_partition
+from chgdata.pipelines.delta import fit_blocks, fit_partition
 
 from chgdata import contract as C
 from chgdata.dataset import Dataset
@@ -23,6 +23,7 @@ from chgdata.free_atoms import SHIPPED_REFERENCES
 from chgdata.metrics import nmae
 from chgdata.references import ReferenceTable, solve_reference, sum_normal_equations
 from chgdata.saed import saed_for_structure
+from chgdata.store import read_reference
 
 
 def main() -> None:
@@ -33,7 +34,7 @@ def main() -> None:
     args = ap.parse_args()
     ds = Dataset(args.store)
     splits, groups = ds.splits(), ds.groups()
-    own = ReferenceTable.from_json(ds.loc.fs.cat_file(ds.loc.path(REFERENCE_FILE)).decode())
+    own = read_reference(ds.loc)
     atoms = ReferenceTable.load(SHIPPED_REFERENCES["gpaw-free-atoms"])
     # the train split's normal equations exactly as build-delta sums them (weight 0 gives the store's own table)
     rows = sorted((ds.row(m) for m in splits["train"]), key=lambda r: r[C.COL_ID])

@@ -16,7 +16,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-from chgdata.models.predict import load, predict_structure
+from chgdata.models.checkpoint import load
+from chgdata.models.predict import predict_structure
 from chgdata.models.uncertainty import member_spread
 from pymatgen.io.vasp import Chgcar
 from scipy.stats import spearmanr

@@ -160,7 +160,7 @@ def compute_checksums(store: str | os.PathLike) -> dict[str, Any]:
         raise StoreError(f"no committed material in {loc.url}: nothing to publish")
     parts = {"index": canonical_sha256(index), "arrays": canonical_sha256(arrays_content(loc, index)),
              "card": canonical_sha256(card_content(read_card(loc)))}
-    ref_path = loc.path("saed_reference.json")
+    ref_path = loc.path(C.REFERENCE_FILE)
     delta = delta_content(loc)
     return {
         "algorithm": "sha256",
@@ -261,7 +261,7 @@ def describe(store: str | os.PathLike) -> dict[str, Any]:
     }
     if saed:
         out["saed"] = {"reference_id": saed.get("reference_id"),
-                       "reference_file": saed.get("reference_file", "saed_reference.json"),
+                       "reference_file": saed.get("reference_file", C.REFERENCE_FILE),
                        "reference_source": saed.get("reference_source"),
                        "description": SAED_DESCRIPTION}
     if dos_card:

@@ -19,7 +19,7 @@ SCHEMA_VERSION = "1.0"
 # ---- Zarr arrays (all 1-D float32 partitions, addressed by the index) -----------------------------------
 RHO = "rho"  # total valence electron density, e/Å^3 (CHGCAR total / V_cell)
 MAG = "mag"  # magnetisation density rho_up - rho_down, e/Å^3 (CHGCAR diff / V_cell); spin materials only
-SAED = "saed"  # fitted reference density: signed per-element Gaussians fitted to crystal densities, e/Å^3 (build-delta)
+SAED = "saed"  # reference density: per-element Gaussians of the SAED table (REFERENCE_FILE), e/Å^3 (build-delta)
 DELTA = "delta"  # rho - saed, e/Å^3 (build-delta)
 RHO_AE = "rho_ae"  # all-electron density AECCAR0 + AECCAR2 over V_cell, e/Å^3 (core under-resolved), if present
 GRID_ARRAYS = (RHO, MAG, SAED, DELTA, RHO_AE)
@@ -34,8 +34,8 @@ DOS_ENERGY = "dos_energy"  # energy axis E - E_F of the windows, eV (npoints,)
 LONG_NAMES = {
     RHO: "valence electron density",
     MAG: "magnetisation density rho_up - rho_down",
-    SAED: "fitted reference density (per-element signed Gaussians fitted to crystal densities)",
-    DELTA: "density minus fitted reference (rho - saed)",
+    SAED: "SAED reference density (per-element Gaussians of the store's saed_reference.json)",
+    DELTA: "density minus the SAED reference (rho - saed)",
     RHO_AE: "all-electron density (AECCAR0 + AECCAR2)",
     "dos_abs": "Gaussian-smeared density of states per atom",
     "dos_norm": "Gaussian-smeared density of states, divided by its maximum",
@@ -57,6 +57,7 @@ DOS_INDEX = "dos.parquet"  # build-dos: one row per material with DOS windows
 SPLITS_TABLE = "splits.parquet"  # chgdata split: material_id, group, split (train|val|test)
 AUGMENTATION = "paw_augmentation.parquet"  # ingest: VASP CHGCAR PAW augmentation occupancies (JSON), per material
 PAW_MATRICES = "paw_density_matrices.parquet"  # ingest: GPAW PAW atomic density matrices D_asii, per material
+REFERENCE_FILE = "saed_reference.json"  # build-delta: the SAED reference table (chgdata.references.ReferenceTable)
 CARD = "dataset.yaml"
 LOCK = ".chgdata.lock"
 ARRAYS_DIR = "arrays"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -265,3 +267,36 @@ def augmentation_from_json(text: str | None) -> dict | None:
         out[block] = {int(a): (np.asarray(v["re"]) + 1j * np.asarray(v["im"]) if isinstance(v, dict)
                                else np.asarray(v, dtype=np.float64)) for a, v in atoms.items()}
     return out
+
+
+# ------------------------------------------------------------------ choosing a grid for a structure
+
+def fft_size(n: int) -> int:
+    """Smallest m >= n with only the prime factors 2, 3, 5 (the sizes VASP and FFTs like)."""
+    m = max(1, n)
+    while True:
+        k = m
+        for p in (2, 3, 5):
+            while k % p == 0:
+                k //= p
+        if k == 1:
+            return m
+        m += 1
+
+def grid_for_spacing(lattice: np.ndarray, spacing: float = 0.1) -> tuple[int, int, int]:
+    """Grid with point spacing at most ``spacing`` Å along each lattice vector (2·3·5-smooth sizes)."""
+    if spacing <= 0:
+        raise ValueError("grid spacing must be positive")
+    lengths = np.linalg.norm(np.asarray(lattice, np.float64).reshape(3, 3), axis=1)
+    return tuple(fft_size(math.ceil(L / spacing - 1e-9)) for L in lengths)
+
+def grid_of_chgcar(path: str | os.PathLike) -> tuple[int, int, int]:
+    """The (nx, ny, nz) of a CHGCAR/PARCHG/AECCAR file, read from its header (gzip allowed)."""
+    return read_chgcar_header(path).grid_shape
+
+def parse_grid(text: str) -> tuple[int, int, int]:
+    """``"nx,ny,nz"`` (also ``x``, ``×`` or spaces between) as three positive integers."""
+    parts = [t for t in re.split(r"[,x× ]+", text.strip()) if t]
+    if len(parts) != 3 or not all(t.isdigit() and int(t) > 0 for t in parts):
+        raise ValueError(f"--grid wants three positive integers nx,ny,nz, got {text!r}")
+    return tuple(int(t) for t in parts)

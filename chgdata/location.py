@@ -24,6 +24,7 @@ import yaml
 import zarr
 
 from chgdata import contract as C
+from chgdata.references import ReferenceTable
 
 #: Inner chunk of the partition arrays: 2 MiB of float32.
 CHUNK_POINTS = 1 << 19
@@ -148,13 +149,29 @@ AUGMENTATION_SCHEMA = pa.schema([(C.COL_ID, pa.string()), ("data_aug", pa.string
 PAW_MATRICES_SCHEMA = pa.schema([(C.COL_ID, pa.string()), ("nspins", pa.int32()), ("ni", pa.list_(pa.int32())),
                                  ("D", pa.list_(pa.list_(pa.float64())))])
 
+#: delta.parquet (build-delta): one row per material with its SAED and Δρ checksums and errors.
+DELTA_SCHEMA = pa.schema([
+    (C.COL_ID, pa.string()), (C.COL_PARTITION, pa.string()), ("reference_id", pa.string()),
+    ("reference_kind", pa.string()), ("saed_sha256", pa.string()), ("delta_sha256", pa.string()),
+    ("saed_electrons", pa.float64()), ("delta_integral", pa.float64()), ("abs_delta_over_abs_rho", pa.float64()),
+    ("nmae_saed", pa.float64()), ("built_at", pa.string()),
+])
+
+#: dos.parquet: one row per window. States are per atom, both spins summed, in the window cells
+#: E - E_F in [emin - h/2, emax + h/2] (h = spacing); see chgdata.dos.
+DOS_SCHEMA = pa.schema([
+    (C.COL_ID, pa.string()), (C.COL_PARTITION, pa.string()), ("row", pa.int64()),
+    ("efermi", pa.float64()), ("band_gap", pa.float64()), ("natoms", pa.int32()), ("spin_polarized", pa.bool_()),
+    ("states_raw", pa.float64()), ("states_smeared", pa.float64()), ("conservation_error", pa.float64()),
+    ("norm_const", pa.float64()), ("sigma", pa.float64()), ("emin", pa.float64()), ("emax", pa.float64()),
+    ("npoints", pa.int32()), ("spacing", pa.float64()), ("truncated", pa.bool_()),
+    ("raw_emin", pa.float64()), ("raw_emax", pa.float64()), ("dos_sha256", pa.string()), ("built_at", pa.string()),
+    ("source_partition", pa.string()),  # the ingest partition whose raw DOS was smeared
+])
+
 TABLE_SCHEMAS: dict[str, pa.Schema] = {C.INDEX: INDEX_SCHEMA, C.DOS_RAW: DOS_RAW_SCHEMA, C.FAILURES: FAILURES_SCHEMA,
-                                       C.AUGMENTATION: AUGMENTATION_SCHEMA, C.PAW_MATRICES: PAW_MATRICES_SCHEMA}
-
-
-def register_table_schema(table: str, schema: pa.Schema) -> None:
-    """Derived stages (build-delta, build-dos) declare the schema of their own index tables here."""
-    TABLE_SCHEMAS[table] = schema
+                                       C.AUGMENTATION: AUGMENTATION_SCHEMA, C.PAW_MATRICES: PAW_MATRICES_SCHEMA,
+                                       C.DELTA_INDEX: DELTA_SCHEMA, C.DOS_INDEX: DOS_SCHEMA}
 
 
 def array_attrs(array: str, layout: str | None = None) -> dict[str, Any]:
@@ -204,6 +221,18 @@ def _fragments_dataset(loc: Location, table: str, paths: Sequence[str]):
         schema = pa.unify_schemas([f.physical_schema for f in found.get_fragments()],
                                   promote_options="permissive")
     return pads.dataset(list(paths), schema=schema, format="parquet", filesystem=fs)
+
+
+def read_reference(where: Location | str | os.PathLike) -> ReferenceTable | None:
+    """The SAED reference table of a store (a path, fsspec URL or :class:`Location`), read from its
+    ``saed_reference.json`` (:data:`~chgdata.contract.REFERENCE_FILE`), or of a reference JSON file. None when a
+    store holds none; ValueError for a file that is not a reference table. The one reader of the table
+    (build-delta, predict, attach_reference)."""
+    loc = where if isinstance(where, Location) else Location.parse(where)
+    path = loc.root if loc.fs.isfile(loc.root) else loc.path(C.REFERENCE_FILE)
+    if not loc.fs.exists(path):
+        return None
+    return ReferenceTable.from_json(loc.fs.cat_file(path).decode())
 
 
 def read_table(loc: Location, table: str, raw: bool = False) -> pa.Table | None:

@@ -1,4 +1,5 @@
-"""Checkpoint files: plain types and tensors only, so they load with ``torch.load(weights_only=True)``."""
+"""Checkpoint files (plain types and tensors only, so they load with ``torch.load(weights_only=True)``), the shipped
+default model, and the SAED reference table a Δ checkpoint was trained with."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from chgdata.contract import REFERENCE_FILE
+from chgdata.references import ReferenceTable
+from chgdata.store import read_reference
 
 from .config import DensityEnsembleConfig
 from .kinds import kind_of
@@ -121,3 +126,78 @@ def combine_checkpoints(paths: Sequence[str | os.PathLike], dest: str | os.PathL
     dest.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(dest, out)
     return dest
+
+
+# ------------------------------------------------------------------ loading for prediction, the reference
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "default" / "density.pt"
+
+REFERENCE_KEY = "saed_reference"  # checkpoint entry: the SAED reference table as JSON text
+
+class PredictError(ValueError):
+    """A prediction that cannot run as asked (no model, no reference table, unreadable structure)."""
+
+def default_checkpoint() -> Path:
+    """The model shipped inside the package (``chgdata/models/default/density.pt``), or PredictError."""
+    if not DEFAULT_CHECKPOINT.is_file():
+        raise PredictError(f"no default model is shipped with this chgdata yet (looked for {DEFAULT_CHECKPOINT}); "
+                           "pass --checkpoint path/to/model.pt from a `chgdata train` run")
+    return DEFAULT_CHECKPOINT
+
+def load(checkpoint: str | os.PathLike | None, device: str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """(model in eval mode, checkpoint dict) of ``checkpoint`` or of the shipped default model."""
+    from .conventions import CONVENTION_KEY, density_convention
+
+    path = Path(checkpoint) if checkpoint else default_checkpoint()
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    model, ckpt = load_checkpoint(path, device=device)
+    ckpt[CONVENTION_KEY] = density_convention(ckpt, default=path.resolve() == DEFAULT_CHECKPOINT.resolve())
+    return model, ckpt
+
+def attach_reference(checkpoint_path: str | os.PathLike, table: ReferenceTable | str | os.PathLike) -> Path:
+    """Embed the SAED reference table (object, JSON file, or a store directory holding saed_reference.json)
+    in a checkpoint, in place (atomic replace). The table id must match ``data_version["saed_reference_id"]``
+    when the checkpoint records one. Returns the checkpoint path.
+    """
+    path = Path(checkpoint_path)
+    if not isinstance(table, ReferenceTable):  # a JSON file, or a store (local or fsspec URL) holding one
+        where, table = table, read_reference(table)
+        if table is None:
+            raise PredictError(f"{where}: no {REFERENCE_FILE} there")
+    ckpt = read_checkpoint(path)
+    want = (ckpt.get("data_version") or {}).get("saed_reference_id")
+    if want and want != table.id:
+        raise PredictError(f"{path}: trained with reference {want}, not {table.id}")
+    ckpt[REFERENCE_KEY] = table.to_json()
+    save_checkpoint(path, ckpt)
+    return path
+
+def reference_table(ckpt: dict[str, Any], store: str | os.PathLike | None = None) -> ReferenceTable:
+    """The SAED reference a Δ checkpoint was trained with.
+
+    Looked up in order: ``store`` (if given), the training store recorded in ``data_version["store"]``
+    (its saed_reference.json, used only if its id matches the checkpoint's), then the copy embedded by
+    :func:`attach_reference`. PredictError when none is found.
+    """
+    want = (ckpt.get("data_version") or {}).get("saed_reference_id")
+    tried = []
+    for where in (store, (ckpt.get("data_version") or {}).get("store")):
+        if not where:
+            continue
+        tried.append(f"{where}/{REFERENCE_FILE}")
+        try:
+            table = read_reference(where)
+        except (OSError, ValueError):  # unreachable or unreadable: the next place
+            continue
+        if table is not None and (not want or table.id == want):
+            return table
+    text = ckpt.get(REFERENCE_KEY)
+    if text:
+        table = ReferenceTable.from_json(text)
+        if want and table.id != want:
+            raise PredictError(f"embedded reference {table.id} does not match the checkpoint's {want}")
+        return table
+    raise PredictError(f"the checkpoint's SAED reference {want or '(unknown)'} was not found (tried {tried} and "
+                       "an embedded copy): give --store of the training data, or embed it with "
+                       "chgdata.models.checkpoint.attach_reference(checkpoint, table)")

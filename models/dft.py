@@ -15,7 +15,9 @@ import numpy as np
 
 from chgdata.dft.settings import initial_magmoms
 
-from .predict import MAGNETIC_THRESHOLD, predict_structure, reference_table
+from .checkpoint import reference_table
+from .predict import predict_structure
+from .predict_io import MAGNETIC_THRESHOLD
 
 
 @dataclass
@@ -85,8 +87,8 @@ def _write_outputs(folder, run, structure, kind: str, extra: dict) -> None:
     from chgdata.dft.settings import SHARED
     from chgdata.dos import smear_window
 
-    from .predict import write_chgcar
     from .predict_dos import DosPrediction, plot_prediction, write_csv
+    from .predict_io import write_chgcar
 
     folder = Path(folder)
     tmp = folder.with_name(f".tmp-{folder.name}")
@@ -119,7 +121,7 @@ def dft_structure(structure, model, ckpt, *, start: str = "predicted", nscf: boo
     from chgdata.dft.runs import nscf as run_nscf
     from chgdata.dft.runs import scf
 
-    from .predict import PredictError
+    from .checkpoint import PredictError
 
     if start not in STARTS:
         raise PredictError(f"--start must be one of {', '.join(STARTS)}, got {start!r}")
@@ -144,7 +146,8 @@ def run_dft(specs, out, *, start: str = "predicted", nscf: bool = False, checkpo
     from chgdata.dft.runs import DFTRunError
     from chgdata.dft.settings import require_gpaw
 
-    from .predict import PredictError, load, read_structure
+    from .checkpoint import PredictError, load
+    from .predict_io import read_structure
 
     if start not in STARTS:
         raise PredictError(f"--start must be one of {', '.join(STARTS)}, got {start!r}")

@@ -19,9 +19,11 @@ import numpy as np
 from chgdata import contract as C
 from chgdata.metrics import DensityErrorSums, density_error_sums, mean_nmae
 
+from .checkpoint import load, reference_table
+from .density import predict_grid
 from .evaluate_dos import evaluate_dos  # noqa: F401 - DOS evaluation lives in its own module
 from .kinds import is_density
-from .predict import atomic_numbers, load, predict_grid, reference_table
+from .predict import atomic_numbers
 
 SPLIT_NAMES = ("train", "val", "test")
 

@@ -20,8 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from .checkpoint import PredictError
 from .kinds import is_density, kind_of
-from .predict import PredictError, StructureInput, read_structure, warn_unseen_elements
+from .predict import warn_unseen_elements
+from .predict_io import StructureInput, read_structure
 
 DEFAULT_DOS_CHECKPOINT = Path(__file__).resolve().parent / "default" / "dos.pt"
 UNITS = "dimensionless: max-normalised window (larger spin channel of a reference peaks at 1)"

@@ -408,7 +408,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     if dist.main and not stopped:
         export_small(last, out / "model.pt")
         if cfg.target == "delta":  # a Δ model predicts ρ = SAED + Δρ̂: ship the reference table inside it
-            from .predict import attach_reference
+            from .checkpoint import attach_reference
 
             attach_reference(out / "model.pt", cfg.store)
     if writer is not None:

@@ -13,9 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from chgdata.grid import grid_for_spacing
+
+from .checkpoint import PredictError, reference_table
 from .density import member_grids
 from .kinds import is_ensemble
-from .predict import PredictError, atomic_numbers, grid_for_spacing, reference_table
+from .predict import atomic_numbers
 
 #: Grid spacing [Å] of the spread: coarse, as the spread is an average over the cell.
 SPREAD_SPACING_A = 0.3

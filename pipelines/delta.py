@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 from chgdata.pipelines.split import ensure_split
 
 import chgdata
@@ -54,8 +53,8 @@ from chgdata.store import (
     consolidate,
     locked,
     new_partition_name,
+    read_reference,
     read_table,
-    register_table_schema,
     remove_orphans,
     sha256_array,
     update_card,
@@ -63,15 +62,7 @@ from chgdata.store import (
 )
 
 STAGE = "build-delta"
-REFERENCE_FILE = "saed_reference.json"
 
-DELTA_SCHEMA = pa.schema([
-    (C.COL_ID, pa.string()), (C.COL_PARTITION, pa.string()), ("reference_id", pa.string()),
-    ("reference_kind", pa.string()), ("saed_sha256", pa.string()), ("delta_sha256", pa.string()),
-    ("saed_electrons", pa.float64()), ("delta_integral", pa.float64()), ("abs_delta_over_abs_rho", pa.float64()),
-    ("nmae_saed", pa.float64()), ("built_at", pa.string()),
-])
-register_table_schema(C.DELTA_INDEX, DELTA_SCHEMA)
 
 
 @dataclass
@@ -230,8 +221,8 @@ def _load_or_fit(loc: Location, store: str, reference: str | None, client, parts
                  excluded: dict[str, str] | None = None) -> tuple[ReferenceTable, str]:
     """The reference to use: ``--reference FILE``, else the stored one, else fitted on ``parts`` (the train split
     of the store's grouped split); ``needed``: the elements of every material that will get a Δρ."""
-    path = loc.path(REFERENCE_FILE)
-    stored = ReferenceTable.from_json(loc.fs.cat_file(path).decode()) if loc.fs.exists(path) else None
+    path = loc.path(C.REFERENCE_FILE)
+    stored = read_reference(loc)
     if reference is not None:
         table = ReferenceTable.load(shipped_reference_path(reference))
         if stored is not None and stored.id != table.id and read_table(loc, C.DELTA_INDEX) is not None:
@@ -305,7 +296,7 @@ def card_section(loc: Location, table: ReferenceTable, kind: str) -> dict[str, A
     ratios = [] if t is None else t.column("abs_delta_over_abs_rho").to_pylist()
     nmae = [] if t is None else t.column("nmae_saed").to_pylist()
     return {
-        "reference_id": table.id, "reference_file": REFERENCE_FILE, "reference_source": kind,
+        "reference_id": table.id, "reference_file": C.REFERENCE_FILE, "reference_source": kind,
         "description": (
             "superposition of isolated neutral-atom densities: per element a signed sum of normalised 3-D Gaussians "
             "fitted to the pseudo valence density of the free atom in a periodic box (no crystal in the fit)"

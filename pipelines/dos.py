@@ -43,7 +43,6 @@ from chgdata.store import (
     locked,
     new_partition_name,
     read_table,
-    register_table_schema,
     remove_orphans,
     update_card,
     utcnow,
@@ -61,19 +60,6 @@ PARTITION_MATERIALS = 4096
 #: Zarr chunk along the material axis.
 CHUNK_MATERIALS = 256
 
-#: dos.parquet: one row per window. States are per atom, both spins summed, in the window cells
-#: E - E_F in [emin - h/2, emax + h/2] (h = spacing); see chgdata.dos.
-DOS_SCHEMA = pa.schema([
-    (C.COL_ID, pa.string()), (C.COL_PARTITION, pa.string()), ("row", pa.int64()),
-    ("efermi", pa.float64()), ("band_gap", pa.float64()), ("natoms", pa.int32()), ("spin_polarized", pa.bool_()),
-    ("states_raw", pa.float64()), ("states_smeared", pa.float64()), ("conservation_error", pa.float64()),
-    ("norm_const", pa.float64()), ("sigma", pa.float64()), ("emin", pa.float64()), ("emax", pa.float64()),
-    ("npoints", pa.int32()), ("spacing", pa.float64()), ("truncated", pa.bool_()),
-    ("raw_emin", pa.float64()), ("raw_emax", pa.float64()), ("dos_sha256", pa.string()), ("built_at", pa.string()),
-    ("source_partition", pa.string()),  # the ingest partition whose raw DOS was smeared
-])
-
-register_table_schema(DOS_TABLE, DOS_SCHEMA)
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,12 @@ import shutil
 
 import numpy as np
 import pytest
-from chgdata.pipelines.delta import REFERENCE_FILE, run_build_delta
+from chgdata.pipelines.delta import run_build_delta
 from chgdata.pipelines.ingest import run_ingest
 
 from chgdata import contract as C
 from chgdata import open_dataset
+from chgdata.contract import REFERENCE_FILE
 from chgdata.free_atoms import SHIPPED_REFERENCES
 from chgdata.references import ReferenceTable
 from chgdata.store import StoreError, orphans

@@ -72,7 +72,7 @@ def test_truncated_like_chgcar_is_named(tmp_path):
 
 def test_readme_lists_every_predict_format():
     pytest.importorskip("torch")
-    from chgdata.models.predict import FORMATS
+    from chgdata.models.predict_io import FORMATS
 
     from tests.conftest import REPO
 

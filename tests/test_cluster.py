@@ -127,7 +127,7 @@ def local_subset(tmp_path_factory):
     table path). Other runs reuse the fitted reference so saed/delta are comparable bit for bit (the fit sums
     partitions in completion order, which changes the last bits)."""
     need_shared()
-    from chgdata.pipelines.delta import REFERENCE_FILE
+    from chgdata.contract import REFERENCE_FILE
 
     base = tmp_path_factory.mktemp("subset")
     calcs = base / "calcs"

@@ -21,8 +21,8 @@ from tests.conftest import GPAW, need_shared  # noqa: E402
 @pytest.fixture(scope="module")
 def si():
     need_shared()
+    from chgdata.models.checkpoint import load
     from chgdata.models.dft import starts_for
-    from chgdata.models.predict import load
 
     structure = Structure.from_dict(json.loads((GPAW / "gpaw-0001" / "meta.json").read_text())["structure"])
     model, ckpt = load(None)

@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 @pytest.fixture(scope="module")
 def spin_ckpt(tmp_path_factory):
+    from chgdata.models.checkpoint import attach_reference
     from chgdata.models.config import ChargeDensityConfig, EncoderConfig
     from chgdata.models.density import ChargeDensityModel
-    from chgdata.models.predict import attach_reference
 
     from chgdata.references import ReferenceTable
 
@@ -53,8 +53,10 @@ def test_spin_chgcar_has_diff_and_electrons(spin_ckpt, tmp_path):
 
 def test_like_grid_and_single_file(spin_ckpt, tmp_path):
     from chgdata.cli.main import app
-    from chgdata.models.predict import grid_of_chgcar, write_chgcar
+    from chgdata.models.predict_io import write_chgcar
     from pymatgen.io.vasp import Chgcar
+
+    from chgdata.grid import grid_of_chgcar
 
     s = __import__("pymatgen.core", fromlist=["Structure"]).Structure.from_file(str(_poscar(tmp_path)))
     like = write_chgcar(s, np.ones((8, 9, 6)), tmp_path / "like" / "CHGCAR", mag=np.zeros((8, 9, 6)))
@@ -66,9 +68,12 @@ def test_like_grid_and_single_file(spin_ckpt, tmp_path):
 
 
 def test_predict_grid_matches_density_in_chunks(spin_ckpt):
-    from chgdata.models.density import density_in_chunks
-    from chgdata.models.predict import atomic_numbers, grid_for_spacing, load, predict_grid
+    from chgdata.models.checkpoint import load
+    from chgdata.models.density import density_in_chunks, predict_grid
+    from chgdata.models.predict import atomic_numbers
     from pymatgen.core import Lattice, Structure
+
+    from chgdata.grid import grid_for_spacing
 
     model, _ = load(spin_ckpt)
     s = Structure(Lattice.hexagonal(3.0, 4.5), ["Si", "Fe"], [[0, 0, 0], [1 / 3, 2 / 3, 0.5]])
@@ -80,9 +85,10 @@ def test_predict_grid_matches_density_in_chunks(spin_ckpt):
 
 def test_errors(tmp_path, monkeypatch):
     from chgdata.cli.main import app
-    from chgdata.models import predict as P
+    from chgdata.models import checkpoint
+    from chgdata.models import predict_io as P
 
-    monkeypatch.setattr(P, "DEFAULT_CHECKPOINT", tmp_path / "missing.pt")
+    monkeypatch.setattr(checkpoint, "DEFAULT_CHECKPOINT", tmp_path / "missing.pt")
     res = CliRunner().invoke(app, ["predict", str(_poscar(tmp_path)), "--out", str(tmp_path / "o")])
     assert res.exit_code == 1 and "no default model" in res.output
     with pytest.raises(P.PredictError):
@@ -151,7 +157,8 @@ def test_shipped_checkpoint_is_plain_smooth_and_leak_free():
     """The shipped model loads with weights_only=True (no unsafe unpickling), uses the probe features that are
     continuous at nuclei, never trained on its recorded val/test materials, and predicts Si8 with its 32 valence
     electrons (Δρ̂ is shifted to carry no net charge; the SAED reference integrates to the valence count)."""
-    from chgdata.models.predict import DEFAULT_CHECKPOINT, load, predict_structure
+    from chgdata.models.checkpoint import DEFAULT_CHECKPOINT, load
+    from chgdata.models.predict import predict_structure
     from pymatgen.core import Lattice, Structure
 
     raw = torch.load(DEFAULT_CHECKPOINT, map_location="cpu", weights_only=True)
@@ -162,7 +169,7 @@ def test_shipped_checkpoint_is_plain_smooth_and_leak_free():
     assert train and not train & (set(raw["splits"]["val"]) | set(raw["splits"]["test"]))
     assert {"Si", "Na", "Cl", "Fe"} <= set(raw["train_elements"])
     # its SAED reference is the shipped free-atom table: no crystal at all, so none of val or test, in its fit
-    from chgdata.models.predict import REFERENCE_KEY
+    from chgdata.models.checkpoint import REFERENCE_KEY
 
     from chgdata.free_atoms import SHIPPED_REFERENCES
     from chgdata.references import ReferenceTable
@@ -224,7 +231,7 @@ def test_structure_names_follow_their_files(tmp_path):
     for name in ("POSCAR_NaCl", "POSCAR_NaCl2"):
         s.to(filename=str(folder / name), fmt="poscar")
     s.to(filename=str(folder / "POSCAR"), fmt="poscar")
-    from chgdata.models.predict import read_structure
+    from chgdata.models.predict_io import read_structure
 
     names = [read_structure(str(folder / n)).name for n in ("POSCAR_NaCl", "POSCAR_NaCl2", "POSCAR")]
     assert names == ["POSCAR_NaCl", "POSCAR_NaCl2", "structs"]
@@ -249,7 +256,8 @@ def test_predict_preflight_refuses_huge_grids_and_overlapping_atoms(tmp_path):
     traceback, 1000³ grew past 5 GB before it was killed) is one line naming the estimate and a spacing that fits;
     two atoms on one site (predicted silently before) are named."""
     from chgdata.cli.main import app
-    from chgdata.models.predict import PREDICT_BYTES_PER_POINT, PredictError, check_grid_memory
+    from chgdata.models.checkpoint import PredictError
+    from chgdata.models.predict import PREDICT_BYTES_PER_POINT, check_grid_memory
     from pymatgen.core import Lattice, Structure
 
     si = Structure(Lattice.cubic(5.43), ["Si", "Si"], [[0, 0, 0], [0.25, 0.25, 0.25]])
@@ -272,7 +280,7 @@ def test_predict_preflight_refuses_huge_grids_and_overlapping_atoms(tmp_path):
     except PredictError as exc:
         msg = str(exc)
     spacing = float(msg.split("--spacing ")[1].split()[0])
-    from chgdata.models.predict import grid_for_spacing
+    from chgdata.grid import grid_for_spacing
 
     check_grid_memory("Si", grid_for_spacing(si.lattice.matrix, spacing), si.lattice.matrix, available=2**30)
     twin = Structure(Lattice.cubic(5.43), ["Si", "Si", "Si"], [[0, 0, 0], [0.25, 0.25, 0.25], [1e-4, 0, 0]])

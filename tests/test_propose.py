@@ -17,7 +17,7 @@ from tests.conftest import GPAW, need_shared  # noqa: E402
 
 @pytest.fixture(scope="module")
 def shipped():
-    from chgdata.models.predict import load
+    from chgdata.models.checkpoint import load
 
     return load(None)
 

@@ -171,7 +171,7 @@ def test_predict_dos_writes_a_dos_pymatgen_reads(dos_ckpt, dos_store, tmp_path):
 
 def test_predict_dos_beside_a_density_prediction(dos_ckpt, tmp_path):
     from chgdata.cli.main import app
-    from chgdata.models.predict import DEFAULT_CHECKPOINT
+    from chgdata.models.checkpoint import DEFAULT_CHECKPOINT
 
     if not DEFAULT_CHECKPOINT.is_file():
         pytest.skip("no shipped density model")
@@ -186,7 +186,7 @@ def test_predict_dos_beside_a_density_prediction(dos_ckpt, tmp_path):
 
 def test_predict_dos_refuses_a_density_checkpoint(tmp_path):
     from chgdata.cli.main import app
-    from chgdata.models.predict import DEFAULT_CHECKPOINT
+    from chgdata.models.checkpoint import DEFAULT_CHECKPOINT
 
     if not DEFAULT_CHECKPOINT.is_file():
         pytest.skip("no shipped density model")

@@ -78,9 +78,9 @@ def test_ensemble_refuses_members_of_other_data_or_kind(tmp_path):
 def test_models_are_built_by_the_kind_their_checkpoint_records():
     """The registry: every config round-trips with its kind; a dict without one (checkpoints from before) still
     loads by its keys; an unknown kind is refused by name; the shipped checkpoints record theirs."""
+    from chgdata.models.checkpoint import load
     from chgdata.models.config import ChargeDensityConfig, DosConfig
     from chgdata.models.kinds import is_density, kind_of
-    from chgdata.models.predict import load
     from chgdata.models.registry import build_model, config_from_dict, config_to_dict
 
     for cfg, kind in ((ChargeDensityConfig(), "charge-density"), (DosConfig(), "dos-net")):

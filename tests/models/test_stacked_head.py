@@ -77,8 +77,9 @@ def test_the_shipped_ensemble_in_one_pass():
     float rounding, far below the model's error (NMAE ~1 %)."""
     import json
 
+    from chgdata.models.checkpoint import load
     from chgdata.models.density import predict_grid
-    from chgdata.models.predict import atomic_numbers, load
+    from chgdata.models.predict import atomic_numbers
     from chgdata.models.stacked_head import stack_heads
 
     from tests.conftest import GPAW, REPO, need_shared
