@@ -18,7 +18,7 @@ def train_config(store: PathLike | None = None, *, config: PathLike | None = Non
     with no preset: a run keeps what it was started with) and ``options`` (TrainConfig fields; None = not given)."""
     from chgdata.models.presets import default_preset, preset_options
     from chgdata.models.schema import ConfigError
-    from chgdata.models.train import TrainConfig
+    from chgdata.models.train_config import TrainConfig
 
     flags = {k: (os.fspath(v) if isinstance(v, os.PathLike) else v) for k, v in options.items() if v is not None}
     if store is not None:
@@ -46,8 +46,8 @@ def train(store: PathLike | None = None, *, config=None, preset: str | None = No
     """``chgdata train``: ``config`` is a TrainConfig, or a file resolved with ``preset`` and ``options`` as
     :func:`train_config` does (so ``chgdata.train(store)`` is ``chgdata train --store STORE``); returns the final
     metrics ({} when already trained). Raises TrainingInterrupted (with the checkpoint) on SIGINT/SIGTERM."""
-    from chgdata.models.train import TrainConfig
     from chgdata.models.train import train as run_train
+    from chgdata.models.train_config import TrainConfig
 
     cfg = config if isinstance(config, TrainConfig) else train_config(store, config=config, preset=preset,
                                                                       resume=resume, **options)

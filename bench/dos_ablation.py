@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 
 import torch
+from chgdata.models.checkpoint import load_checkpoint
 from chgdata.models.evaluate_dos import evaluate_dos
-from chgdata.models.train import TrainConfig, load_checkpoint, steps_for_budget, train
+from chgdata.models.train import TrainConfig, steps_for_budget, train
 
 SMALL = {"n_scalars": 32, "n_vectors": 8, "l_max": 2, "n_layers": 2, "radial_hidden": 16, "r_cut": 5.0}
 DOSNET = {"backbone": "dosnet", "encoder": SMALL, "mlp_hidden": 128}

@@ -20,10 +20,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from chgdata.models.checkpoint import load_checkpoint
 from chgdata.models.dos_kernel import kernel_grid
 from chgdata.models.evaluate_dos import element_fractions, predict_windows
 from chgdata.models.fit_dos import cv_rows, fold_errors
-from chgdata.models.train import TrainConfig, load_checkpoint, train
+from chgdata.models.train import TrainConfig, train
 
 from chgdata.descriptors import structure_descriptors
 from chgdata.metrics import dos_mse

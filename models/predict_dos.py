@@ -46,7 +46,7 @@ class DosPrediction:
 
 def load_dos_model(checkpoint: str | os.PathLike | None = None, device: str = "cpu"):
     """(model, checkpoint dict) of a DOS checkpoint, or of the shipped one; PredictError for a density model."""
-    from .train import load_checkpoint
+    from .checkpoint import load_checkpoint
 
     path = Path(checkpoint) if checkpoint else DEFAULT_DOS_CHECKPOINT
     if not path.is_file():

@@ -220,7 +220,8 @@ def test_fit_dos_offers_reduced_energies_and_refuses_bad_exponents(dos_store, tm
 
 
 def test_cross_validation_folds_of_training_replace_val_and_drop_test(dos_store):  # noqa: F811
-    from chgdata.models.train import TrainConfig, _choose_splits
+    from chgdata.models.train_config import TrainConfig
+    from chgdata.models.train_run import choose_splits
 
     from chgdata.store import open_dataset
 
@@ -229,7 +230,7 @@ def test_cross_validation_folds_of_training_replace_val_and_drop_test(dos_store)
     folds = []
     for k in range(2):
         cfg = TrainConfig(store=dos_store, target="dos", split_source="store", cv_folds=2, cv_fold=k)
-        s = _choose_splits(ds, ds.material_ids, cfg)
+        s = choose_splits(ds, ds.material_ids, cfg)
         assert s["test"] == [] and sorted(s["train"] + s["val"]) == sorted(recorded["train"])
         assert not {groups[m] for m in s["train"]} & {groups[m] for m in s["val"]}
         folds.append(set(s["val"]))

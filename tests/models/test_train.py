@@ -21,6 +21,7 @@ pytest.importorskip("e3nn")
 pytest.importorskip("vesin")
 
 from chgdata.models import keys as K  # noqa: E402
+from chgdata.models.checkpoint import load_checkpoint  # noqa: E402
 from chgdata.models.data import (  # noqa: E402
     DensityProbes,
     DosWindows,
@@ -31,7 +32,8 @@ from chgdata.models.data import (  # noqa: E402
 )
 from chgdata.models.graph import collate  # noqa: E402
 from chgdata.models.neighbors import probe_edges  # noqa: E402
-from chgdata.models.train import TrainConfig, load_checkpoint, train, validate_density  # noqa: E402
+from chgdata.models.train import TrainConfig, train  # noqa: E402
+from chgdata.models.train_utils import validate_density  # noqa: E402
 
 from chgdata import contract as C  # noqa: E402
 from tests.conftest import GPAW  # noqa: E402
