@@ -25,7 +25,8 @@ from chgdata.models.predict_io import StructureInput
 from pymatgen.core import Structure
 
 from chgdata.dft.runs import band_errors, density_of, nscf, raw_dos, scf
-from chgdata.dos import read_dos, smear_window
+from chgdata.dos import smear_window
+from chgdata.dos_io import read_dos
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

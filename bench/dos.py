@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from chgdata.dos import read_dos, smear_window
+from chgdata.dos import smear_window
+from chgdata.dos_io import read_dos
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,7 +96,7 @@ def main() -> None:
     text = f"""# DOS windows benchmark
 
 Window E − E_F ∈ [−10, 10] eV, 400 points, Gaussian σ = {args.sigma} eV, both spin channels, per atom
-(`chgdata.dos.smear_window`). "parse" is `chgdata.dos.read_dos` (pymatgen reading, validation);
+(`chgdata.dos.smear_window`). "parse" is `chgdata.dos_io.read_dos` (pymatgen reading, validation);
 "smear+window" is one `smear_window` call (fine-grid convolution of the exact cumulative count, cell
 averages, band gap), averaged over {args.repeat} calls per file. "max abs. states error" is the largest
 relative change of the states in the window cells caused by smearing (limit 1 %).

@@ -27,14 +27,13 @@ import numpy as np  # noqa: E402
 
 from chgdata.references import (  # noqa: E402
     DEFAULT_SIGMAS,
-    MaterialCounts,
     ReferenceTable,
     material_normal_equations,
     solve_reference,
     sum_normal_equations,
-    valence_counts,
 )
 from chgdata.saed import saed_at_points, saed_density  # noqa: E402
+from chgdata.valences import MaterialCounts, valence_counts  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 GPAW = REPO.parent / "shared" / "data" / "gpaw"

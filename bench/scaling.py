@@ -40,7 +40,8 @@ def main() -> None:
 
     from pymatgen.io.vasp.outputs import Chgcar
 
-    from chgdata.dos import read_dos, smear_window
+    from chgdata.dos import smear_window
+    from chgdata.dos_io import read_dos
     from chgdata.grid import density_from_vasp
     from chgdata.references import ReferenceTable
     from chgdata.saed import saed_density

@@ -21,9 +21,10 @@ import chgdata
 from chgdata import contract as C
 
 from . import keys as K
+from .batch_edges import attach_probe_edges
 from .checkpoint import CHECKPOINT_FORMAT, build_model, export_small, read_checkpoint, save_checkpoint
 from .config import count_parameters
-from .data import DensityProbes, DosWindows, attach_probe_edges, make_loader, make_splits
+from .data import DensityProbes, DosWindows, make_loader, make_splits
 from .registry import config_to_dict
 from .train_config import TrainConfig, model_config
 from .train_utils import (

@@ -36,11 +36,9 @@ from chgdata.free_atoms import SHIPPED_REFERENCES, shipped_reference_path
 from chgdata.grid import cell_volume
 from chgdata.metrics import DensityErrorSums
 from chgdata.references import (
-    MaterialCounts,
     NormalEquations,
     ReferenceTable,
     material_normal_equations,
-    robust_valence_counts,
     solve_reference,
     sum_normal_equations,
 )
@@ -60,6 +58,7 @@ from chgdata.store import (
     update_card,
     utcnow,
 )
+from chgdata.valences import MaterialCounts, robust_valence_counts
 
 STAGE = "build-delta"
 

@@ -30,8 +30,8 @@ def chgcar_material(chgcar: Path, material_id: str) -> dict:
 
 
 def material_counts(m: dict):
-    """:class:`chgdata.references.MaterialCounts` of a :func:`chgcar_material` dict."""
-    from chgdata.references import MaterialCounts
+    """:class:`chgdata.valences.MaterialCounts` of a :func:`chgcar_material` dict."""
+    from chgdata.valences import MaterialCounts
 
     return MaterialCounts(m["id"], {e: m["species"].count(e) for e in set(m["species"])}, m["n_electrons"])
 

@@ -9,16 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chgdata.dos import (
-    FWHM_PER_SIGMA,
-    RawDos,
-    band_gap,
-    count_states,
-    cumulative_states,
-    from_pymatgen,
-    read_dos,
-    smear_window,
-)
+from chgdata.dos import FWHM_PER_SIGMA, RawDos, band_gap, count_states, cumulative_states, smear_window
+from chgdata.dos_io import from_pymatgen, read_dos
 from tests.conftest import SHARED_DATA as DATA
 
 

@@ -126,7 +126,8 @@ def counting_client(key):
 
 def test_one_client_per_partition_and_one_database_version_per_run(tmp_path):
     need_shared()
-    from chgdata.pipelines.ingest import Item, ingest_partition
+    from chgdata.pipelines.ingest import ingest_partition
+    from chgdata.pipelines.ingest_items import Item
 
     from chgdata.store import new_partition_name
 

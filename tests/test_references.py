@@ -11,18 +11,15 @@ import pytest
 from chgdata.free_atoms import SHIPPED_REFERENCES
 from chgdata.references import (
     DEFAULT_SIGMAS,
-    MaterialCounts,
     NormalEquations,
     ReferenceTable,
-    ValenceCountError,
     gaussian_radial,
     material_normal_equations,
-    robust_valence_counts,
     solve_reference,
     sum_normal_equations,
-    valence_counts,
 )
 from chgdata.saed import saed_density
+from chgdata.valences import MaterialCounts, ValenceCountError, robust_valence_counts, valence_counts
 from tests.conftest import GPAW, VASP_CHGCARS, chgcar_material
 from tests.conftest import SHARED_DATA as DATA
 from tests.conftest import material_counts as _counts

@@ -14,9 +14,9 @@ from chgdata.references import (
     material_normal_equations,
     solve_reference,
     sum_normal_equations,
-    valence_counts,
 )
 from chgdata.saed import find_user_reference, saed_at_points, saed_density, user_reference_density
+from chgdata.valences import valence_counts
 from tests.conftest import SHARED_DATA as DATA
 from tests.conftest import VASP_CHGCARS, chgcar_material, material_counts
 

@@ -16,7 +16,7 @@ PACKAGES = {"chgdata": "chgdata", "pipelines": "chgdata.pipelines", "models": "c
             "cli": "chgdata.cli"}
 ABOVE_THE_BOTTOM = ("chgdata.pipelines", "chgdata.models", "chgdata.app", "chgdata.cli")
 #: the CLI calls chgdata.app only, never the pipelines or models themselves
-MAX_LINES = 550
+MAX_LINES = 400
 
 
 def _modules() -> dict[str, Path]:

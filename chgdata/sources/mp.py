@@ -201,7 +201,7 @@ class MPSource:
             if not NOT_FOUND.search(str(exc)):
                 raise
             dos = None
-        from chgdata.dos import from_pymatgen
+        from chgdata.dos_io import from_pymatgen
 
         got_formula = chgcar.structure.composition.reduced_formula
         if got_formula != structure.composition.reduced_formula:

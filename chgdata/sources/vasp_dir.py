@@ -204,7 +204,7 @@ def _read_volumetric(path: str, expect_natoms: int | None = None):
 
 def load(calc: LocalCalc) -> MaterialRecord:
     """Read one calculation folder into a :class:`MaterialRecord` (raises SourceError/GridError/ValueError)."""
-    from chgdata.dos import read_dos, read_dos_and_structure
+    from chgdata.dos_io import read_dos, read_dos_and_structure
 
     stats = file_stats(calc.files)  # before reading: a file rewritten meanwhile differs next run
     structure = None

@@ -21,12 +21,12 @@ pytest.importorskip("e3nn")
 pytest.importorskip("vesin")
 
 from chgdata.models import keys as K  # noqa: E402
+from chgdata.models.batch_edges import attach_probe_edges  # noqa: E402
 from chgdata.models.checkpoint import load_checkpoint  # noqa: E402
 from chgdata.models.data import (  # noqa: E402
     DensityProbes,
     DosWindows,
     ProbeBudgetBatchSampler,
-    attach_probe_edges,
     make_loader,
     make_splits,
 )
