@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,18 @@ from chgdata.location import (
     table_names,
     utcnow,
 )
+
+
+@dataclass
+class StageReport:
+    """What a run of a stage (ingest, build-delta, build-dos) did: materials committed in this run, skipped as
+    already there, failed (id -> reason); partitions written; orphaned partitions of killed runs removed."""
+
+    committed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    partitions: int = 0
+    orphans_removed: list[str] = field(default_factory=list)
 
 
 class PartitionArrayWriter:

@@ -20,6 +20,7 @@ import os
 from chgdata.commit import (
     PartitionArrayWriter,
     PartitionCommit,
+    StageReport,
     orphans,
     referenced_partitions,
     remove_orphans,
@@ -69,6 +70,7 @@ __all__ = [
     "Location",
     "PartitionArrayWriter",
     "PartitionCommit",
+    "StageReport",
     "SHARD_POINTS",
     "StoreError",
     "StoreLock",

@@ -77,10 +77,14 @@ def structure_batch(
 def collate(batches: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Concatenate batch dicts, offsetting structure, atom and probe indices.
 
-    Keys absent from any input are dropped; per-structure, per-atom, per-edge and per-probe tensors are
-    concatenated along their first axis (``EDGE_INDEX``/``PROBE_EDGE_INDEX`` along the second).
+    Keys absent from any input are dropped; fields of every kind (:data:`~chgdata.models.keys.FIELD_KINDS`) are
+    concatenated along their first axis (index pairs along the second); a field of no declared kind is refused.
     """
     common = set(batches[0]).intersection(*batches[1:]) - {K.N_STRUCTURES}
+    unknown = sorted(k for k in common if k not in K.FIELD_KINDS)
+    if unknown:
+        raise KeyError(f"batch fields of no declared kind: {unknown} (declare them with "
+                       "chgdata.models.keys.register_field)")
     out: dict[str, list[torch.Tensor]] = {k: [] for k in common}
     n_struct = n_atom = n_probe = 0
     for b in batches:
@@ -103,4 +107,4 @@ def collate(batches: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tenso
         n_atom += b[K.POSITIONS].shape[0]
         if K.PROBE_POSITIONS in b:
             n_probe += b[K.PROBE_POSITIONS].shape[0]
-    return {k: torch.cat(v, dim=1 if k in (K.EDGE_INDEX, K.PROBE_EDGE_INDEX) else 0) for k, v in out.items()}
+    return {k: torch.cat(v, dim=1 if k in K.PAIR_FIELDS else 0) for k, v in out.items()}

@@ -19,9 +19,11 @@ Conventions
 
 from __future__ import annotations
 
+from chgdata import contract as C
+
 # ---- per atom --------------------------------------------------------------------------------------------
 POSITIONS = "positions"  # (n_atoms, 3) float, Cartesian, Å
-ATOMIC_NUMBERS = "atomic_numbers"  # (n_atoms,) int64, Z
+ATOMIC_NUMBERS = C.COL_Z  # (n_atoms,) int64, Z (the store's column of the same name)
 ATOM_BATCH = "batch"  # (n_atoms,) int64, index of the structure each atom belongs to
 
 # ---- per structure ---------------------------------------------------------------------------------------
@@ -58,3 +60,27 @@ INDEX_OFFSETS = {
     IMAGE_ATOM: "atom",
     IMAGE_BATCH: "structure",
 }
+
+#: The axis every field runs along (NequIP's per-atom / per-edge / per-graph field registry): collation joins
+#: fields of a kind along that axis (pairs of indices, shape (2, n), along their second) and refuses fields it
+#: does not know, so a new field is declared here (or with :func:`register_field`) before it is batched.
+FIELD_KINDS: dict[str, str] = {
+    POSITIONS: "atom", ATOMIC_NUMBERS: "atom", ATOM_BATCH: "atom",
+    CELL: "structure", TARGET_DOS: "structure", N_STRUCTURES: "batch",
+    EDGE_INDEX: "edge", EDGE_CELL_SHIFT: "edge",
+    PROBE_POSITIONS: "probe", PROBE_BATCH: "probe", TARGET_DENSITY: "probe", PROBE_WEIGHT: "probe",
+    PROBE_EDGE_INDEX: "probe_edge", PROBE_EDGE_CELL_SHIFT: "probe_edge",
+    IMAGE_ATOM: "image", IMAGE_SHIFT: "image", IMAGE_BATCH: "image",
+}
+#: Index fields laid out as (2, n): rows of (receiver, sender) or (probe, atom).
+PAIR_FIELDS = (EDGE_INDEX, PROBE_EDGE_INDEX)
+KINDS = ("atom", "structure", "batch", "edge", "probe", "probe_edge", "image")
+
+
+def register_field(key: str, kind: str) -> None:
+    """Declare a new batch field and the axis it runs along (one of :data:`KINDS`)."""
+    if kind not in KINDS:
+        raise ValueError(f"field kind {kind!r}: one of {', '.join(KINDS)}")
+    if FIELD_KINDS.get(key, kind) != kind:
+        raise ValueError(f"field {key!r} is already registered as {FIELD_KINDS[key]!r}")
+    FIELD_KINDS[key] = kind

@@ -47,6 +47,7 @@ from chgdata.store import (
     Dataset,
     Location,
     PartitionCommit,
+    StageReport,
     StoreError,
     consolidate,
     locked,
@@ -65,13 +66,11 @@ STAGE = "build-delta"
 
 
 @dataclass
-class DeltaReport:
+class DeltaReport(StageReport):
+    """What a build-delta run did, and with which SAED reference (its id and where it came from)."""
+
     reference_id: str = ""
     reference_kind: str = ""
-    committed: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    partitions: int = 0
     excluded_from_fit: dict[str, str] = field(default_factory=dict)  #: train materials the fit left out, and why
 
 

@@ -24,7 +24,7 @@ import contextlib
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,7 @@ from chgdata.store import (
     Dataset,
     Location,
     PartitionCommit,
+    StageReport,
     StoreError,
     locked,
     new_partition_name,
@@ -93,14 +94,8 @@ class WindowParams:
 
 
 @dataclass
-class DosReport:
+class DosReport(StageReport):
     """What a build-dos run did."""
-
-    committed: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    partitions: int = 0
-    orphans_removed: list[str] = field(default_factory=list)
 
 
 def _row(mid: str, partition: str, row: int, w: DosWindow, p: WindowParams, source: str) -> dict[str, Any]:

@@ -60,6 +60,7 @@ from chgdata.sources.settings import card_section as dft_card_section
 from chgdata.sources.settings import settings_json
 from chgdata.store import (
     PartitionCommit,
+    StageReport,
     committed_ids,
     consolidate,
     locked,
@@ -107,15 +108,10 @@ def check_fits_in_memory(item: Item) -> None:
 
 
 @dataclass
-class IngestReport:
-    """What a run did."""
+class IngestReport(StageReport):
+    """What an ingest run did: also the materials committed with a flag (id -> why), and the updates."""
 
-    committed: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
     flagged: dict[str, str] = field(default_factory=dict)
-    partitions: int = 0
-    orphans_removed: list[str] = field(default_factory=list)
     #: id -> (old, new): MP task ids, or input sha256 of a changed local folder
     updated: dict[str, tuple[str | None, str]] = field(default_factory=dict)
     compacted: dict[str, int] = field(default_factory=dict)  # superseded/stale rows removed, per table

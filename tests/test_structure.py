@@ -147,6 +147,9 @@ def _cli_params(command: str) -> dict[str, object]:
     ("verify", "verify", {"limit"}, {}),
     ("evaluate", "evaluate", {"quiet"}, {"out_path": "out"}),
     ("fit-dos", "fit_dos", set(), {"out_path": "out"}),
+    ("predict", "predict_files", {"quiet"}, {"out_dir": "out", "conserve": "conserve_electrons"}),
+    ("ensemble", "ensemble", set(), {"out_path": "out"}),
+    ("rebuild", "rebuild", set(), {}),
 ])
 def test_every_data_option_has_its_api_twin_with_the_same_default(command, function, cli_only, renamed):
     """Walk the typer app: each option of a data command is a parameter of its chgdata.app function with the same
@@ -168,6 +171,8 @@ def test_every_data_option_has_its_api_twin_with_the_same_default(command, funct
             want = api[twin].default
             if isinstance(default, str) and isinstance(want, tuple):  # a comma list on the command line
                 default = tuple(type(want[0])(v) for v in default.split(","))
+            if isinstance(default, Path) or isinstance(want, Path):  # a path given as text or as a Path
+                default, want = str(default), str(want)
             if name != "store" and want != (default if default is not ... else inspect.Parameter.empty):
                 differ.append((name, default, want))
     assert not missing and not differ, (missing, differ)

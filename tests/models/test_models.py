@@ -73,6 +73,29 @@ def test_batch_equals_separate_structures(rng):
     torch.testing.assert_close(dos(batch), torch.cat([dos(b) for b in singles]))
 
 
+def test_every_batch_field_has_a_kind_and_unknown_fields_are_refused(rng):
+    """The field registry (keys.FIELD_KINDS): every key constant is declared; collation refuses a field of no
+    kind instead of joining it along a guessed axis, and takes it once registered."""
+    from chgdata import contract as C
+
+    declared = {v for k, v in vars(keys).items() if k.isupper() and isinstance(v, str)}
+    assert declared <= set(keys.FIELD_KINDS) and keys.ATOMIC_NUMBERS == C.COL_Z
+    cfg = small_density_config()
+    s = load_structure(SI)
+    singles = [batch_for(s, rng.random((5, 3)) @ s.lattice.matrix, cfg) for _ in range(2)]
+    for b in singles:
+        b["probe_charge_test"] = torch.ones(5)
+    with pytest.raises(KeyError, match="probe_charge_test"):
+        collate(singles)
+    keys.register_field("probe_charge_test", "probe")
+    try:
+        assert collate(singles)["probe_charge_test"].shape == (10,)
+        with pytest.raises(ValueError, match="already registered"):
+            keys.register_field("probe_charge_test", "atom")
+    finally:
+        del keys.FIELD_KINDS["probe_charge_test"]
+
+
 def test_density_smooth_when_atom_crosses_probe_cutoff(rng):
     """Move an atom radially through the probe sphere: ρ and its first two differences have no jump."""
     s = load_structure(MIXED)
