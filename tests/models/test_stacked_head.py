@@ -72,6 +72,22 @@ def test_heads_it_cannot_stack_fall_back_to_the_member_path():
                                sum(predict_grid(m, *args) for m in deep.members) / 2)
 
 
+def test_members_with_other_probe_cutoffs_are_predicted_one_by_one():
+    """No shared probe graph when the members' probe cutoffs differ: each member on its own graph, then the mean."""
+    from chgdata.models.density import member_grids, predict_grid
+    from chgdata.models.ensemble import DensityEnsemble
+
+    a, b = _members(1, seed=2), _members(1, seed=3, probe_r_cut=2.5)
+    ens = DensityEnsemble(a.config.__class__(members=[a.members[0].config, b.members[0].config])).double().eval()
+    ens.members[0].load_state_dict(a.members[0].state_dict())
+    ens.members[1].load_state_dict(b.members[0].state_dict())
+    s = _structure()
+    args = (s.cart_coords, np.array([14, 26, 8]), s.lattice.matrix, (6, 6, 7))
+    each = member_grids(ens, *args)
+    torch.testing.assert_close(each[1], predict_grid(ens.members[1], *args, stacked=False), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(predict_grid(ens, *args), each.mean(0))
+
+
 def test_the_shipped_ensemble_in_one_pass():
     """The shipped checkpoint (float32) on a shared crystal (FeCo, magnetic): one pass equals member by member to
     float rounding, far below the model's error (NMAE ~1 %)."""
