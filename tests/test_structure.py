@@ -189,3 +189,19 @@ def test_no_module_over_limit():
     long = {str(p.relative_to(REPO)): n for p in _modules().values()
             if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long, f"modules over {MAX_LINES} lines: {long}"
+
+
+def test_every_train_option_is_a_train_config_field():
+    """``chgdata train``'s flags are TrainConfig fields (the API's ``train_config(**options)``; --ema is
+    ``ema_decay``, --out ``out``) or parameters of chgdata.app.train_config itself; none is the CLI's alone."""
+    import dataclasses
+    import inspect
+
+    import chgdata.app
+    from chgdata.models.train_config import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    own = set(inspect.signature(chgdata.app.train_config).parameters) - {"options"}
+    renamed = {"ema": "ema_decay", "run_dir": "out"}
+    orphans = [n for n in _cli_params("train") if n != "quiet" and renamed.get(n, n) not in fields | own]
+    assert not orphans, orphans
