@@ -15,6 +15,20 @@ _API = ("ingest", "split", "build_delta", "build_dos", "run", "verify", "train",
 __all__ = ["open_dataset", "__version__", *_API]
 
 
+def _reach_the_checkout() -> None:
+    """Imported from a source checkout (``python -m pytest`` in the clone puts the clone first on sys.path): the
+    subpackages installed as ``chgdata.pipelines``/``models``/``app``/``cli`` (pyproject ``package-dir``) are
+    top-level folders beside this one, so the clone joins this package's search path."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if (root / "pyproject.toml").is_file() and (root / "pipelines" / "__init__.py").is_file():
+        __path__.append(str(root))
+
+
+_reach_the_checkout()
+
+
 def __getattr__(name: str):
     # Lazy so that `import chgdata.models` does not pull in zarr/pyarrow/pymatgen.
     if name == "open_dataset":
