@@ -17,9 +17,10 @@ from . import keys as K
 from .config import ChargeDensityConfig
 from .encoder import AtomEncoder, GatedTensorProductBlock, IrrepsSequential, check_irreps
 from .graph import probe_edge_vectors, structure_batch
+from .head_ops import background_softmax, probe_edge_geometry
 from .kinds import is_ensemble
 from .neighbors import grid_positions, grid_probe_edges, probe_edges
-from .radial import BesselBasis, geometric_weight
+from .radial import BesselBasis
 from .stacked_head import stack_heads
 
 
@@ -66,17 +67,9 @@ class DensityHead(nn.Module):
             raise ValueError(f"atom features have {atom_features.shape[-1]} columns, expected {self.irreps_in}")
         n_probes = batch[K.PROBE_POSITIONS].shape[0]
         k, i = batch[K.PROBE_EDGE_INDEX]
-        vec = probe_edge_vectors(batch)
-        r2 = (vec * vec).sum(-1)
-        r = torch.sqrt(r2.clamp(min=1e-24))
-        r = torch.where(r2 > 1e-24, r, torch.zeros_like(r))
-        if self.config.probe_sh == "scaled":  # (r/r_cut)^l Y_l(r̂): a polynomial in the vector, smooth at r = 0
-            sh = self.sh(vec / self.config.probe_r_cut)
-        else:  # legacy: Y_l(r̂), a probe on an atom gets the zero vector (Y_0 = 1, Y_l>0 = 0)
-            sh = self.sh(vec / r.clamp(min=1e-12)[:, None])
-        radial = self.radial(r)
-        w_geo = geometric_weight(r / self.config.probe_r_cut)
-
+        cfg = self.config
+        _, sh, radial, w_geo = probe_edge_geometry(probe_edge_vectors(batch), cfg.probe_r_cut, cfg.probe_sh, self.sh,
+                                                  self.radial)
         g = atom_features[i]
         for m, layer in enumerate(self.layers):  # the first layer's self-interaction is per atom, then gathered
             g = layer(g, sh, radial, self_term=layer.self_interaction(atom_features)[i] if m == 0 else None)
@@ -85,17 +78,7 @@ class DensityHead(nn.Module):
         context = torch.zeros(n_probes, g.shape[1], dtype=dt, device=dev).index_add(0, k, g * w_geo[:, None])
         logit = self.logit_mlp(torch.cat([g, context[k]], dim=-1)).squeeze(-1)
         intensity = self.intensity_mlp(g) * self.config.output_scale
-
-        # log-sum-exp shift per probe (cancels exactly; detached), including the background slot
-        b = self.background_logit.to(dt)
-        score = (logit + torch.log(w_geo.clamp(min=1e-30))).detach()
-        shift = torch.full((n_probes,), float(b.detach()), dtype=dt, device=dev)
-        shift = shift.scatter_reduce(0, k, score, reduce="amax", include_self=True)
-        unnorm = w_geo * torch.exp(logit - shift[k])
-        norm = torch.exp(b - shift).index_add(0, k, unnorm)
-        numer = torch.zeros(n_probes, intensity.shape[1], dtype=dt, device=dev)
-        numer = numer.index_add(0, k, unnorm[:, None] * intensity)
-        return numer / norm[:, None]
+        return background_softmax(k, logit, w_geo, intensity, self.background_logit.to(dt).expand(n_probes))
 
 
 class ChargeDensityModel(nn.Module):

@@ -26,7 +26,7 @@ from torch.nn.functional import silu
 
 from . import keys as K
 from .graph import probe_edge_vectors
-from .radial import geometric_weight
+from .head_ops import background_softmax, probe_edge_geometry
 
 
 def _in_float64(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -151,12 +151,7 @@ class StackedDensityHead(nn.Module):
         k, i = k[order], i[order]
         vec = probe_edge_vectors({**batch, K.PROBE_EDGE_INDEX: torch.stack([k, i]),
                                   K.PROBE_EDGE_CELL_SHIFT: batch[K.PROBE_EDGE_CELL_SHIFT][order]})
-        r2 = (vec * vec).sum(-1)
-        r = torch.sqrt(r2.clamp(min=1e-24))
-        r = torch.where(r2 > 1e-24, r, torch.zeros_like(r))
-        sh = self.sh(vec / cfg.probe_r_cut) if cfg.probe_sh == "scaled" else self.sh(vec / r.clamp(min=1e-12)[:, None])
-        w_geo = geometric_weight(r / cfg.probe_r_cut)
-        radial = self.radial(r)
+        r, sh, radial, w_geo = probe_edge_geometry(vec, cfg.probe_r_cut, cfg.probe_sh, self.sh, self.radial)
         dt, dev, n_e = vec.dtype, vec.device, len(k)
         block = block or (2048 if dev.type == "cpu" else max(n_e, 1))
         w = {name: buf.to(dt) for name, buf in self.named_buffers() if buf.is_floating_point()}
@@ -190,16 +185,10 @@ class StackedDensityHead(nn.Module):
                 torch.mv(h_logit[m], w["logit_w2"][m, :, 0], out=logit[m, e0:e1])
                 intensity[m, e0:e1] = h_int[m] @ w["intensity_w2"][m]
 
-        flat_k = (k[None, :] + n_probes * torch.arange(n_m, device=dev)[:, None]).reshape(-1)
-        b = w["background"].repeat_interleave(n_probes)
-        score = (logit + torch.log(w_geo.clamp(min=1e-30))).reshape(-1)
-        shift = b.clone().scatter_reduce(0, flat_k, score, reduce="amax", include_self=True)
-        unnorm = w_geo.repeat(n_m) * torch.exp(logit.reshape(-1) - shift[flat_k])
-        norm = torch.exp(b - shift).index_add(0, flat_k, unnorm)
-        numer = torch.zeros(n_m * n_probes, cfg.n_spin_channels, dtype=dt, device=dev)
-        numer = numer.index_add(0, flat_k, unnorm[:, None] * intensity.reshape(-1, cfg.n_spin_channels))
-        return (numer / norm[:, None]).view(n_m, n_probes, -1)
-
+        slot = (k[None, :] + n_probes * torch.arange(n_m, device=dev)[:, None]).reshape(-1)  # (member, probe)
+        out = background_softmax(slot, logit.reshape(-1), w_geo.repeat(n_m), intensity.reshape(-1, cfg.n_spin_channels),
+                                 w["background"].repeat_interleave(n_probes))
+        return out.view(n_m, n_probes, -1)
 
 def _segments(ends: list[int], e0: int, e1: int):
     """(atom, start, stop) of the edges in [e0, e1), edges sorted by atom, ``ends`` each atom's cumulative count."""
