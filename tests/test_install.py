@@ -10,7 +10,7 @@ import sys
 
 from tests.test_structure import PACKAGES, REPO, _modules
 
-STRICT = "install with the README's set-up (pip install -e ... --config-settings editable_mode=strict)"
+SETUP = "install with the README's set-up (pip install -e ... --config-settings editable_mode=strict)"
 
 
 def _python(code: str, cwd) -> subprocess.CompletedProcess:
@@ -21,7 +21,7 @@ def test_a_folder_named_chgdata_in_the_working_directory_does_not_shadow_the_pac
     (tmp_path / "chgdata").symlink_to(REPO, target_is_directory=True)  # the clone, as `git clone ... chgdata`
     run = _python("import chgdata, chgdata.models.predict; chgdata.open_dataset; print(chgdata.__file__)", tmp_path)
     assert run.returncode == 0 and run.stdout.strip() != "None", (
-        f"`import chgdata` beside a folder named chgdata picked that folder: {STRICT}\n{run.stderr[-2000:]}")
+        f"`import chgdata` beside a folder named chgdata picked that folder: {SETUP}\n{run.stderr[-2000:]}")
 
 
 def test_every_source_module_is_installed(tmp_path):
