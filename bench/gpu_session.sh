@@ -29,7 +29,11 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$REPORTS/d
 # shipped density model: 2/8/20/50-atom cells on 0.1 Å grids, the ensemble in one pass and member by member, and
 # one grid of 10⁷ points with its peak memory; a failure here must not cost the training runs
 [ -n "${SKIP_PREDICT:-}" ] || timeout 150 python3 bench/predict.py --device cuda --checkpoint models/default/density.pt \
-    --big 1e7 --out "$REPORTS/predict_gpu.md" || echo "bench/predict.py failed or timed out" >&2
+    --big 1e7 --paths one-pass,one-pass-bf16,members --out "$REPORTS/predict_gpu.md" \
+    || echo "bench/predict.py failed or timed out" >&2
+# the accuracy side of bf16 head products on the GPU (grouped test split; the CPU figure is in BENCHMARKS.md)
+timeout 60 python3 bench/precision.py --store "$STORE" --device cuda --out "$REPORTS/precision_gpu.md" \
+    || echo "bench/precision.py failed or timed out" >&2
 # the grouped-split density figure at GPU scale: the store's train split, test and val reported beside the SAED
 # reference (per split and per held-out composition); element descriptors and weight decay as in the CPU recipe
 timeout 270 python3 bench/train_grouped.py --store "$STORE" --out /tmp/grouped --size large --device cuda \

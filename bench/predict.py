@@ -48,16 +48,22 @@ def configs() -> dict[str, ChargeDensityConfig]:
     return {"default": ChargeDensityConfig(), "small": small}
 
 
-def time_one(model, s: Structure, shape, device: str, repeats: int, chunk: int | None, stacked: bool = True):
+#: head paths: (stacked, dtype of the one-pass head's per-edge products)
+PATHS = {"one-pass": (True, None), "members": (False, None), "one-pass-bf16": (True, torch.bfloat16)}
+
+
+def time_one(model, s: Structure, shape, device: str, repeats: int, chunk: int | None, path: str = "one-pass"):
     z = atomic_numbers(s)
-    predict_grid(model, s.cart_coords, z, s.lattice.matrix, shape, chunk, device, stacked=stacked)  # warm-up
+    stacked, matmul_dtype = PATHS[path]
+    run = dict(stacked=stacked, matmul_dtype=matmul_dtype)
+    predict_grid(model, s.cart_coords, z, s.lattice.matrix, shape, chunk, device, **run)  # warm-up
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     best = None
     for _ in range(repeats):
         t = GridTiming()
         t0 = time.perf_counter()
-        predict_grid(model, s.cart_coords, z, s.lattice.matrix, shape, chunk, device, timing=t, stacked=stacked)
+        predict_grid(model, s.cart_coords, z, s.lattice.matrix, shape, chunk, device, timing=t, **run)
         wall = time.perf_counter() - t0
         if best is None or wall < best[0]:
             best = (wall, t)
@@ -99,7 +105,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--chunk-size", type=int, default=None)
     ap.add_argument("--paths", default="one-pass,members",
-                    help="head paths: one-pass (stacked heads, chgdata.models.stacked_head), members (one by one)")
+                    help="head paths: one-pass (stacked heads, chgdata.models.stacked_head), members (one by one), "
+                         "one-pass-bf16 (per-edge products in bfloat16; accuracy: bench/precision.py)")
     ap.add_argument("--no-anchor", action="store_true", help="skip the single-thread Si8 30³ comparison")
     ap.add_argument("--memory", type=float, default=None, metavar="SPACING",
                     help="also the peak host memory of each path for Si 5x5x1 at this spacing (CPU, checkpoint)")
@@ -133,7 +140,7 @@ def main() -> None:
             shape = grid_for_spacing(s.lattice.matrix, spacing)
             npts = shape[0] * shape[1] * shape[2]
             for path in paths:
-                wall, t, peak = time_one(model, s, shape, a.device, repeats, a.chunk_size, path == "one-pass")
+                wall, t, peak = time_one(model, s, shape, a.device, repeats, a.chunk_size, path)
                 lines.append(f"| {mname} | {path} | {cname} | {len(s)} | {'×'.join(map(str, shape))} | {npts:,} | "
                              f"{t.probe_edges:,} | {t.encoder_s:.3f} | {t.graph_s:.3f} | {t.head_s:.3f} | "
                              f"{wall:.3f} | {wall / npts * 1e6:.3g} | {peak:.2f} |")
@@ -150,8 +157,7 @@ def main() -> None:
             walls = {path: [] for path in paths}
             for _ in range(max(repeats, 5)):
                 for path in paths:
-                    walls[path].append(time_one(model, si8, (30, 30, 30), "cpu", 1, a.chunk_size,
-                                                path == "one-pass")[0])
+                    walls[path].append(time_one(model, si8, (30, 30, 30), "cpu", 1, a.chunk_size, path)[0])
             for path in paths:
                 wall = statistics.median(walls[path])
                 per = wall / 27_000 * 1e6
@@ -174,7 +180,7 @@ def main() -> None:
             spacing_big *= 0.98
             shape = grid_for_spacing(s.lattice.matrix, spacing_big)
         for mname, model in models.items():
-            wall, t, peak = time_one(model, s, shape, a.device, 1, a.chunk_size, True)
+            wall, t, peak = time_one(model, s, shape, a.device, 1, a.chunk_size)
             npts = shape[0] * shape[1] * shape[2]
             lines += ["", f"One large grid, {mname}, one pass: {cell}, {'×'.join(map(str, shape))} = {npts:,} points "
                       f"({spacing_big:.3f} Å): {wall:.2f} s, {wall / npts * 1e6:.3g} s per 10⁶ points, "
@@ -187,8 +193,8 @@ def main() -> None:
                   f"= {shape[0] * shape[1] * shape[2]:,} points ({a.memory} Å), default chunks:", "",
                   "| path | peak RSS GiB, median of 3 processes (min–max) | of which before predicting |",
                   "|---|---|---|"]
-        for path in paths:
-            runs = sorted(peak_host_gib(a.checkpoint, cell, shape, path == "one-pass") for _ in range(3))
+        for path in (p for p in paths if PATHS[p][1] is None):
+            runs = sorted(peak_host_gib(a.checkpoint, cell, shape, PATHS[path][0]) for _ in range(3))
             peak, before = runs[1][0], runs[1][0] - runs[1][1]
             lines.append(f"| {path} | {peak:.2f} ({runs[0][0]:.2f}–{runs[2][0]:.2f}) | {before:.2f} |")
             print(lines[-1], flush=True)

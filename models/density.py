@@ -131,12 +131,15 @@ def _encode(members, positions, atomic_numbers, cell, dtype, device) -> tuple[li
     return features, next(iter(batches.values()))
 
 
-def _heads(members, stacked: bool):
+def _heads(members, stacked: bool, matmul_dtype: torch.dtype | None = None):
     """The members' heads as one callable ``(features, batch) -> (M, n_probes, channels)``: stacked in one pass
-    (:mod:`chgdata.models.stacked_head`) where their shape allows and ``stacked``, else member by member."""
-    one_pass = stack_heads(members) if stacked else None
+    (:mod:`chgdata.models.stacked_head`, its per-edge products in ``matmul_dtype``) where their shape allows and
+    ``stacked``, else member by member."""
+    one_pass = stack_heads(members, matmul_dtype) if stacked else None
     if one_pass is not None:
         return one_pass
+    if matmul_dtype is not None:
+        raise ValueError("a matmul dtype needs the one-pass head (stacked=True and a stackable model)")
     return lambda features, batch: torch.stack([m.head(f, batch) for m, f in zip(members, features)])
 
 
@@ -144,21 +147,21 @@ def _heads(members, stacked: bool):
 def member_grids(model, positions, atomic_numbers, cell, grid_shape: Sequence[int], chunk_size: int | None = None,
                  device: str | torch.device = "cpu", callback: Callable[[int, int], None] | None = None,
                  timing: GridTiming | None = None, dtype: torch.dtype | None = None, mean: bool = False,
-                 stacked: bool = True) -> torch.Tensor:
+                 stacked: bool = True, matmul_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Each member's output on the full grid, (n_members, nx, ny, nz, n_channels) on the CPU, e/Å³ (a single
     model is one member); ``mean=True`` returns their mean, (nx, ny, nz, n_channels), in one grid's memory.
 
     The encoders run once; the heads run over x-slabs of about ``chunk_size`` points whose probe edges come from
     :func:`~chgdata.models.neighbors.grid_probe_edges` on ``device``, built once for all members, and (with
     ``stacked``) evaluated in one pass. ``callback(done_points, total_points)`` reports progress, ``timing``
-    collects per-stage seconds.
+    collects per-stage seconds, ``matmul_dtype`` (e.g. ``torch.bfloat16``) is the one-pass head's product dtype.
     """
     device = torch.device(device)
     members = _members(model)
     cfg = members[0].config
     if any(m.config.probe_r_cut != cfg.probe_r_cut for m in members):  # no shared probe graph: one at a time
         outs = [member_grids(m, positions, atomic_numbers, cell, grid_shape, chunk_size, device, None, timing,
-                             dtype, stacked=stacked)[0] for m in members]
+                             dtype, stacked=stacked, matmul_dtype=matmul_dtype)[0] for m in members]
         out = torch.stack(outs)
         return out.mean(0) if mean else out
     chunk_size = int(chunk_size or cfg.chunk_size)
@@ -166,7 +169,7 @@ def member_grids(model, positions, atomic_numbers, cell, grid_shape: Sequence[in
     nx, ny, nz = (int(n) for n in grid_shape)
     t0 = time.perf_counter()
     features, batch = _encode(members, positions, atomic_numbers, cell, dtype, device)
-    heads = _heads(members, stacked)
+    heads = _heads(members, stacked, matmul_dtype)
     _sync(device)
     if timing is not None:
         timing.encoder_s += time.perf_counter() - t0
@@ -204,13 +207,13 @@ def member_grids(model, positions, atomic_numbers, cell, grid_shape: Sequence[in
 def predict_grid(model, positions, atomic_numbers, cell, grid_shape: Sequence[int], chunk_size: int | None = None,
                  device: str | torch.device = "cpu", callback: Callable[[int, int], None] | None = None,
                  timing: GridTiming | None = None, dtype: torch.dtype | None = None,
-                 stacked: bool = True) -> torch.Tensor:
+                 stacked: bool = True, matmul_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Model output on the full grid, (nx, ny, nz, n_channels) on the CPU in the model's dtype, e/Å³; an
     ensemble's is its members' mean (:func:`member_grids` with ``mean=True``). Output is written into one
     preallocated CPU array, so peak host memory is one grid, not two. ``stacked=False`` runs the heads member by
     member through their modules (the reference the one-pass path is tested and benchmarked against)."""
     return member_grids(model, positions, atomic_numbers, cell, grid_shape, chunk_size, device, callback, timing,
-                        dtype, mean=True, stacked=stacked)
+                        dtype, mean=True, stacked=stacked, matmul_dtype=matmul_dtype)
 
 
 @torch.no_grad()

@@ -101,8 +101,10 @@ def split_disagreement(store_splits: dict[str, list[str]] | None, ckpt: dict[str
 
 def evaluate_density(model, ckpt: dict[str, Any], store: str, material_ids: Sequence[str], device: str = "cpu",
                      chunk_size: int | None = None,
-                     progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
-    """Per-material error sums of the model (raw, and with the Δ net charge removed) and of the SAED baseline."""
+                     progress: Callable[[str, int, int], None] | None = None,
+                     matmul_dtype=None) -> dict[str, Any]:
+    """Per-material error sums of the model (raw, and with the Δ net charge removed) and of the SAED baseline
+    (``matmul_dtype``: the one-pass head's product dtype, :func:`~chgdata.models.density.member_grids`)."""
     from chgdata.saed import saed_for_structure
     from chgdata.store import open_dataset
 
@@ -115,7 +117,7 @@ def evaluate_density(model, ckpt: dict[str, Any], store: str, material_ids: Sequ
         grid = ds.density(mid)
         s = ds.structure(mid)
         out = predict_grid(model, s.cart_coords, atomic_numbers(s), s.lattice.matrix, grid.rho.shape, chunk_size,
-                           device).numpy().astype(np.float64)
+                           device, matmul_dtype=matmul_dtype).numpy().astype(np.float64)
         pred = out.sum(-1)
         rho = grid.rho.astype(np.float64)
         saed = None

@@ -90,6 +90,7 @@ class StackedDensityHead(nn.Module):
         h0 = heads[0]
         self.config, self.sh, self.radial = h0.config, h0.sh, h0.radial
         self.n_members = len(heads)
+        self.matmul_dtype: torch.dtype | None = None
         layer0 = h0.layers[0]
         self.sh_dim = layer0.irreps_sh.dim
         self._paths(layer0.scalar_paths)
@@ -143,7 +144,8 @@ class StackedDensityHead(nn.Module):
                 block: int | None = None) -> torch.Tensor:
         """``block``: edges per step of the per-edge work; by default 2048 on the CPU, where its temporaries then
         stay in cache (2.6-3.3x faster than one block: shipped ensemble, Si8 30³, one thread), and all on a GPU, where
-        every step costs kernel launches."""
+        every step costs kernel launches. ``self.matmul_dtype`` (e.g. ``torch.bfloat16``; None: the features'
+        dtype) is the dtype of the per-edge products; sums over edges and the softmax stay in the features'."""
         cfg, n_m = self.config, self.n_members
         n_probes = batch[K.PROBE_POSITIONS].shape[0]
         k, i = batch[K.PROBE_EDGE_INDEX]
@@ -153,18 +155,21 @@ class StackedDensityHead(nn.Module):
                                   K.PROBE_EDGE_CELL_SHIFT: batch[K.PROBE_EDGE_CELL_SHIFT][order]})
         r, sh, radial, w_geo = probe_edge_geometry(vec, cfg.probe_r_cut, cfg.probe_sh, self.sh, self.radial)
         dt, dev, n_e = vec.dtype, vec.device, len(k)
+        mt = self.matmul_dtype or dt
         block = block or (2048 if dev.type == "cpu" else max(n_e, 1))
-        w = {name: buf.to(dt) for name, buf in self.named_buffers() if buf.is_floating_point()}
+        w = {name: buf.to(mt) for name, buf in self.named_buffers() if buf.is_floating_point()}
+        w["background"] = self.background.to(dt)
+        sh, radial = sh.to(mt), radial.to(mt)
 
-        basis = self._basis_matrices(features)
+        basis = self._basis_matrices(features).to(mt)
         ends = torch.cumsum(torch.bincount(i, minlength=basis.shape[0]), 0).tolist()
-        self_term = torch.stack([si(x) for si, x in zip(self.self_interactions, features)])  # (M, atoms, C)
+        self_term = torch.stack([si(x) for si, x in zip(self.self_interactions, features)]).to(mt)  # (M, atoms, C)
         context = torch.zeros(n_m, n_probes, self.config.n_edge_scalars, dtype=dt, device=dev)
         blocks = []  # per block of edges: silu of the gate's input (the gate's scale is folded into what reads it)
         for e0 in range(0, n_e, block):
             e1 = min(n_e, e0 + block)
             segments = list(_segments(ends, e0, e1))
-            dot = torch.empty(n_m, e1 - e0, self.n_paths, dtype=dt, device=dev)
+            dot = torch.empty(n_m, e1 - e0, self.n_paths, dtype=mt, device=dev)
             for a, s0, s1 in segments:
                 dot[:, s0 - e0:s1 - e0] = torch.matmul(sh[s0:s1], basis[a])
             hidden = silu(torch.matmul(radial[e0:e1], w["radial_w1"]))  # (M, edges, hidden)
@@ -174,7 +179,7 @@ class StackedDensityHead(nn.Module):
             g = silu(pre, inplace=True)
             context.index_add_(1, k[e0:e1], g * w_geo[None, e0:e1, None])
             blocks.append((e0, e1, g))
-        context = torch.bmm(context, w["context_w1"])
+        context = torch.bmm(context.to(mt), w["context_w1"])
         logit = torch.empty(n_m, n_e, dtype=dt, device=dev)
         intensity = torch.empty(n_m, n_e, cfg.n_spin_channels, dtype=dt, device=dev)
         for e0, e1, g in blocks:
@@ -182,13 +187,17 @@ class StackedDensityHead(nn.Module):
             h_logit = silu(first[..., :self.hidden] + context[:, k[e0:e1]])
             h_int = silu(first[..., self.hidden:])
             for m in range(n_m):  # outputs of width 1 and 2: per-member products (bmm is slow for them on CPUs)
-                torch.mv(h_logit[m], w["logit_w2"][m, :, 0], out=logit[m, e0:e1])
+                if mt == dt:
+                    torch.mv(h_logit[m], w["logit_w2"][m, :, 0], out=logit[m, e0:e1])
+                else:
+                    logit[m, e0:e1] = h_logit[m] @ w["logit_w2"][m, :, 0]
                 intensity[m, e0:e1] = h_int[m] @ w["intensity_w2"][m]
 
         slot = (k[None, :] + n_probes * torch.arange(n_m, device=dev)[:, None]).reshape(-1)  # (member, probe)
         out = background_softmax(slot, logit.reshape(-1), w_geo.repeat(n_m), intensity.reshape(-1, cfg.n_spin_channels),
                                  w["background"].repeat_interleave(n_probes))
         return out.view(n_m, n_probes, -1)
+
 
 def _segments(ends: list[int], e0: int, e1: int):
     """(atom, start, stop) of the edges in [e0, e1), edges sorted by atom, ``ends`` each atom's cumulative count."""
@@ -202,9 +211,10 @@ def _segments(ends: list[int], e0: int, e1: int):
                 return
 
 
-def stack_heads(models) -> StackedDensityHead | None:
+def stack_heads(models, matmul_dtype: torch.dtype | None = None) -> StackedDensityHead | None:
     """One :class:`StackedDensityHead` for the heads of ``models`` (charge-density models), or None when a head's
-    shape is not the stackable one or the members' probe geometry differs."""
+    shape is not the stackable one or the members' probe geometry differs; ``matmul_dtype``: its per-edge
+    products' dtype (None: the features')."""
     heads = [m.head for m in models]
     h0 = heads[0]
     same = all(h.config.probe_r_cut == h0.config.probe_r_cut and h.config.probe_sh == h0.config.probe_sh
@@ -214,4 +224,6 @@ def stack_heads(models) -> StackedDensityHead | None:
                and h.config.mlp_hidden == h0.config.mlp_hidden for h in heads)
     if not same or not all(_stackable(h) for h in heads):
         return None
-    return StackedDensityHead(heads).to(next(h0.parameters()).device)
+    head = StackedDensityHead(heads).to(next(h0.parameters()).device)
+    head.matmul_dtype = matmul_dtype
+    return head

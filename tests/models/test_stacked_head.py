@@ -108,3 +108,19 @@ def test_the_shipped_ensemble_in_one_pass():
     args = (s.cart_coords, atomic_numbers(s), s.lattice.matrix, (12, 12, 12))
     one, each = predict_grid(model, *args), predict_grid(model, *args, stacked=False)
     assert float((one - each).abs().sum() / each.abs().sum()) < 1e-6
+
+
+def test_bfloat16_products_stay_close_and_need_the_one_pass_head():
+    """Per-edge products in bfloat16 (sums and softmax in float64 here): close to the float64 result at bf16's
+    8-bit mantissa, but not equal (the dtype is really used); the member path refuses the option."""
+    from chgdata.models.density import predict_grid
+
+    ens = _members(2)
+    s = _structure()
+    args = (s.cart_coords, np.array([14, 26, 8]), s.lattice.matrix, (6, 7, 8))
+    exact, low = predict_grid(ens, *args), predict_grid(ens, *args, matmul_dtype=torch.bfloat16)
+    assert low.dtype == torch.float64
+    rel = float((low - exact).abs().sum() / exact.abs().sum())
+    assert 1e-5 < rel < 3e-2
+    with pytest.raises(ValueError, match="one-pass"):
+        predict_grid(ens, *args, stacked=False, matmul_dtype=torch.bfloat16)
