@@ -39,15 +39,18 @@ def propose(candidates: Sequence, *, checkpoint: PathLike | None = None,
 
 
 def dft(structures: Sequence[str], out: PathLike, *, start: str = "predicted", nscf: bool = False,
-        checkpoint: PathLike | None = None, spin: str = "auto", progress: bool = False) -> list[dict]:
-    """``chgdata dft``: GPAW from the predicted (or SAED, or default) start density, or NSCF bands of it, per
-    structure file; one summary dict per structure (``error`` for a failed one)."""
+        checkpoint: PathLike | None = None, spin: str = "auto", paw: str = "auto",
+        progress: bool = False) -> list[dict]:
+    """``chgdata dft``: GPAW from the predicted (or SAED, or default) start density, or NSCF bands of it (``paw``:
+    its PAW D_asii relaxed to self-consistency with the fixed density, GPAW's atomic ones, or auto: relaxed for
+    spin-paired cells), per structure
+    file; one summary dict per structure (``error`` for a failed one)."""
     from chgdata.models.dft import run_dft
 
     from chgdata.dft.settings import DFTUnavailable
 
     try:
         return run_dft(structures, out, start=start, nscf=nscf, checkpoint=os.fspath(checkpoint) if checkpoint
-                       else None, spin=spin, progress=progress)
+                       else None, spin=spin, paw=paw, progress=progress)
     except DFTUnavailable as exc:
         raise ValueError(str(exc)) from None

@@ -16,6 +16,10 @@ def dft(
     nscf: bool = typer.Option(False, "--nscf",
                               help="No SCF: the bands of the fixed start density (gaps, DOS in a fraction of the "
                                    "SCF time)."),
+    paw: str = typer.Option("auto", "--paw",
+                            help="NSCF's PAW atomic density matrices D_asii: relaxed (self-consistent with the fixed "
+                                 "density; accurate), atomic (GPAW's free-atom ones; one diagonalisation) or auto "
+                                 "(relaxed for spin-paired cells, atomic for spin-polarised ones)."),
     out_dir: Path = typer.Option(Path("dft"), "--out", "-o", file_okay=False, help="One folder per structure."),
     checkpoint: str = typer.Option(None, "--checkpoint", help="Density model (default: the shipped one)."),
     spin: str = typer.Option("auto", "--spin", help="auto (from the predicted magnetisation), on or off."),
@@ -28,13 +32,13 @@ def dft(
 
     with cli_errors():
         results = run_dft(structures, out_dir, start=start, nscf=nscf, checkpoint=checkpoint, spin=spin,
-                          progress=not quiet)
+                          paw=paw, progress=not quiet)
     failed = [r for r in results if "error" in r]
     for r in results:
         if "error" in r:
             console.print(f"  failed {r['name']}: {r['error']}", highlight=False, soft_wrap=True)
             continue
-        what = "NSCF" if nscf else f"SCF {r['iterations']} iterations"
+        what = f"NSCF ({r['paw']} D_asii)" if nscf else f"SCF {r['iterations']} iterations"
         out.print(f"{r['name']} ({r['formula']}): {what} from {r['start']}, {r['seconds']:.1f} s; E = "
                   f"{r['energy_eV']:.4f} eV, E_F = {r['efermi_eV']:.3f} eV, gap {r['gap_eV']:.3f} eV (direct "
                   f"{r['direct_gap_eV']:.3f}) → {r['folder']}", highlight=False, soft_wrap=True)

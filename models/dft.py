@@ -115,27 +115,45 @@ def _write_outputs(folder, run, structure, kind: str, extra: dict) -> None:
     os.replace(tmp, folder)
 
 
-def dft_structure(structure, model, ckpt, *, start: str = "predicted", nscf: bool = False, spin: str = "auto"):
-    """One structure's run (:class:`chgdata.dft.runs.Run`) and what its start was (spin, predicted moment μB,
-    prediction seconds)."""
-    from chgdata.dft.runs import nscf as run_nscf
-    from chgdata.dft.runs import scf
+#: What ``chgdata dft --nscf --paw`` accepts: D_asii made self-consistent with the fixed density (``relaxed``), GPAW's
+#: atomic ones, or ``auto``: relaxed for spin-paired cells, atomic for spin-polarised ones (relaxing them with both
+#: spin densities fixed gave energies off by eV per atom and 1.5-3.4x the SCF's time on Fe and Co; bench/dft_start.py).
+PAW_CHOICES = ("auto", "relaxed", "atomic")
 
+
+def _check_choices(start: str, nscf: bool, paw: str) -> None:
     from .checkpoint import PredictError
 
     if start not in STARTS:
         raise PredictError(f"--start must be one of {', '.join(STARTS)}, got {start!r}")
     if nscf and start == "default":
         raise PredictError("--nscf needs a density to fix: --start predicted or saed")
+    if paw not in PAW_CHOICES:
+        raise PredictError(f"--paw must be one of {', '.join(PAW_CHOICES)}, got {paw!r}")
+
+
+def dft_structure(structure, model, ckpt, *, start: str = "predicted", nscf: bool = False, spin: str = "auto",
+                  paw: str = "auto"):
+    """One structure's run (:class:`chgdata.dft.runs.Run`) and what its start was (spin, predicted moment μB,
+    prediction seconds). ``paw``: the NSCF's D_asii (:data:`PAW_CHOICES`)."""
+    from chgdata.dft.runs import nscf as run_nscf
+    from chgdata.dft.runs import scf
+
+    _check_choices(start, nscf, paw)
     st = starts_for(structure, model, ckpt, spin)
     rho = {"predicted": st.predicted, "saed": st.saed}.get(start)
-    run = run_nscf(st.atoms, rho, start=start) if nscf else scf(st.atoms, rho_sR=rho, start=start)
-    return run, {"spin": st.spin, "predicted_moment_muB": st.predicted_moment_muB,
-                 "seconds_predict": st.seconds_predict}
+    if paw == "auto":
+        paw = "atomic" if st.spin else "relaxed"
+    if nscf:
+        run = run_nscf(st.atoms, rho, start=start, relax_paw=paw == "relaxed")
+    else:
+        run = scf(st.atoms, rho_sR=rho, start=start)
+    how = {"spin": st.spin, "predicted_moment_muB": st.predicted_moment_muB, "seconds_predict": st.seconds_predict}
+    return run, how | ({"paw": paw} if nscf else {})
 
 
 def run_dft(specs, out, *, start: str = "predicted", nscf: bool = False, checkpoint=None, spin: str = "auto",
-            progress: bool = True) -> list[dict]:
+            paw: str = "auto", progress: bool = True) -> list[dict]:
     """``chgdata dft``: per structure, an SCF from ``start`` (or with ``nscf`` the bands of the fixed start
     density; ``default`` has no density to fix) written to ``out/<name>/``; returns the summaries (with
     ``error`` for a structure that failed; the others go on)."""
@@ -146,13 +164,10 @@ def run_dft(specs, out, *, start: str = "predicted", nscf: bool = False, checkpo
     from chgdata.dft.runs import DFTRunError
     from chgdata.dft.settings import require_gpaw
 
-    from .checkpoint import PredictError, load
+    from .checkpoint import load
     from .predict_io import read_structure
 
-    if start not in STARTS:
-        raise PredictError(f"--start must be one of {', '.join(STARTS)}, got {start!r}")
-    if nscf and start == "default":
-        raise PredictError("--nscf needs a density to fix: --start predicted or saed")
+    _check_choices(start, nscf, paw)
     require_gpaw()
     inputs = [read_structure(s) for s in specs]
     seen: dict[str, int] = {}
@@ -168,7 +183,8 @@ def run_dft(specs, out, *, start: str = "predicted", nscf: bool = False, checkpo
             task = bar.add_task(f"{inp.name}: {'NSCF' if nscf else 'SCF'} from {start}")
             extra = {"name": inp.name, "source": inp.source, "formula": inp.structure.composition.reduced_formula}
             try:
-                run, how = dft_structure(inp.structure, model, ckpt, start=start, nscf=nscf, spin=spin)
+                run, how = dft_structure(inp.structure, model, ckpt, start=start, nscf=nscf, spin=spin,
+                                         paw=paw)
                 extra |= how
                 _write_outputs(Path(out) / inp.name, run, inp.structure, "nscf" if nscf else "scf", extra)
                 results.append({**run.summary(), **extra, "folder": str(Path(out) / inp.name)})
@@ -191,7 +207,8 @@ def report_nscf_dos(specs, out, checkpoint, echo) -> list[dict]:
     for r in results:
         if "error" in r:
             raise ValueError(f"{r['name']}: NSCF DOS failed: {r['error']}")
-        echo(f"{r['name']}: DOS from GPAW NSCF bands of the predicted density (not the kernel model), E_F "
+        echo(f"{r['name']}: DOS from GPAW NSCF bands of the predicted density ({r['paw']} D_asii; not the "
+             f"kernel model), E_F "
              f"{r['efermi_eV']:.3f} eV, gap {r['gap_eV']:.3f} eV, {r['seconds']:.1f} s → {r['folder']}/dos.json, "
              "dos.csv, dos.png", highlight=False)
     return results
