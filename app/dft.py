@@ -39,11 +39,10 @@ def propose(candidates: Sequence, *, checkpoint: PathLike | None = None,
 
 
 def dft(structures: Sequence[str], out: PathLike, *, start: str = "predicted", nscf: bool = False,
-        checkpoint: PathLike | None = None, spin: str = "auto", paw: str = "auto",
+        checkpoint: PathLike | None = None, spin: str = "auto", paw: str = "atomic",
         progress: bool = False) -> list[dict]:
     """``chgdata dft``: GPAW from the predicted (or SAED, or default) start density, or NSCF bands of it (``paw``:
-    its PAW D_asii relaxed to self-consistency with the fixed density, GPAW's atomic ones, or auto: relaxed for
-    spin-paired cells), per structure
+    GPAW's atomic PAW D_asii, or ``relaxed`` to self-consistency with the fixed density), per structure
     file; one summary dict per structure (``error`` for a failed one)."""
     from chgdata.models.dft import run_dft
 

@@ -2,9 +2,8 @@
 
 Per crystal (GPAW, the shared settings, one core): SCF iterations and wall time from GPAW's default start, from the
 converged density and D_asii (the floor), from SAED alone and from the model's density (both with atomic D_asii);
-NSCF on the model's density (D_asii relaxed with the density fixed, and atomic; ``auto``, the default of ``chgdata
-dft --nscf``, is the first for spin-paired cells and the second for spin-polarised ones) and on SAED's (atomic)
-against the converged SCF: gap error, band-energy MAE (occupied + 4
+NSCF on the model's density (atomic D_asii, the default of ``chgdata dft --nscf``, and D_asii relaxed with the
+density fixed) and on SAED's (atomic) against the converged SCF: gap error, band-energy MAE (occupied + 4
 empty bands, aligned at the VBM of gapped crystals, else E_F), DOS window MSE (the build-dos window, σ 0.1 eV,
 max-normalised) beside the shipped kernel DOS model's MSE for the same crystal, and for gapped crystals also with
 the NSCF's E_F put at the SCF's height above the VBM (inside a gap GPAW's E_F is fixed only loosely by the
@@ -92,9 +91,6 @@ def summarise(rows: list[dict]) -> str:
                   "| DOS window MSE, mean (median) | the same, gapped crystals' E_F at the SCF's height above the VBM "
                   "| kernel DOS model MSE, mean (median) | NSCF wall / SCF wall | energy error, median abs (max) "
                   "meV/atom |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:  # what `chgdata dft --nscf` does by default (--paw auto): relaxed for spin-paired cells only
-        if "predicted-relaxed" in r["nscf"]:
-            r["nscf"]["auto"] = r["nscf"]["predicted" if r["spin"] else "predicted-relaxed"]
     for split in sorted({r["split"] for r in rows}, reverse=True):
         rs = [r for r in rows if r["split"] == split]
         it = {k: np.array([r["scf"][k]["iterations"] for r in rs]) for k in ("default", "converged", "saed",
@@ -105,7 +101,7 @@ def summarise(rows: list[dict]) -> str:
         lines.append(f"| {split} | {len(rs)} | {cell['default']} | {cell['converged']} | {cell['saed']} | "
                      f"{cell['predicted']} | {np.sum(it['predicted'] < it['default'])}/{len(rs)} | "
                      f"{np.sum(it['predicted'] < it['saed'])}/{len(rs)} | {share:.0%} |")
-        for start in ("auto", "predicted-relaxed", "predicted", "saed"):
+        for start in ("predicted", "predicted-relaxed", "saed"):
             if any(start not in r["nscf"] for r in rs):
                 continue
             n = [r["nscf"][start] for r in rs]

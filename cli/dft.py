@@ -16,10 +16,10 @@ def dft(
     nscf: bool = typer.Option(False, "--nscf",
                               help="No SCF: the bands of the fixed start density (gaps, DOS in a fraction of the "
                                    "SCF time)."),
-    paw: str = typer.Option("auto", "--paw",
-                            help="NSCF's PAW atomic density matrices D_asii: relaxed (self-consistent with the fixed "
-                                 "density; accurate), atomic (GPAW's free-atom ones; one diagonalisation) or auto "
-                                 "(relaxed for spin-paired cells, atomic for spin-polarised ones)."),
+    paw: str = typer.Option("atomic", "--paw",
+                            help="NSCF's PAW atomic density matrices D_asii: atomic (GPAW's free-atom ones; the "
+                                 "closer bands with the shipped model) or relaxed (self-consistent with the fixed "
+                                 "density: better energies; spin-paired cells)."),
     out_dir: Path = typer.Option(Path("dft"), "--out", "-o", file_okay=False, help="One folder per structure."),
     checkpoint: str = typer.Option(None, "--checkpoint", help="Density model (default: the shipped one)."),
     spin: str = typer.Option("auto", "--spin", help="auto (from the predicted magnetisation), on or off."),

@@ -48,9 +48,9 @@ def test_nscf_relaxes_atomic_paw_matrices_to_the_scf_bands(si):
     one does not (the atomic D_asii put Si's gap off by ~18 meV)."""
     starts, ref = si
     rho, _ = density_of(ref)
-    relaxed = band_errors(nscf(starts.atoms, rho), ref)
+    relaxed = band_errors(nscf(starts.atoms, rho, relax_paw=True), ref)
     assert abs(relaxed["gap_error_eV"]) < 2e-3 and relaxed["band_mae_eV"] < 2e-3
-    atomic = band_errors(nscf(starts.atoms, rho, relax_paw=False), ref)
+    atomic = band_errors(nscf(starts.atoms, rho), ref)
     assert abs(atomic["gap_error_eV"]) > 8e-3 and atomic["band_mae_eV"] > 5e-3
 
 
@@ -80,7 +80,7 @@ def test_cli_nscf_writes_a_dos_that_counts_the_electrons(tmp_path):
     folder = tmp_path / "gpaw-0001"
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["kind"] == "nscf" and summary["start"] == "predicted" and "not variational" in summary["energy_note"]
-    assert summary["paw"] == "relaxed"  # --paw auto: a spin-paired cell's D_asii relaxed with the density fixed
+    assert summary["paw"] == "atomic"  # the default: GPAW's atomic D_asii
     dos = Dos.from_dict(json.loads((folder / "dos.json").read_text()))
     e = np.asarray(dos.energies)
     occ = e <= dos.efermi
@@ -101,7 +101,7 @@ def test_cli_refuses_an_unknown_paw_choice(tmp_path):
     need_shared()
     res = subprocess.run([sys.executable, "-m", "chgdata", "dft", str(GPAW / "gpaw-0001" / "CHGCAR.gz"), "--nscf",
                           "--paw", "converged", "--out", str(tmp_path)], capture_output=True, text=True)
-    assert res.returncode == 1 and "--paw must be one of auto, relaxed, atomic" in res.stderr
+    assert res.returncode == 1 and "--paw must be one of atomic, relaxed" in res.stderr
     assert not any(tmp_path.iterdir())
 
 

@@ -2,9 +2,9 @@
 
 * :func:`scf` — converged as usual from GPAW's default start (superposition of atomic densities, LCAO) or from a
   given pseudo density ρ (e/Å³) and D_asii (:mod:`chgdata.dft.start`).
-* :func:`nscf` — the bands of a given density ρ, converged (``converge_bands`` of the settings) with ρ fixed and the
-  PAW D_asii made self-consistent with it (or, with ``relax_paw=False``, the potential of ρ and the given or
-  atomic D_asii, diagonalised once); E_F from the new eigenvalues.
+* :func:`nscf` — the bands of a given density ρ, converged (``converge_bands`` of the settings) with ρ fixed, in the
+  potential of ρ and the given or atomic D_asii (``chgdata dft --nscf``'s default), or with ``relax_paw`` the PAW
+  D_asii made self-consistent with ρ; E_F from the new eigenvalues.
 * :func:`band_errors` — band gap and band-energy errors of one run against a reference run on the same k-points.
 """
 
@@ -89,10 +89,10 @@ def scf(atoms, *, rho_sR: np.ndarray | None = None, D_asii=None, start: str = "d
 
 
 def nscf(atoms, rho_sR: np.ndarray, D_asii=None, *, start: str = "density",
-         settings: DFTSettings = SHARED, txt=None, relax_paw: bool = True) -> Run:
-    """Bands of the fixed density ``rho_sR`` (e/Å³) from ``D_asii`` (None: atomic), relaxed to self-consistency
-    with ρ unless ``relax_paw`` is False (for spin-polarised cells it is not recommended: with both spin densities
-    fixed the relaxation of Fe and Co went astray, ``chgdata.models.dft.PAW_CHOICES``). ``energy_eV`` is GPAW's
+         settings: DFTSettings = SHARED, txt=None, relax_paw: bool = False) -> Run:
+    """Bands of the fixed density ``rho_sR`` (e/Å³) from ``D_asii`` (None: atomic), with ``relax_paw`` relaxed to
+    self-consistency with ρ (not for spin-polarised cells: with both spin densities fixed the
+    relaxation of Fe and Co went astray, ``chgdata.models.dft.PAW_CHOICES``). ``energy_eV`` is GPAW's
     energy expression evaluated at the fixed density: not a variational (Harris–Foulkes) energy."""
     from chgdata.dft.start import calculation_from_density
 

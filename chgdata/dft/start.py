@@ -8,10 +8,10 @@ count, and the Kohn–Sham potential of (ñ, D) gives the first wave functions (
 
 * :func:`calculation_from_density` builds an ASE calculator in that state; ``atoms.get_potential_energy()`` then
   converges it as usual (SCF), or with ``fixed=True`` only the bands are converged with ρ fixed (NSCF).
-* NSCF with ``relax_paw`` (the default of :func:`chgdata.dft.runs.nscf`): ρ stays fixed but the D_asii follow the
-  wave functions (ñ = ρ − n̂(D) after each update) until they are self-consistent with ρ. A model predicts ρ, not
-  D_asii, and the atomic D_asii are far from a crystal's: on the exact density of LiF they put the bands off by
-  120 meV (relaxed: 0), on the shipped model's LiF density 103 meV (relaxed: 36, as with the converged D_asii).
+* NSCF with ``relax_paw`` (``chgdata dft --nscf --paw relaxed``): ρ stays fixed but the D_asii follow the wave
+  functions (ñ = ρ − n̂(D) after each update) until they are self-consistent with ρ. A model predicts ρ, not D_asii,
+  and the atomic D_asii are far from a crystal's: on the exact density of LiF they put the bands off by 120 meV
+  (relaxed: 0), on the model's LiF density of 2026-12-01 103 meV (relaxed: 36, as with the converged D_asii).
 
 GPAW internals used (gpaw ≥ 26.7, ``gpaw.new``): the component builder, ``Density.nt_sR`` (e/Bohr³) and
 ``D_asii``, ``PotentialCalculator.calculate_without_orbitals`` and ``DFT.from_components``, as
