@@ -171,7 +171,8 @@ def main() -> None:
         s, n = res["scf"], res["nscf"]["predicted-relaxed"]
         print(f"{split} {fid} {res['formula']}: iterations default {s['default']['iterations']} floor "
               f"{s['converged']['iterations']} saed {s['saed']['iterations']} predicted {s['predicted']['iterations']}"
-              f"; NSCF gap err {1000 * n['gap_error_eV']:+.0f} meV, band MAE {1000 * n['band_mae_eV']:.0f} meV, "
+              f"; NSCF (relaxed D_asii) gap err {1000 * n['gap_error_eV']:+.0f} meV, band MAE "
+              f"{1000 * n['band_mae_eV']:.0f} meV, "
               f"DOS MSE {n['dos_mse']:.4f} (kernel {res['kernel_dos_mse']:.4f})", flush=True)
 
 

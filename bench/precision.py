@@ -1,7 +1,8 @@
 """Accuracy cost of bfloat16 per-edge products in the one-pass ensemble head (issue 29), on the shipped density
 model's grouped **test** split: mean NMAE and per-material change against float32 (the shipped path), both
-evaluated in the same run; and the head's wall time for each on this machine (one thread by default). On a GPU the
-same script gives the speed side (``--device cuda``)::
+evaluated in the same run; and the evaluation's wall time for each on this machine (SAED and I/O included). On a GPU
+the same run gives the accuracy there (``--device cuda``); the head's speed is ``bench/predict.py --paths
+one-pass,one-pass-bf16``::
 
     OMP_NUM_THREADS=1 python bench/precision.py --store data/gpaw-all
 """

@@ -116,10 +116,10 @@ def _write_outputs(folder, run, structure, kind: str, extra: dict) -> None:
 
 
 #: What ``chgdata dft --nscf --paw`` accepts: GPAW's atomic D_asii (the default, chosen on the grouped val split:
-#: with the shipped model's densities its bands and gaps are closer to the SCF's, median band error 19 against 25
-#: meV) or D_asii made self-consistent with the fixed density (``relaxed``: exact on an exact density, energies 2-8
-#: rather than 13-18 meV/atom off on val and test; for spin-paired cells: with both spin densities fixed Fe and Co
-#: went astray; bench/dft_start.py).
+#: with the shipped model's densities its bands and gaps are closer to the SCF's, band MAE median 28 against 31 meV,
+#: gap error 5 against 11 meV) or D_asii made self-consistent with the fixed density (``relaxed``: exact on an exact
+#: density, NSCF energies 8.3 / 2.8 rather than 14.9 / 18.3 meV/atom off on val / test; spin-paired cells only: with
+#: both spin densities fixed Fe and Co went astray; bench/dft_start.py).
 PAW_CHOICES = ("atomic", "relaxed")
 
 

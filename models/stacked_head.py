@@ -153,12 +153,11 @@ class StackedDensityHead(nn.Module):
         k, i = k[order], i[order]
         vec = probe_edge_vectors({**batch, K.PROBE_EDGE_INDEX: torch.stack([k, i]),
                                   K.PROBE_EDGE_CELL_SHIFT: batch[K.PROBE_EDGE_CELL_SHIFT][order]})
-        r, sh, radial, w_geo = probe_edge_geometry(vec, cfg.probe_r_cut, cfg.probe_sh, self.sh, self.radial)
+        _, sh, radial, w_geo = probe_edge_geometry(vec, cfg.probe_r_cut, cfg.probe_sh, self.sh, self.radial)
         dt, dev, n_e = vec.dtype, vec.device, len(k)
         mt = self.matmul_dtype or dt
         block = block or (2048 if dev.type == "cpu" else max(n_e, 1))
-        w = {name: buf.to(mt) for name, buf in self.named_buffers() if buf.is_floating_point()}
-        w["background"] = self.background.to(dt)
+        w = {name: buf.to(mt) for name, buf in self.named_buffers() if buf.is_floating_point() and name != "background"}
         sh, radial = sh.to(mt), radial.to(mt)
 
         basis = self._basis_matrices(features).to(mt)
@@ -195,7 +194,7 @@ class StackedDensityHead(nn.Module):
 
         slot = (k[None, :] + n_probes * torch.arange(n_m, device=dev)[:, None]).reshape(-1)  # (member, probe)
         out = background_softmax(slot, logit.reshape(-1), w_geo.repeat(n_m), intensity.reshape(-1, cfg.n_spin_channels),
-                                 w["background"].repeat_interleave(n_probes))
+                                 self.background.to(dt).repeat_interleave(n_probes))
         return out.view(n_m, n_probes, -1)
 
 
